@@ -1,0 +1,300 @@
+"""Cross-entropy losses with PyTorch's semantics: cross_entropy, nll_loss, and
+binary cross-entropy from probabilities or logits."""
+
+import numpy as np
+
+from cecore import _binary_kernels, _softmax_kernels
+from cecore._threads import resolve_n_threads
+from cecore._validation import (
+    as_float_array,
+    as_rows,
+    check_fraction,
+    check_int,
+    check_reduction,
+    class_targets,
+    class_weight,
+    divide,
+    logits_rows,
+    raise_bad_target,
+    trailing_broadcast,
+)
+
+
+def _reduce(total, normaliser, per_row, reduction, batch_shape, result_dtype):
+    if reduction == "none":
+        return per_row.reshape(batch_shape).astype(result_dtype, copy=False)
+    if reduction == "sum":
+        return result_dtype.type(total)
+    return result_dtype.type(divide(total, normaliser))
+
+
+def _result_dtype(rows):
+    return np.dtype(np.float64 if rows.dtype == np.float64 else np.float32)
+
+
+def cross_entropy(
+    logits,
+    target,
+    *,
+    axis=-1,
+    weight=None,
+    ignore_index=-100,
+    label_smoothing=0.0,
+    reduction="mean",
+    n_threads=None,
+):
+    r"""Cross-entropy between softmax(logits) and targets, fused and stable.
+
+    For class-index targets ``y`` (integer dtype, ``logits``' shape without
+    ``axis``), each position contributes, with ``w`` the class weights (1 by
+    default), ``K`` the number of classes and ``eps = label_smoothing``:
+
+    .. math:: \ell = (1 - \epsilon) w_y (\mathrm{lse}(z) - z_y)
+              + \frac{\epsilon}{K} \sum_k w_k (\mathrm{lse}(z) - z_k)
+
+    where ``lse`` is the log-sum-exp of the logits ``z`` along ``axis``.
+    Positions whose target equals ``ignore_index`` contribute 0 and are not
+    counted. ``"mean"`` divides the sum by the total weight ``sum w_y`` of the
+    counted positions (their number when ``weight`` is None).
+
+    For probability targets (floating dtype, ``logits``' shape), with
+    ``t' = (1 - eps) t + eps / K``: ``l = -sum_k w_k t'_k log softmax(z)_k``,
+    and ``"mean"`` divides by the number of positions. Terms with
+    ``t_k == 0`` are 0 even where ``z_k = -inf`` (``0 log 0 = 0``).
+
+    These are the semantics of ``torch.nn.functional.cross_entropy``;
+    ``axis=1`` on an ``(N, C, d1, ...)`` array is PyTorch's K-dimensional case.
+    The logits are read once: each row's maximum, sum of exponentials and
+    target logit come from one pass, with sums in float64.
+
+    Parameters
+    ----------
+    logits : array_like, float16/float32/float64
+        Unnormalised log-probabilities; ``-inf`` entries act as masks.
+    target : array_like
+        Class indices (any integer dtype) or probabilities (floating).
+    axis : int, default -1
+        The class axis of ``logits``.
+    weight : array_like of shape (K,), optional
+        Per-class weights.
+    ignore_index : int, default -100
+        Target value that is ignored (class-index targets only).
+    label_smoothing : float in [0, 1], default 0
+        Mixes the target with the uniform distribution over classes.
+    reduction : {"mean", "sum", "none"}, default "mean"
+    n_threads : int, optional
+        OpenMP threads; default follows OMP_NUM_THREADS (see README).
+
+    Returns
+    -------
+    numpy.float64 or numpy.float32, or numpy.ndarray for ``"none"``
+        float64 for float64 logits, float32 otherwise. ``"none"`` has the
+        target positions' shape (0 at ignored positions).
+
+    Raises
+    ------
+    TypeError
+        Non-numeric or complex data, a bool target.
+    ValueError
+        Mismatched shapes, a target out of range (its index and value are
+        named; checked before any result is returned), a bad ``reduction``,
+        ``label_smoothing`` outside [0, 1], ``axis`` out of range, ``weight``
+        of the wrong length, zero classes, ``n_threads < 1``.
+
+    Examples
+    --------
+    >>> import numpy as np, cecore
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 0.0]])
+    >>> round(float(cecore.cross_entropy(logits, np.array([0, 2]))), 6)
+    0.82059
+    """
+    rows, batch_shape, axis, _ = logits_rows(logits, axis, "logits")
+    n, k = rows.shape
+    reduction = check_reduction(reduction)
+    label_smoothing = check_fraction(label_smoothing, "label_smoothing")
+    ignore_index = check_int(ignore_index, "ignore_index")
+    w = class_weight(weight, k)
+    result_dtype = _result_dtype(rows)
+    t = np.asarray(target)
+    n_threads = resolve_n_threads(n_threads, rows.size)
+    per_row = np.empty(n if reduction == "none" else 0, dtype=rows.dtype)
+
+    if t.dtype.kind in "iu":
+        t_flat = class_targets(t, batch_shape, k, ignore_index)
+        total, weight_sum, bad = _softmax_kernels.ce_index_loss(
+            rows, t_flat, w, ignore_index, label_smoothing, per_row, n_threads
+        )
+        if bad >= 0:
+            raise_bad_target(t, bad, k, ignore_index)
+        return _reduce(total, weight_sum, per_row, reduction, batch_shape, result_dtype)
+
+    if t.dtype.kind == "f":
+        logits_shape = batch_shape[:axis] + (k,) + batch_shape[axis:]
+        if t.shape != logits_shape:
+            raise ValueError(
+                f"probability target has shape {t.shape}, expected the logits' shape "
+                f"{logits_shape}"
+            )
+        t_arr, _ = as_float_array(t, "target")
+        t_rows = as_rows(t_arr.astype(rows.dtype, copy=False), axis)
+        total = _softmax_kernels.ce_prob_loss(rows, t_rows, w, label_smoothing, per_row,
+                                              n_threads)
+        return _reduce(total, n, per_row, reduction, batch_shape, result_dtype)
+
+    kind = "complex" if t.dtype.kind == "c" else str(t.dtype)
+    raise TypeError(
+        f"target must hold integer class indices or floating probabilities, got {kind}"
+    )
+
+
+def nll_loss(
+    log_probs, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean",
+    n_threads=None,
+):
+    r"""Negative log-likelihood of class indices under given log-probabilities.
+
+    ``l = -w_y log_probs[y]`` for each position, 0 where ``target ==
+    ignore_index``; ``"mean"`` divides by the total weight of counted positions.
+    Same semantics as ``torch.nn.functional.nll_loss``; ``log_probs`` is
+    typically the output of :func:`log_softmax` (use :func:`cross_entropy` on
+    logits to fuse both steps).
+
+    Parameters and returns are those of :func:`cross_entropy` with class-index
+    targets (no ``label_smoothing``).
+
+    Examples
+    --------
+    >>> import numpy as np, cecore
+    >>> lp = np.log(np.array([[0.5, 0.25, 0.25]]))
+    >>> round(float(cecore.nll_loss(lp, np.array([1]))), 6)
+    1.386294
+    """
+    rows, batch_shape, axis, _ = logits_rows(log_probs, axis, "log_probs")
+    n, k = rows.shape
+    reduction = check_reduction(reduction)
+    ignore_index = check_int(ignore_index, "ignore_index")
+    w = class_weight(weight, k)
+    t = np.asarray(target)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}")
+    t_flat = class_targets(t, batch_shape, k, ignore_index)
+    per_row = np.empty(n if reduction == "none" else 0, dtype=rows.dtype)
+    total, weight_sum, bad = _softmax_kernels.nll_loss(
+        rows, t_flat, w, ignore_index, per_row, resolve_n_threads(n_threads, n)
+    )
+    if bad >= 0:
+        raise_bad_target(t, bad, k, ignore_index)
+    return _reduce(total, weight_sum, per_row, reduction, batch_shape, _result_dtype(rows))
+
+
+# Elements per kernel block; weights repeat with a period that divides it.
+_BCE_BLOCK = 16384
+
+
+def _bce_inputs(x, target, name, weights):
+    """Flatten x and target (same shape) and lay out the weights for the kernels.
+
+    ``weights`` maps names to arrays (or None) that broadcast to x's shape.
+    Returns ``(x_flat, t_flat, block, laid_out, per_element, shape, result_dtype)``
+    where each laid-out weight is empty (absent), of length ``block`` (a periodic
+    weight tiled to the block) or, when ``per_element``, of x's size.
+    """
+    arr, _ = as_float_array(x, name)
+    t = np.asarray(target)
+    if t.dtype.kind == "c":
+        raise TypeError(f"target must be real, got complex dtype {t.dtype}")
+    if t.dtype.kind not in "fiub":
+        raise TypeError(f"target must be a real numeric array, got dtype {t.dtype}")
+    if t.shape != arr.shape:
+        raise ValueError(f"target has shape {t.shape}, expected {name}'s shape {arr.shape}")
+    dtype = arr.dtype
+    x_flat = np.ascontiguousarray(arr).reshape(-1)
+    t_flat = np.ascontiguousarray(t, dtype=dtype).reshape(-1)
+    size = x_flat.size
+    periods = {
+        key: trailing_broadcast(value, arr.shape, key, dtype)
+        for key, value in weights.items()
+        if value is not None
+    }
+    period = max((p.size for p in periods.values()), default=1)
+    block = _BCE_BLOCK
+    laid_out = {key: np.empty(0, dtype) for key in weights}
+    per_element = period > _BCE_BLOCK
+    if not per_element:
+        block = period * (_BCE_BLOCK // period)
+        for key, p in periods.items():
+            laid_out[key] = np.tile(p, block // p.size)
+    else:
+        for key, p in periods.items():
+            laid_out[key] = np.ascontiguousarray(
+                np.broadcast_to(p, (size // p.size, p.size))
+            ).reshape(-1)
+    return x_flat, t_flat, block, laid_out, per_element, arr.shape, _result_dtype(x_flat)
+
+
+def _bce_finish(total, losses, size, reduction, shape, result_dtype):
+    if reduction == "none":
+        return losses.reshape(shape).astype(result_dtype, copy=False)
+    if reduction == "sum":
+        return result_dtype.type(total)
+    return result_dtype.type(divide(total, size))
+
+
+def binary_cross_entropy_with_logits(
+    logits, target, *, weight=None, pos_weight=None, reduction="mean", n_threads=None
+):
+    r"""Binary cross-entropy of targets under sigmoid(logits), computed stably.
+
+    .. math:: \ell = w \left[ p\,t \log(1 + e^{-x}) + (1 - t) \log(1 + e^{x}) \right]
+              = w \left[ (1 - t) x + (1 + (p - 1) t)\,\mathrm{softplus}(-x) \right]
+
+    with ``p = pos_weight``; the right-hand form is exact for every finite ``x``.
+    ``weight`` and ``pos_weight`` broadcast to ``logits``' shape (pos_weight is
+    typically one weight per class along the last axis). ``"mean"`` divides by
+    the number of elements. Same semantics as PyTorch's function of this name.
+
+    Examples
+    --------
+    >>> import numpy as np, cecore
+    >>> round(float(cecore.binary_cross_entropy_with_logits(np.array([0.0]), np.array([1.0]))), 6)
+    0.693147
+    """
+    reduction = check_reduction(reduction)
+    x, t, block, w, per_element, shape, result_dtype = _bce_inputs(
+        logits, target, "logits", {"weight": weight, "pos_weight": pos_weight}
+    )
+    losses = np.empty(x.size if reduction == "none" else 0, dtype=x.dtype)
+    total = _binary_kernels.bce_logits_loss(
+        x, t, w["pos_weight"], w["weight"], block, per_element, losses,
+        resolve_n_threads(n_threads, x.size),
+    )
+    return _bce_finish(total, losses, x.size, reduction, shape, result_dtype)
+
+
+def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", n_threads=None):
+    r"""Binary cross-entropy of targets under probabilities.
+
+    ``l = -w [t log p + (1 - t) log(1 - p)]`` with each log clamped at -100,
+    as PyTorch does, so that ``p`` of exactly 0 or 1 gives a finite loss.
+    ``probs`` must lie in [0, 1] (ValueError otherwise; NaN propagates).
+    ``weight`` broadcasts to ``probs``' shape; ``"mean"`` divides by the
+    number of elements. Prefer :func:`binary_cross_entropy_with_logits` when
+    logits are available: it is exact where ``p`` rounds to 0 or 1.
+
+    Examples
+    --------
+    >>> import numpy as np, cecore
+    >>> round(float(cecore.binary_cross_entropy(np.array([0.5]), np.array([1.0]))), 6)
+    0.693147
+    """
+    reduction = check_reduction(reduction)
+    p, t, block, w, per_element, shape, result_dtype = _bce_inputs(
+        probs, target, "probs", {"weight": weight}
+    )
+    losses = np.empty(p.size if reduction == "none" else 0, dtype=p.dtype)
+    total, n_bad = _binary_kernels.bce_probs_loss(
+        p, t, w["weight"], block, per_element, losses, resolve_n_threads(n_threads, p.size)
+    )
+    if n_bad:
+        raise ValueError(f"probs must lie in [0, 1]; {n_bad} element(s) are outside")
+    return _bce_finish(total, losses, p.size, reduction, shape, result_dtype)

@@ -1,0 +1,355 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
+"""Softmax-family kernels: log-sum-exp of rows and everything built on it.
+
+All kernels take 2-D arrays whose rows are contiguous (any row stride) and
+assume validated input (the Python layer in cecore/_losses.py and
+cecore/_softmax.py checks shapes, dtypes and options). Rows are processed in
+blocks whose size depends on the shape alone; each block's sums are kept
+separately and added in block order, so results are bitwise identical for any
+number of threads.
+"""
+
+import numpy as np
+
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+from libc.math cimport INFINITY, exp, log
+from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport free, malloc
+
+from cecore._rowmath cimport (block_lse, cec_dispatch_init, cec_simd_level, row_exp, row_lse,
+                              row_sub, row_tdot, row_wsum)
+
+ctypedef fused target_t:
+    int32_t
+    int64_t
+
+# Rows of at most this many classes go through the packed block path.
+cdef Py_ssize_t SMALL_K = 32
+
+
+def dispatch_init(int requested):
+    """Select the SIMD variant (-1: best supported). Returns the level in use."""
+    return cec_dispatch_init(requested)
+
+
+def simd_level():
+    return cec_simd_level
+
+
+def block_rows(Py_ssize_t n_rows, Py_ssize_t k):
+    """Rows per block: ~32 KB of float32 per block, and >= 64 blocks when rows allow.
+
+    A function of the shape only, never of the thread count (reproducible sums).
+    """
+    cdef Py_ssize_t b = 256 if k <= SMALL_K else max(1, 8192 // k)
+    return max(1, min(b, n_rows // 64))
+
+
+cdef inline floating *_row(const floating *x, Py_ssize_t r, Py_ssize_t stride) noexcept nogil:
+    return <floating *> (x + r * stride)
+
+
+cdef void _lse_rows(const floating *x, Py_ssize_t rows, Py_ssize_t stride, Py_ssize_t k,
+                    floating *scratch, floating *rowmax, double *lse) noexcept nogil:
+    """lse[r] = log sum_j exp(x[r, j]) and rowmax[r] = max_j x[r, j] for r < rows."""
+    cdef Py_ssize_t r
+    if k <= SMALL_K:
+        block_lse(x, rows, stride, k, scratch, rowmax, lse)
+        return
+    for r in range(rows):
+        lse[r] = row_lse(_row(x, r, stride), k, &rowmax[r])
+
+
+cdef struct _Scratch:
+    void *packed     # SMALL_K path: rows * k elements
+    void *rowmax     # rows elements
+    double *lse      # rows doubles
+
+
+cdef _Scratch *_scratch_new(Py_ssize_t rows, Py_ssize_t k, Py_ssize_t itemsize) noexcept nogil:
+    """Per-thread work space, or NULL if out of memory."""
+    cdef _Scratch *s = <_Scratch *> malloc(sizeof(_Scratch))
+    if s == NULL:
+        return NULL
+    s.packed = malloc((rows * k if k <= SMALL_K else 1) * itemsize)
+    s.rowmax = malloc(rows * itemsize)
+    s.lse = <double *> malloc(rows * sizeof(double))
+    if s.packed == NULL or s.rowmax == NULL or s.lse == NULL:
+        _scratch_free(s)
+        return NULL
+    return s
+
+
+cdef void _scratch_free(_Scratch *s) noexcept nogil:
+    if s != NULL:
+        free(s.packed)
+        free(s.rowmax)
+        free(s.lse)
+        free(s)
+
+
+cdef inline Py_ssize_t _stride(Py_ssize_t byte_stride, Py_ssize_t itemsize):
+    return byte_stride // itemsize
+
+
+cdef void _ce_index_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
+                          const target_t *target, const double *weight, double weight_total,
+                          Py_ssize_t ignore_index, double smoothing, floating *loss_out,
+                          Py_ssize_t r0, Py_ssize_t r1, _Scratch *s,
+                          double *loss_sum, double *weight_sum,
+                          Py_ssize_t *first_bad) noexcept nogil:
+    """Loss of rows r0..r1 with class-index targets (PyTorch semantics).
+
+    loss_r = (1 - eps) w[y] (lse - x[y]) + eps / k sum_j w[j] (lse - x[j])
+    """
+    cdef Py_ssize_t r, y
+    cdef double lse, wy, loss, total = 0.0, wtotal = 0.0
+    cdef const floating *xr
+    _lse_rows(x + r0 * stride, r1 - r0, stride, k, <floating *> s.packed,
+              <floating *> s.rowmax, s.lse)
+    for r in range(r0, r1):
+        y = target[r]
+        loss = 0.0
+        if y == ignore_index:
+            pass
+        elif y < 0 or y >= k:
+            if first_bad[0] < 0:
+                first_bad[0] = r
+        else:
+            xr = x + r * stride
+            lse = s.lse[r - r0]
+            wy = 1.0 if weight == NULL else weight[y]
+            loss = (1.0 - smoothing) * wy * (lse - xr[y])
+            if smoothing != 0.0:
+                loss = loss + smoothing / k * (lse * weight_total - row_wsum(weight, xr, k))
+            wtotal = wtotal + wy
+        if loss_out != NULL:
+            loss_out[r] = <floating> loss
+        total = total + loss
+    loss_sum[0] = total
+    weight_sum[0] = wtotal
+
+
+def ce_index_loss(const floating[:, :] logits, const target_t[::1] target,
+                  const double[::1] weight, Py_ssize_t ignore_index, double label_smoothing,
+                  floating[::1] loss_out, int n_threads):
+    """Cross-entropy of logits (n, k) against class indices (n,).
+
+    weight: class weights (k,) or empty; loss_out: per-row losses (n,) or empty.
+    Returns (sum of losses, sum of the weights of non-ignored targets, first row
+    whose target is out of range or -1). Rows with a bad target contribute 0.
+    """
+    cdef Py_ssize_t n = logits.shape[0], k = logits.shape[1]
+    cdef Py_ssize_t stride = _stride(logits.strides[0], sizeof(floating))
+    cdef Py_ssize_t brows = block_rows(n, k)
+    cdef Py_ssize_t nblocks = (n + brows - 1) // brows
+    cdef double[::1] block_loss = np.zeros(nblocks)
+    cdef double[::1] block_w = np.zeros(nblocks)
+    cdef Py_ssize_t[::1] block_bad = np.full(nblocks, -1, dtype=np.intp)
+    cdef const double *w = &weight[0] if weight.shape[0] > 0 else NULL
+    cdef floating *out = &loss_out[0] if loss_out.shape[0] > 0 else NULL
+    cdef double weight_total = k
+    cdef Py_ssize_t b, j
+    cdef int failed = 0
+    cdef int *failed_flag = &failed  # written from inside the parallel region
+    cdef _Scratch *s
+    if n == 0:
+        return 0.0, 0.0, -1
+    if w != NULL:
+        weight_total = 0.0
+        for j in range(k):
+            weight_total += w[j]
+    with nogil, parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
+        # assigned inside the parallel block, so each thread has its own
+        s = _scratch_new(brows, k, sizeof(floating))
+        if s != NULL:
+            for b in prange(nblocks, schedule="static"):
+                _ce_index_block(&logits[0, 0], stride, k, &target[0], w, weight_total,
+                                ignore_index, label_smoothing, out, b * brows,
+                                min(n, (b + 1) * brows), s, &block_loss[b], &block_w[b],
+                                &block_bad[b])
+        else:
+            failed_flag[0] = 1
+        _scratch_free(s)
+    if failed:
+        raise MemoryError("cecore: could not allocate kernel scratch space")
+    bad = np.asarray(block_bad)
+    bad = bad[bad >= 0]
+    return (float(np.sum(block_loss)), float(np.sum(block_w)),
+            int(bad[0]) if bad.size else -1)
+
+
+cdef void _ce_prob_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
+                         const floating *t, Py_ssize_t tstride, const double *weight,
+                         double weight_total, double smoothing, floating *loss_out,
+                         Py_ssize_t r0, Py_ssize_t r1, _Scratch *s,
+                         double *loss_sum) noexcept nogil:
+    """Loss of rows r0..r1 with probability targets t (PyTorch semantics).
+
+    With t' = (1 - eps) t + eps / k:  loss_r = sum_j w[j] t'[j] (lse - x[j])
+      = (1 - eps) (lse sum_j w t - sum_j w t x) + eps / k (lse sum_j w - sum_j w x)
+    where terms with t[j] == 0 count as 0 even if x[j] = -inf.
+    """
+    cdef Py_ssize_t r
+    cdef double lse, loss, tw, tx, total = 0.0
+    cdef const floating *xr
+    _lse_rows(x + r0 * stride, r1 - r0, stride, k, <floating *> s.packed,
+              <floating *> s.rowmax, s.lse)
+    for r in range(r0, r1):
+        xr = x + r * stride
+        lse = s.lse[r - r0]
+        tx = row_tdot(t + r * tstride, weight, xr, k, &tw)
+        loss = (1.0 - smoothing) * (lse * tw - tx)
+        if smoothing != 0.0:
+            loss = loss + smoothing / k * (lse * weight_total - row_wsum(weight, xr, k))
+        if loss_out != NULL:
+            loss_out[r] = <floating> loss
+        total = total + loss
+    loss_sum[0] = total
+
+
+def ce_prob_loss(const floating[:, :] logits, const floating[:, :] target,
+                 const double[::1] weight, double label_smoothing, floating[::1] loss_out,
+                 int n_threads):
+    """Cross-entropy of logits (n, k) against probability targets (n, k).
+
+    Returns the sum of the per-row losses (written to loss_out if not empty).
+    """
+    cdef Py_ssize_t n = logits.shape[0], k = logits.shape[1]
+    cdef Py_ssize_t stride = _stride(logits.strides[0], sizeof(floating))
+    cdef Py_ssize_t tstride = _stride(target.strides[0], sizeof(floating))
+    cdef Py_ssize_t brows = block_rows(n, k)
+    cdef Py_ssize_t nblocks = (n + brows - 1) // brows
+    cdef double[::1] block_loss = np.zeros(nblocks)
+    cdef const double *w = &weight[0] if weight.shape[0] > 0 else NULL
+    cdef floating *out = &loss_out[0] if loss_out.shape[0] > 0 else NULL
+    cdef double weight_total = k
+    cdef Py_ssize_t b, j
+    cdef int failed = 0
+    cdef int *failed_flag = &failed  # written from inside the parallel region
+    cdef _Scratch *s
+    if n == 0:
+        return 0.0
+    if w != NULL:
+        weight_total = 0.0
+        for j in range(k):
+            weight_total += w[j]
+    with nogil, parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
+        # assigned inside the parallel block, so each thread has its own
+        s = _scratch_new(brows, k, sizeof(floating))
+        if s != NULL:
+            for b in prange(nblocks, schedule="static"):
+                _ce_prob_block(&logits[0, 0], stride, k, &target[0, 0], tstride, w,
+                               weight_total, label_smoothing, out, b * brows,
+                               min(n, (b + 1) * brows), s, &block_loss[b])
+        else:
+            failed_flag[0] = 1
+        _scratch_free(s)
+    if failed:
+        raise MemoryError("cecore: could not allocate kernel scratch space")
+    return float(np.sum(block_loss))
+
+
+cdef void _nll_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
+                     const target_t *target, const double *weight, Py_ssize_t ignore_index,
+                     floating *loss_out, Py_ssize_t r0, Py_ssize_t r1, double *loss_sum,
+                     double *weight_sum, Py_ssize_t *first_bad) noexcept nogil:
+    cdef Py_ssize_t r, y
+    cdef double wy, loss, total = 0.0, wtotal = 0.0
+    for r in range(r0, r1):
+        y = target[r]
+        loss = 0.0
+        if y == ignore_index:
+            pass
+        elif y < 0 or y >= k:
+            if first_bad[0] < 0:
+                first_bad[0] = r
+        else:
+            wy = 1.0 if weight == NULL else weight[y]
+            loss = -wy * x[r * stride + y]
+            wtotal = wtotal + wy
+        if loss_out != NULL:
+            loss_out[r] = <floating> loss
+        total = total + loss
+    loss_sum[0] = total
+    weight_sum[0] = wtotal
+
+
+def nll_loss(const floating[:, :] log_probs, const target_t[::1] target,
+             const double[::1] weight, Py_ssize_t ignore_index, floating[::1] loss_out,
+             int n_threads):
+    """Negative log-likelihood -w[y] log_probs[r, y]; returns like ce_index_loss."""
+    cdef Py_ssize_t n = log_probs.shape[0], k = log_probs.shape[1]
+    cdef Py_ssize_t stride = _stride(log_probs.strides[0], sizeof(floating))
+    cdef Py_ssize_t brows = max(1, min(4096, n // 64))
+    cdef Py_ssize_t nblocks = (n + brows - 1) // brows
+    cdef double[::1] block_loss = np.zeros(nblocks)
+    cdef double[::1] block_w = np.zeros(nblocks)
+    cdef Py_ssize_t[::1] block_bad = np.full(nblocks, -1, dtype=np.intp)
+    cdef const double *w = &weight[0] if weight.shape[0] > 0 else NULL
+    cdef floating *out = &loss_out[0] if loss_out.shape[0] > 0 else NULL
+    cdef Py_ssize_t b
+    if n == 0:
+        return 0.0, 0.0, -1
+    for b in prange(nblocks, schedule="static", nogil=True, num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
+        _nll_block(&log_probs[0, 0], stride, k, &target[0], w, ignore_index, out, b * brows,
+                   min(n, (b + 1) * brows), &block_loss[b], &block_w[b], &block_bad[b])
+    bad = np.asarray(block_bad)
+    bad = bad[bad >= 0]
+    return (float(np.sum(block_loss)), float(np.sum(block_w)),
+            int(bad[0]) if bad.size else -1)
+
+
+cdef void _softmax_block(const floating *x, Py_ssize_t stride, Py_ssize_t k, floating *out,
+                         Py_ssize_t ostride, int mode, Py_ssize_t r0, Py_ssize_t r1,
+                         _Scratch *s) noexcept nogil:
+    """mode 0: lse (out is (n,)); 1: log_softmax; 2: softmax (out is (n, k))."""
+    cdef Py_ssize_t r
+    cdef double lse, shift
+    cdef floating m
+    _lse_rows(x + r0 * stride, r1 - r0, stride, k, <floating *> s.packed,
+              <floating *> s.rowmax, s.lse)
+    for r in range(r0, r1):
+        lse = s.lse[r - r0]
+        if mode == 0:
+            out[r] = <floating> lse
+        elif mode == 1:
+            row_sub(x + r * stride, k, lse, out + r * ostride)
+        else:
+            # exp(x - max) * (sum exp(x - max))^-1, not exp(x - lse): lse rounded
+            # to the input dtype would cost the output its last bits
+            m = (<floating *> s.rowmax)[r - r0]
+            shift = 0.0 if m == -INFINITY else m
+            row_exp(x + r * stride, k, <floating> shift, <floating> exp(shift - lse),
+                    out + r * ostride)
+
+
+def softmax_rows(const floating[:, :] x, floating[:, :] out, int mode, int n_threads):
+    """Row-wise log-sum-exp (mode 0, out (n, 1)), log_softmax (1) or softmax (2)."""
+    cdef Py_ssize_t n = x.shape[0], k = x.shape[1]
+    cdef Py_ssize_t stride = _stride(x.strides[0], sizeof(floating))
+    cdef Py_ssize_t ostride = _stride(out.strides[0], sizeof(floating))
+    cdef Py_ssize_t brows = block_rows(n, k)
+    cdef Py_ssize_t nblocks = (n + brows - 1) // brows
+    cdef Py_ssize_t b
+    cdef int failed = 0
+    cdef int *failed_flag = &failed  # written from inside the parallel region
+    cdef _Scratch *s
+    if n == 0:
+        return
+    with nogil, parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
+        # assigned inside the parallel block, so each thread has its own
+        s = _scratch_new(brows, k, sizeof(floating))
+        if s != NULL:
+            for b in prange(nblocks, schedule="static"):
+                _softmax_block(&x[0, 0], stride, k, &out[0, 0],
+                               ostride if mode != 0 else 1, mode,
+                               b * brows, min(n, (b + 1) * brows), s)
+        else:
+            failed_flag[0] = 1
+        _scratch_free(s)
+    if failed:
+        raise MemoryError("cecore: could not allocate kernel scratch space")

@@ -1,0 +1,45 @@
+"""How many OpenMP threads a kernel call gets.
+
+``n_threads=None`` follows OpenMP's default (OMP_NUM_THREADS, or the number of
+usable cores; threadpoolctl's limits act on it). Small inputs run on one thread:
+starting a team costs more than it saves. In a process forked from one that had
+used OpenMP threads, every call runs single-threaded: GNU OpenMP's thread pool
+does not survive fork() and a parallel region there would hang.
+"""
+
+import os
+
+from cecore import _openmp
+from cecore._validation import check_int
+
+# Below this many elements a call runs on one thread.
+MIN_PARALLEL_WORK = 1 << 15
+
+_in_forked_child = False
+
+
+def _after_fork_in_child():
+    global _in_forked_child
+    _in_forked_child = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def default_n_threads():
+    """Threads a large call uses with ``n_threads=None``."""
+    return 1 if _in_forked_child else _openmp.max_threads()
+
+
+def resolve_n_threads(n_threads, work):
+    """Validate ``n_threads`` and return the thread count for ``work`` elements."""
+    if n_threads is None:
+        n = default_n_threads()
+    else:
+        n = check_int(n_threads, "n_threads")
+        if n < 1:
+            raise ValueError(f"n_threads must be >= 1 or None, got {n}")
+    if _in_forked_child or work < MIN_PARALLEL_WORK:
+        return 1
+    return n

@@ -1,0 +1,181 @@
+"""Input checking shared by the public functions.
+
+Every public function goes through these helpers before any kernel runs, so
+that kernels can trust their inputs: floating arrays in native byte order with
+contiguous, aligned rows. Errors name the offending argument.
+"""
+
+import operator
+
+import numpy as np
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def as_float_array(x, name):
+    """``x`` as a native-endian float32/float64 array (float16 and integers are promoted).
+
+    Returns ``(array, result_dtype)`` where ``result_dtype`` is the dtype results
+    are reported in: float64 for float64 (and integer) input, float32 otherwise.
+    """
+    arr = np.asarray(x)
+    kind = arr.dtype.kind
+    if kind == "c":
+        raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
+    if kind not in "fiu":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    if kind in "iu":
+        arr = arr.astype(np.float64)
+    elif arr.dtype.itemsize < 4:
+        arr = arr.astype(np.float32)
+    elif arr.dtype.itemsize > 8:
+        raise TypeError(f"{name} has unsupported dtype {arr.dtype} (use float32 or float64)")
+    elif not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return arr, arr.dtype
+
+
+def check_axis(axis, ndim, name):
+    """Normalise ``axis`` for an array of ``ndim`` dimensions called ``name``."""
+    try:
+        axis = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"axis must be an integer, got {type(axis).__name__}") from None
+    if ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension (the class axis)")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of range for {name} with {ndim} dimension(s)")
+    return axis % ndim
+
+
+def check_reduction(reduction):
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def check_fraction(value, name):
+    """A float in [0, 1]."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a float in [0, 1], got {value!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return value
+
+
+def check_int(value, name):
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+
+
+def as_rows(arr, axis):
+    """View (or copy) ``arr`` as a 2-D array (rows, classes) with ``axis`` last.
+
+    Rows come out in C order of the remaining axes; each row is contiguous and
+    aligned (the kernels' only layout requirement), the row stride is free.
+    """
+    arr = np.moveaxis(arr, axis, -1)
+    k = arr.shape[-1]
+    rows = arr.reshape(-1, k) if k > 0 else arr.reshape(int(np.prod(arr.shape[:-1])), 0)
+    itemsize = rows.dtype.itemsize
+    if (
+        not rows.flags.aligned
+        or (k > 1 and rows.strides[1] != itemsize)
+        or rows.strides[0] % itemsize != 0
+    ):
+        rows = np.ascontiguousarray(rows)
+    return rows
+
+
+def class_weight(weight, n_classes):
+    """Class weights as a contiguous float64 array of length ``n_classes`` (empty if None)."""
+    if weight is None:
+        return np.empty(0)
+    w = np.asarray(weight)
+    if w.dtype.kind == "c":
+        raise TypeError(f"weight must be real, got complex dtype {w.dtype}")
+    if w.dtype.kind not in "fiub":
+        raise TypeError(f"weight must be a real numeric array, got dtype {w.dtype}")
+    if w.shape != (n_classes,):
+        raise ValueError(
+            f"weight must have shape ({n_classes},) (one weight per class), got {w.shape}"
+        )
+    return np.ascontiguousarray(w, dtype=np.float64)
+
+
+def class_targets(target, expected_shape, n_classes, ignore_index):
+    """Integer class targets as a flat int32/int64 array matching the logits' rows."""
+    t = target
+    if t.shape != expected_shape:
+        raise ValueError(
+            f"target has shape {t.shape}, expected {expected_shape} "
+            "(the logits' shape without the class axis)"
+        )
+    if t.dtype == np.uint64 and t.size and t.max() > np.iinfo(np.int64).max:
+        bad = int(np.argmax(t > np.iinfo(np.int64).max))
+        raise_bad_target(t, bad, n_classes, ignore_index)
+    if t.dtype not in (np.int32, np.int64) or not t.dtype.isnative:
+        t = t.astype(np.int64)
+    return np.ascontiguousarray(t.reshape(-1))
+
+
+def raise_bad_target(target, flat_index, n_classes, ignore_index):
+    index = np.unravel_index(flat_index, target.shape) if target.ndim else ()
+    value = target[index]
+    where = "target[" + ", ".join(str(int(i)) for i in index) + "]" if index else "target"
+    raise ValueError(
+        f"{where} = {value} is out of range: class indices must be in [0, {n_classes}) "
+        f"or equal ignore_index ({ignore_index})"
+    )
+
+
+def divide(numerator, denominator):
+    """numerator / denominator in float64 with IEEE semantics (0/0 = nan), no warning."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.float64(numerator) / np.float64(denominator)
+
+
+def trailing_broadcast(value, shape, name, dtype):
+    """``value`` broadcast over the trailing axes of ``shape`` it spans.
+
+    Returns a contiguous 1-D array of ``dtype`` whose length C divides the size
+    of ``shape``: element i of a flattened array of ``shape`` pairs with element
+    ``i % C``. Raises ValueError if ``value`` does not broadcast to ``shape``.
+    """
+    v = np.asarray(value)
+    if v.dtype.kind == "c":
+        raise TypeError(f"{name} must be real, got complex dtype {v.dtype}")
+    if v.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {v.dtype}")
+    try:
+        if np.broadcast_shapes(v.shape, shape) != tuple(shape):
+            raise ValueError
+    except ValueError:
+        raise ValueError(
+            f"{name} with shape {v.shape} does not broadcast to the input's shape {shape}"
+        ) from None
+    trailing = tuple(shape[len(shape) - v.ndim:]) if v.ndim else ()
+    return np.ascontiguousarray(np.broadcast_to(v, trailing), dtype=dtype).reshape(-1)
+
+
+def logits_rows(x, axis, name):
+    """Coerce ``x`` and lay it out as rows along ``axis``.
+
+    Returns ``(rows, batch_shape, axis, in_dtype)``: the 2-D float32/float64 rows,
+    the shape of ``x`` without ``axis``, the normalised axis, and the dtype of
+    ``x`` as given when floating (float16 results are cast back to it).
+    """
+    given = np.asarray(x)
+    arr, _ = as_float_array(given, name)
+    axis = check_axis(axis, arr.ndim, name)
+    if arr.shape[axis] == 0:
+        raise ValueError(f"{name} has zero classes along axis {axis}")
+    batch_shape = arr.shape[:axis] + arr.shape[axis + 1:]
+    in_dtype = given.dtype if given.dtype.kind == "f" else arr.dtype
+    return as_rows(arr, axis), batch_shape, axis, np.dtype(in_dtype).newbyteorder("=")
