@@ -42,6 +42,8 @@ def cross_entropy(
     label_smoothing=0.0,
     reduction="mean",
     n_threads=None,
+    return_grad=False,
+    out=None,
 ):
     r"""Cross-entropy between softmax(logits) and targets, fused and stable.
 
@@ -84,12 +86,22 @@ def cross_entropy(
     reduction : {"mean", "sum", "none"}, default "mean"
     n_threads : int, optional
         OpenMP threads; default follows OMP_NUM_THREADS (see README).
+    return_grad : bool, default False
+        Also return the gradient of the loss with respect to ``logits``
+        (of the sum of the losses for ``"none"``), computed in the same pass:
+        ``scale * (c softmax(z) - smoothed target weights)``.
+    out : numpy.ndarray, optional
+        With ``return_grad``: receives the gradient; must have ``logits``'
+        shape and dtype. It may be ``logits`` itself to save memory.
 
     Returns
     -------
-    numpy.float64 or numpy.float32, or numpy.ndarray for ``"none"``
+    loss : numpy.float64 or numpy.float32, or numpy.ndarray for ``"none"``
         float64 for float64 logits, float32 otherwise. ``"none"`` has the
         target positions' shape (0 at ignored positions).
+    grad : numpy.ndarray
+        Only with ``return_grad=True``: ``(loss, grad)``, grad of ``logits``'
+        shape and dtype (0 in rows whose target is ignored).
 
     Raises
     ------
@@ -108,28 +120,38 @@ def cross_entropy(
     >>> round(float(cecore.cross_entropy(logits, np.array([0, 2]))), 6)
     0.82059
     """
-    rows, batch_shape, axis, _ = logits_rows(logits, axis, "logits")
+    rows, batch_shape, axis, in_dtype = logits_rows(logits, axis, "logits")
     n, k = rows.shape
     reduction = check_reduction(reduction)
     label_smoothing = check_fraction(label_smoothing, "label_smoothing")
     ignore_index = check_int(ignore_index, "ignore_index")
     w = class_weight(weight, k)
     result_dtype = _result_dtype(rows)
+    logits_shape = batch_shape[:axis] + (k,) + batch_shape[axis:]
     t = np.asarray(target)
     n_threads = resolve_n_threads(n_threads, rows.size)
     per_row = np.empty(n if reduction == "none" else 0, dtype=rows.dtype)
 
     if t.dtype.kind in "iu":
         t_flat = class_targets(t, batch_shape, k, ignore_index)
+        scale = 1.0
+        if return_grad:
+            # validated up front: the gradient may overwrite the logits
+            counted = _check_class_targets(t, t_flat, k, ignore_index)
+            if reduction == "mean":
+                normaliser = np.sum(w[t_flat[counted]]) if w.size else np.count_nonzero(counted)
+                scale = divide(1.0, normaliser)
+        grad_rows, finish = _gradient_buffer(return_grad, out, rows, (t_flat,), logits_shape,
+                                             axis, in_dtype)
         total, weight_sum, bad = _softmax_kernels.ce_index_loss(
-            rows, t_flat, w, ignore_index, label_smoothing, per_row, n_threads
+            rows, t_flat, w, ignore_index, label_smoothing, scale, grad_rows, per_row, n_threads
         )
         if bad >= 0:
             raise_bad_target(t, bad, k, ignore_index)
-        return _reduce(total, weight_sum, per_row, reduction, batch_shape, result_dtype)
+        loss = _reduce(total, weight_sum, per_row, reduction, batch_shape, result_dtype)
+        return (loss, finish()) if return_grad else loss
 
     if t.dtype.kind == "f":
-        logits_shape = batch_shape[:axis] + (k,) + batch_shape[axis:]
         if t.shape != logits_shape:
             raise ValueError(
                 f"probability target has shape {t.shape}, expected the logits' shape "
@@ -137,14 +159,84 @@ def cross_entropy(
             )
         t_arr, _ = as_float_array(t, "target")
         t_rows = as_rows(t_arr.astype(rows.dtype, copy=False), axis)
-        total = _softmax_kernels.ce_prob_loss(rows, t_rows, w, label_smoothing, per_row,
-                                              n_threads)
-        return _reduce(total, n, per_row, reduction, batch_shape, result_dtype)
+        scale = divide(1.0, n) if return_grad and reduction == "mean" else 1.0
+        grad_rows, finish = _gradient_buffer(return_grad, out, rows, (t_rows,), logits_shape,
+                                             axis, in_dtype)
+        total = _softmax_kernels.ce_prob_loss(rows, t_rows, w, label_smoothing, scale,
+                                              grad_rows, per_row, n_threads)
+        loss = _reduce(total, n, per_row, reduction, batch_shape, result_dtype)
+        return (loss, finish()) if return_grad else loss
 
     kind = "complex" if t.dtype.kind == "c" else str(t.dtype)
     raise TypeError(
         f"target must hold integer class indices or floating probabilities, got {kind}"
     )
+
+
+def _check_class_targets(target, t_flat, n_classes, ignore_index):
+    """Raise for the first out-of-range target; return the mask of counted positions."""
+    counted = t_flat != ignore_index
+    bad = np.flatnonzero(counted & ((t_flat < 0) | (t_flat >= n_classes)))
+    if bad.size:
+        raise_bad_target(target, int(bad[0]), n_classes, ignore_index)
+    return counted
+
+
+_NO_GRADIENT = {np.dtype(t): np.empty((0, 0), dtype=t) for t in (np.float32, np.float64)}
+
+
+def _gradient_buffer(wanted, out, rows, inputs, shape, axis, in_dtype):
+    """Where the kernel writes the gradient, and how to hand it back.
+
+    Returns ``(grad_rows, finish)``: the 2-D array (rows layout) the kernel
+    writes, and a function returning the gradient in ``shape``/``in_dtype``.
+    ``out`` is written directly when it has the rows' layout and dtype (as the
+    logits themselves do, when C-ordered with the class axis last); otherwise
+    through a temporary, and always so when ``out`` overlaps an input in
+    another layout (in-place is only safe element for element).
+    """
+    if not wanted:
+        if out is not None:
+            raise ValueError("out is only used with return_grad=True")
+        return _NO_GRADIENT[rows.dtype], None
+    k = rows.shape[1]
+    moved_shape = shape[:axis] + shape[axis + 1:] + (k,)
+    if out is None:
+        grad_rows = np.empty_like(rows)
+        grad = np.moveaxis(grad_rows.reshape(moved_shape), -1, axis)
+        return grad_rows, lambda: np.ascontiguousarray(grad.astype(in_dtype, copy=False))
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
+    if out.shape != shape or out.dtype != in_dtype:
+        raise ValueError(
+            f"out must have the logits' shape {shape} and dtype {in_dtype}, "
+            f"got {out.shape} and {out.dtype}"
+        )
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
+    moved = np.moveaxis(out, axis, -1)
+    direct = None
+    if out.dtype == rows.dtype and out.flags.aligned:
+        try:
+            direct = moved.reshape(-1, k, copy=False)
+        except ValueError:
+            direct = None
+    if direct is not None and k > 1 and direct.strides[1] != direct.itemsize:
+        direct = None
+    if direct is not None:
+        same_as_rows = (direct.__array_interface__["data"][0]
+                        == rows.__array_interface__["data"][0] and direct.strides == rows.strides)
+        if not same_as_rows and any(np.may_share_memory(direct, a) for a in (rows, *inputs)):
+            direct = None
+    if direct is not None:
+        return direct, lambda: out
+    grad_rows = np.empty_like(rows)
+
+    def finish():
+        np.copyto(moved, grad_rows.reshape(moved_shape), casting="same_kind")
+        return out
+
+    return grad_rows, finish
 
 
 def nll_loss(
@@ -241,7 +333,8 @@ def _bce_finish(total, losses, size, reduction, shape, result_dtype):
 
 
 def binary_cross_entropy_with_logits(
-    logits, target, *, weight=None, pos_weight=None, reduction="mean", n_threads=None
+    logits, target, *, weight=None, pos_weight=None, reduction="mean", n_threads=None,
+    return_grad=False, out=None,
 ):
     r"""Binary cross-entropy of targets under sigmoid(logits), computed stably.
 
@@ -252,6 +345,12 @@ def binary_cross_entropy_with_logits(
     ``weight`` and ``pos_weight`` broadcast to ``logits``' shape (pos_weight is
     typically one weight per class along the last axis). ``"mean"`` divides by
     the number of elements. Same semantics as PyTorch's function of this name.
+
+    With ``return_grad=True`` returns ``(loss, grad)``, grad of ``logits``'
+    shape and dtype: ``scale w [(1 + (p - 1) t) sigmoid(x) - p t]`` with
+    ``scale`` 1/size for ``"mean"`` and 1 otherwise (``"none"``: the gradient
+    of the sum). ``out`` (``logits``' shape and dtype, possibly ``logits``
+    itself) receives it.
 
     Examples
     --------
@@ -264,11 +363,22 @@ def binary_cross_entropy_with_logits(
         logits, target, "logits", {"weight": weight, "pos_weight": pos_weight}
     )
     losses = np.empty(x.size if reduction == "none" else 0, dtype=x.dtype)
+    scale = divide(1.0, x.size) if reduction == "mean" else 1.0
+    in_dtype = np.asarray(logits).dtype
+    in_dtype = in_dtype if in_dtype.kind == "f" else x.dtype
+    # element-wise: rows of length 1 along a new last axis
+    out_rows = out[..., np.newaxis] if isinstance(out, np.ndarray) else out
+    grad_rows, finish = _gradient_buffer(return_grad, out_rows, x.reshape(-1, 1), (t,),
+                                         shape + (1,), len(shape), in_dtype.newbyteorder("="))
     total = _binary_kernels.bce_logits_loss(
-        x, t, w["pos_weight"], w["weight"], block, per_element, losses,
-        resolve_n_threads(n_threads, x.size),
+        x, t, w["pos_weight"], w["weight"], block, per_element, losses, scale,
+        grad_rows.reshape(-1), resolve_n_threads(n_threads, x.size),
     )
-    return _bce_finish(total, losses, x.size, reduction, shape, result_dtype)
+    loss = _bce_finish(total, losses, x.size, reduction, shape, result_dtype)
+    if not return_grad:
+        return loss
+    grad = finish()
+    return loss, (out if out is not None else grad.reshape(shape))
 
 
 def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", n_threads=None):

@@ -452,22 +452,30 @@ CEC_ATTR_AVX512 static void cec_block_lse_f32_avx512_rows(const float *x, cec_in
         double (*row_tdot)(const T *, const double *, const T *, cec_intp, double *);  \
         void (*row_exp)(const T *, cec_intp, T, T, T *);                               \
         void (*row_sub)(const T *, cec_intp, double, T *);                                \
+        void (*row_grad)(const T *, const T *, const double *, cec_intp, T, T, T, T, T *); \
         void (*block_lse)(const T *, cec_intp, cec_intp, cec_intp, T *, T *, double *); \
         double (*bce_logits)(const T *, const T *, const T *, const T *, cec_intp, T *); \
         double (*bce_probs)(const T *, const T *, const T *, cec_intp, T *, cec_intp *); \
+        double (*bce_logits_grad)(const T *, const T *, const T *, const T *, cec_intp, T, T *, T *); \
     } cec_ops_##SFX##_t;
 
 CEC_DECLARE_OPS(float, f32)
 CEC_DECLARE_OPS(double, f64)
 
-#define CEC_OPS_TABLE(SFX, ISA)                                                    \
-    {                                                                              \
-        cec_row_max_##SFX##_##ISA, cec_row_sumexp_##SFX##_##ISA,                   \
-        cec_row_lse_##SFX##_##ISA,                                                 \
-        cec_row_wsum_##SFX##_##ISA, cec_row_tdot_##SFX##_##ISA,                    \
-        cec_row_exp_##SFX##_##ISA, cec_row_sub_##SFX##_##ISA,                      \
-        cec_block_lse_##SFX##_##ISA, cec_bce_logits_##SFX##_##ISA,                 \
-        cec_bce_probs_##SFX##_##ISA                                                \
+#define CEC_OPS_TABLE(SFX, ISA)                                                     \
+    {                                                                               \
+        .row_max = cec_row_max_##SFX##_##ISA,                                       \
+        .row_sumexp = cec_row_sumexp_##SFX##_##ISA,                                 \
+        .row_lse = cec_row_lse_##SFX##_##ISA,                                       \
+        .row_wsum = cec_row_wsum_##SFX##_##ISA,                                     \
+        .row_tdot = cec_row_tdot_##SFX##_##ISA,                                     \
+        .row_exp = cec_row_exp_##SFX##_##ISA,                                       \
+        .row_sub = cec_row_sub_##SFX##_##ISA,                                       \
+        .row_grad = cec_row_grad_##SFX##_##ISA,                                     \
+        .block_lse = cec_block_lse_##SFX##_##ISA,                                   \
+        .bce_logits = cec_bce_logits_##SFX##_##ISA,                                 \
+        .bce_probs = cec_bce_probs_##SFX##_##ISA,                                   \
+        .bce_logits_grad = cec_bce_logits_grad_##SFX##_##ISA,                       \
     }
 
 enum { CEC_SIMD_BASELINE = 0, CEC_SIMD_AVX2 = 1, CEC_SIMD_AVX512 = 2 };

@@ -18,11 +18,15 @@ cdef extern from "_rowmath.h" nogil:
         double (*row_tdot)(const float *, const double *, const float *, cec_intp, double *) noexcept nogil
         void (*row_exp)(const float *, cec_intp, float, float, float *) noexcept nogil
         void (*row_sub)(const float *, cec_intp, double, float *) noexcept nogil
+        void (*row_grad)(const float *, const float *, const double *, cec_intp, float, float, float, float,
+                         float *) noexcept nogil
         void (*block_lse)(const float *, cec_intp, cec_intp, cec_intp, float *, float *, double *) noexcept nogil
         double (*bce_logits)(const float *, const float *, const float *, const float *,
                              cec_intp, float *) noexcept nogil
         double (*bce_probs)(const float *, const float *, const float *, cec_intp, float *,
                             cec_intp *) noexcept nogil
+        double (*bce_logits_grad)(const float *, const float *, const float *, const float *,
+                                  cec_intp, float, float *, float *) noexcept nogil
 
     ctypedef struct cec_ops_f64_t:
         double (*row_max)(const double *, cec_intp) noexcept nogil
@@ -32,12 +36,17 @@ cdef extern from "_rowmath.h" nogil:
         double (*row_tdot)(const double *, const double *, const double *, cec_intp, double *) noexcept nogil
         void (*row_exp)(const double *, cec_intp, double, double, double *) noexcept nogil
         void (*row_sub)(const double *, cec_intp, double, double *) noexcept nogil
+        void (*row_grad)(const double *, const double *, const double *, cec_intp, double, double, double, double,
+                         double *) noexcept nogil
         void (*block_lse)(const double *, cec_intp, cec_intp, cec_intp, double *, double *,
                           double *) noexcept nogil
         double (*bce_logits)(const double *, const double *, const double *, const double *,
                              cec_intp, double *) noexcept nogil
         double (*bce_probs)(const double *, const double *, const double *, cec_intp,
                             double *, cec_intp *) noexcept nogil
+        double (*bce_logits_grad)(const double *, const double *, const double *,
+                                  const double *, cec_intp, double, double *,
+                                  double *) noexcept nogil
 
     cec_ops_f32_t cec_ops_f32
     cec_ops_f64_t cec_ops_f64
@@ -102,6 +111,15 @@ cdef inline void row_sub(const floating *x, Py_ssize_t n, double shift,
         cec_ops_f64.row_sub(x, n, shift, out)
 
 
+cdef inline void row_grad(const floating *x, const floating *t, const double *w, Py_ssize_t n,
+                          floating shift, floating a, floating c1, floating c0,
+                          floating *out) noexcept nogil:
+    if floating is float:
+        cec_ops_f32.row_grad(x, t, w, n, shift, a, c1, c0, out)
+    else:
+        cec_ops_f64.row_grad(x, t, w, n, shift, a, c1, c0, out)
+
+
 cdef inline void block_lse(const floating *x, Py_ssize_t rows, Py_ssize_t stride, Py_ssize_t k,
                            floating *scratch, floating *rowmax, double *lse) noexcept nogil:
     if floating is float:
@@ -124,3 +142,12 @@ cdef inline double bce_probs(const floating *p, const floating *t, const floatin
         return cec_ops_f32.bce_probs(p, t, w, n, out, n_bad)
     else:
         return cec_ops_f64.bce_probs(p, t, w, n, out, n_bad)
+
+
+cdef inline double bce_logits_grad(const floating *x, const floating *t, const floating *pw,
+                                   const floating *w, Py_ssize_t n, floating scale,
+                                   floating *out, floating *grad) noexcept nogil:
+    if floating is float:
+        return cec_ops_f32.bce_logits_grad(x, t, pw, w, n, scale, out, grad)
+    else:
+        return cec_ops_f64.bce_logits_grad(x, t, pw, w, n, scale, out, grad)

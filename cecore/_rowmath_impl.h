@@ -162,6 +162,43 @@ CEC_ATTR static void CEC_FN(row_exp)(const CEC_T *x, cec_intp n, CEC_T shift, CE
     }
 }
 
+/*
+ * Gradient row of the softmax cross-entropy family:
+ *   out_i = a exp(x_i - shift) - w_i (c1 t_i + c0)
+ * with t == NULL meaning t_i = 0 and w == NULL meaning w_i = 1. With shift the
+ * row maximum and a = s exp(shift - lse), a exp(x_i - shift) is s softmax(x)_i.
+ * out may alias x (each element is read before it is written).
+ */
+CEC_ATTR static void CEC_FN(row_grad)(const CEC_T *x, const CEC_T *t, const double *w,
+                                      cec_intp n, CEC_T shift, CEC_T a, CEC_T c1, CEC_T c0,
+                                      CEC_T *out)
+{
+    if (t == NULL && w == NULL) {
+#pragma omp simd
+        for (cec_intp i = 0; i < n; i++) {
+            out[i] = a * CEC_EXP(x[i] - shift) - c0;
+        }
+    }
+    else if (t == NULL) {
+#pragma omp simd
+        for (cec_intp i = 0; i < n; i++) {
+            out[i] = a * CEC_EXP(x[i] - shift) - (CEC_T)w[i] * c0;
+        }
+    }
+    else if (w == NULL) {
+#pragma omp simd
+        for (cec_intp i = 0; i < n; i++) {
+            out[i] = a * CEC_EXP(x[i] - shift) - (c1 * t[i] + c0);
+        }
+    }
+    else {
+#pragma omp simd
+        for (cec_intp i = 0; i < n; i++) {
+            out[i] = a * CEC_EXP(x[i] - shift) - (CEC_T)w[i] * (c1 * t[i] + c0);
+        }
+    }
+}
+
 /* out_i = x_i - shift, rounded once. out may alias x. */
 CEC_ATTR static void CEC_FN(row_sub)(const CEC_T *x, cec_intp n, double shift, CEC_T *out)
 {
@@ -251,6 +288,37 @@ CEC_ATTR static double CEC_FN(bce_logits)(const CEC_T *x, const CEC_T *t, const 
         if (out != NULL) {
             out[i] = li;
         }
+        s += (double)li;
+    }
+    return s;
+}
+
+/*
+ * Loss and gradient of BCE with logits: the loss as bce_logits (into out when
+ * out != NULL), and grad_i = scale w_i [(1 + (p_i - 1) t_i) sigmoid(x_i) - p_i t_i],
+ * with sigmoid from e = exp(-|x|) (1 / (1 + e), or e / (1 + e) for x < 0) so
+ * that it is accurate in both tails. grad may alias x.
+ */
+CEC_ATTR static double CEC_FN(bce_logits_grad)(const CEC_T *x, const CEC_T *t, const CEC_T *pw,
+                                               const CEC_T *w, cec_intp n, CEC_T scale,
+                                               CEC_T *out, CEC_T *grad)
+{
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (cec_intp i = 0; i < n; i++) {
+        CEC_T xi = x[i], ti = t[i];
+        CEC_T pi = pw == NULL ? (CEC_T)1 : pw[i];
+        CEC_T wi = w == NULL ? (CEC_T)1 : w[i];
+        CEC_T ax = xi < 0 ? -xi : xi;
+        CEC_T e = CEC_EXP(-ax);
+        CEC_T linear = xi < 0 ? pi * ti * ax : ((CEC_T)1 - ti) * xi;
+        CEC_T lw = (CEC_T)1 + (pi - (CEC_T)1) * ti;
+        CEC_T li = wi * (linear + lw * CEC_LOG1P(e));
+        CEC_T sig = (xi < 0 ? e : (CEC_T)1) / ((CEC_T)1 + e);
+        if (out != NULL) {
+            out[i] = li;
+        }
+        grad[i] = scale * wi * (lw * sig - pi * ti);
         s += (double)li;
     }
     return s;

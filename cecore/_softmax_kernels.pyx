@@ -18,8 +18,8 @@ from libc.math cimport INFINITY, exp, log
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 
-from cecore._rowmath cimport (block_lse, cec_dispatch_init, cec_simd_level, row_exp, row_lse,
-                              row_sub, row_tdot, row_wsum)
+from cecore._rowmath cimport (block_lse, cec_dispatch_init, cec_simd_level, row_exp, row_grad,
+                              row_lse, row_sub, row_tdot, row_wsum)
 
 ctypedef fused target_t:
     int32_t
@@ -96,50 +96,82 @@ cdef inline Py_ssize_t _stride(Py_ssize_t byte_stride, Py_ssize_t itemsize):
 
 cdef void _ce_index_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
                           const target_t *target, const double *weight, double weight_total,
-                          Py_ssize_t ignore_index, double smoothing, floating *loss_out,
-                          Py_ssize_t r0, Py_ssize_t r1, _Scratch *s,
-                          double *loss_sum, double *weight_sum,
-                          Py_ssize_t *first_bad) noexcept nogil:
-    """Loss of rows r0..r1 with class-index targets (PyTorch semantics).
+                          Py_ssize_t ignore_index, double smoothing, double scale,
+                          floating *grad, Py_ssize_t gstride, floating *loss_out,
+                          Py_ssize_t r0, Py_ssize_t r1, _Scratch *s, double *loss_sum,
+                          double *weight_sum, Py_ssize_t *first_bad) noexcept nogil:
+    """Loss (and, if grad != NULL, gradient) of rows r0..r1 with class-index targets.
 
-    loss_r = (1 - eps) w[y] (lse - x[y]) + eps / k sum_j w[j] (lse - x[j])
+    loss = (1 - eps) w[y] (lse - x[y]) + eps / k sum_j w[j] (lse - x[j])    (PyTorch)
+    d loss / d x[j] = scale [((1 - eps) w[y] + eps W / k) softmax(x)[j]
+                             - (1 - eps) w[y] [j == y] - eps w[j] / k],  W = sum_j w[j]
+    Ignored rows, and rows whose target is out of range (the first is reported
+    in first_bad), contribute 0. With a gradient the caller validates targets
+    first: grad may alias x, and a row's loss is computed before its gradient
+    overwrites it.
     """
-    cdef Py_ssize_t r, y
-    cdef double lse, wy, loss, total = 0.0, wtotal = 0.0
+    cdef Py_ssize_t r, j, y
+    cdef double lse, wy, loss, total = 0.0, wtotal = 0.0, shift
+    cdef floating m
     cdef const floating *xr
+    cdef floating *gr
     _lse_rows(x + r0 * stride, r1 - r0, stride, k, <floating *> s.packed,
               <floating *> s.rowmax, s.lse)
     for r in range(r0, r1):
         y = target[r]
-        loss = 0.0
-        if y == ignore_index:
-            pass
-        elif y < 0 or y >= k:
-            if first_bad[0] < 0:
+        xr = x + r * stride
+        gr = grad + r * gstride
+        if y == ignore_index or y < 0 or y >= k:
+            if y != ignore_index and first_bad[0] < 0:
                 first_bad[0] = r
-        else:
-            xr = x + r * stride
-            lse = s.lse[r - r0]
-            wy = 1.0 if weight == NULL else weight[y]
-            loss = (1.0 - smoothing) * wy * (lse - xr[y])
-            if smoothing != 0.0:
-                loss = loss + smoothing / k * (lse * weight_total - row_wsum(weight, xr, k))
-            wtotal = wtotal + wy
+            if loss_out != NULL:
+                loss_out[r] = 0
+            if grad != NULL:
+                for j in range(k):
+                    gr[j] = 0
+            continue
+        lse = s.lse[r - r0]
+        wy = 1.0 if weight == NULL else weight[y]
+        loss = (1.0 - smoothing) * wy * (lse - xr[y])
+        if smoothing != 0.0:
+            loss = loss + smoothing / k * (lse * weight_total - row_wsum(weight, xr, k))
         if loss_out != NULL:
             loss_out[r] = <floating> loss
         total = total + loss
+        wtotal = wtotal + wy
+        if grad != NULL:
+            m = (<floating *> s.rowmax)[r - r0]
+            shift = 0.0 if m == -INFINITY else m
+            row_grad(xr, NULL, weight, k, <floating> shift,
+                     <floating> (scale * ((1.0 - smoothing) * wy + smoothing * weight_total / k)
+                                 * exp(shift - lse)),
+                     0, <floating> (scale * smoothing / k), gr)
+            gr[y] = gr[y] - <floating> (scale * (1.0 - smoothing) * wy)
     loss_sum[0] = total
     weight_sum[0] = wtotal
 
 
+cdef double _total_weight(const double *w, Py_ssize_t k) noexcept nogil:
+    """sum_j w[j], or k without weights."""
+    cdef double total = 0.0
+    cdef Py_ssize_t j
+    if w == NULL:
+        return k
+    for j in range(k):
+        total += w[j]
+    return total
+
+
 def ce_index_loss(const floating[:, :] logits, const target_t[::1] target,
                   const double[::1] weight, Py_ssize_t ignore_index, double label_smoothing,
-                  floating[::1] loss_out, int n_threads):
-    """Cross-entropy of logits (n, k) against class indices (n,).
+                  double scale, floating[:, :] grad, floating[::1] loss_out, int n_threads):
+    """Cross-entropy of logits (n, k) against class indices (n,), optionally with gradient.
 
-    weight: class weights (k,) or empty; loss_out: per-row losses (n,) or empty.
-    Returns (sum of losses, sum of the weights of non-ignored targets, first row
-    whose target is out of range or -1). Rows with a bad target contribute 0.
+    weight: class weights (k,) or empty; loss_out: per-row losses (n,) or empty;
+    grad: (n, k) with contiguous rows (may alias logits) or (0, 0) for no
+    gradient, which is that of scale * (sum of the per-row losses). Returns (sum
+    of losses, sum of the weights of counted targets, first row whose target
+    is out of range or -1).
     """
     cdef Py_ssize_t n = logits.shape[0], k = logits.shape[1]
     cdef Py_ssize_t stride = _stride(logits.strides[0], sizeof(floating))
@@ -150,26 +182,24 @@ def ce_index_loss(const floating[:, :] logits, const target_t[::1] target,
     cdef Py_ssize_t[::1] block_bad = np.full(nblocks, -1, dtype=np.intp)
     cdef const double *w = &weight[0] if weight.shape[0] > 0 else NULL
     cdef floating *out = &loss_out[0] if loss_out.shape[0] > 0 else NULL
-    cdef double weight_total = k
-    cdef Py_ssize_t b, j
+    cdef floating *g = &grad[0, 0] if grad.shape[0] > 0 else NULL
+    cdef Py_ssize_t gstride = _stride(grad.strides[0], sizeof(floating)) if g != NULL else 0
+    cdef double weight_total = _total_weight(w, k)
+    cdef Py_ssize_t b
     cdef int failed = 0
     cdef int *failed_flag = &failed  # written from inside the parallel region
     cdef _Scratch *s
     if n == 0:
         return 0.0, 0.0, -1
-    if w != NULL:
-        weight_total = 0.0
-        for j in range(k):
-            weight_total += w[j]
     with nogil, parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
         # assigned inside the parallel block, so each thread has its own
         s = _scratch_new(brows, k, sizeof(floating))
         if s != NULL:
             for b in prange(nblocks, schedule="static"):
                 _ce_index_block(&logits[0, 0], stride, k, &target[0], w, weight_total,
-                                ignore_index, label_smoothing, out, b * brows,
-                                min(n, (b + 1) * brows), s, &block_loss[b], &block_w[b],
-                                &block_bad[b])
+                                ignore_index, label_smoothing, scale, g, gstride, out,
+                                b * brows, min(n, (b + 1) * brows), s, &block_loss[b],
+                                &block_w[b], &block_bad[b])
         else:
             failed_flag[0] = 1
         _scratch_free(s)
@@ -182,28 +212,41 @@ def ce_index_loss(const floating[:, :] logits, const target_t[::1] target,
 
 
 cdef void _ce_prob_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
-                         const floating *t, Py_ssize_t tstride, const double *weight,
-                         double weight_total, double smoothing, floating *loss_out,
-                         Py_ssize_t r0, Py_ssize_t r1, _Scratch *s,
-                         double *loss_sum) noexcept nogil:
-    """Loss of rows r0..r1 with probability targets t (PyTorch semantics).
+                              const floating *t, Py_ssize_t tstride, const double *weight,
+                              double weight_total, double smoothing, double scale,
+                              floating *grad, Py_ssize_t gstride, floating *loss_out,
+                              Py_ssize_t r0, Py_ssize_t r1, _Scratch *s,
+                              double *loss_sum) noexcept nogil:
+    """Loss (and, if grad != NULL, gradient) of rows r0..r1 with probability targets.
 
-    With t' = (1 - eps) t + eps / k:  loss_r = sum_j w[j] t'[j] (lse - x[j])
+    With t' = (1 - eps) t + eps / k:  loss = sum_j w[j] t'[j] (lse - x[j])    (PyTorch)
       = (1 - eps) (lse sum_j w t - sum_j w t x) + eps / k (lse sum_j w - sum_j w x)
-    where terms with t[j] == 0 count as 0 even if x[j] = -inf.
+    where terms with t[j] == 0 count as 0 even if x[j] = -inf, and
+    d loss / d x[j] = scale [(sum_i w[i] t'[i]) softmax(x)[j] - w[j] t'[j]].
     """
     cdef Py_ssize_t r
-    cdef double lse, loss, tw, tx, total = 0.0
+    cdef double lse, loss, tw, tx, total = 0.0, shift
+    cdef floating m
     cdef const floating *xr
+    cdef const floating *tr
     _lse_rows(x + r0 * stride, r1 - r0, stride, k, <floating *> s.packed,
               <floating *> s.rowmax, s.lse)
     for r in range(r0, r1):
         xr = x + r * stride
+        tr = t + r * tstride
         lse = s.lse[r - r0]
-        tx = row_tdot(t + r * tstride, weight, xr, k, &tw)
+        m = (<floating *> s.rowmax)[r - r0]
+        tx = row_tdot(tr, weight, xr, k, &tw)
         loss = (1.0 - smoothing) * (lse * tw - tx)
         if smoothing != 0.0:
             loss = loss + smoothing / k * (lse * weight_total - row_wsum(weight, xr, k))
+        if grad != NULL:
+            shift = 0.0 if m == -INFINITY else m
+            row_grad(xr, tr, weight, k, <floating> shift,
+                     <floating> (scale * ((1.0 - smoothing) * tw + smoothing * weight_total / k)
+                                 * exp(shift - lse)),
+                     <floating> (scale * (1.0 - smoothing)), <floating> (scale * smoothing / k),
+                     grad + r * gstride)
         if loss_out != NULL:
             loss_out[r] = <floating> loss
         total = total + loss
@@ -211,11 +254,11 @@ cdef void _ce_prob_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
 
 
 def ce_prob_loss(const floating[:, :] logits, const floating[:, :] target,
-                 const double[::1] weight, double label_smoothing, floating[::1] loss_out,
-                 int n_threads):
+                 const double[::1] weight, double label_smoothing, double scale,
+                 floating[:, :] grad, floating[::1] loss_out, int n_threads):
     """Cross-entropy of logits (n, k) against probability targets (n, k).
 
-    Returns the sum of the per-row losses (written to loss_out if not empty).
+    Arguments as ce_index_loss. Returns the sum of the per-row losses.
     """
     cdef Py_ssize_t n = logits.shape[0], k = logits.shape[1]
     cdef Py_ssize_t stride = _stride(logits.strides[0], sizeof(floating))
@@ -225,25 +268,23 @@ def ce_prob_loss(const floating[:, :] logits, const floating[:, :] target,
     cdef double[::1] block_loss = np.zeros(nblocks)
     cdef const double *w = &weight[0] if weight.shape[0] > 0 else NULL
     cdef floating *out = &loss_out[0] if loss_out.shape[0] > 0 else NULL
-    cdef double weight_total = k
-    cdef Py_ssize_t b, j
+    cdef floating *g = &grad[0, 0] if grad.shape[0] > 0 else NULL
+    cdef Py_ssize_t gstride = _stride(grad.strides[0], sizeof(floating)) if g != NULL else 0
+    cdef double weight_total = _total_weight(w, k)
+    cdef Py_ssize_t b
     cdef int failed = 0
     cdef int *failed_flag = &failed  # written from inside the parallel region
     cdef _Scratch *s
     if n == 0:
         return 0.0
-    if w != NULL:
-        weight_total = 0.0
-        for j in range(k):
-            weight_total += w[j]
     with nogil, parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
         # assigned inside the parallel block, so each thread has its own
         s = _scratch_new(brows, k, sizeof(floating))
         if s != NULL:
             for b in prange(nblocks, schedule="static"):
                 _ce_prob_block(&logits[0, 0], stride, k, &target[0, 0], tstride, w,
-                               weight_total, label_smoothing, out, b * brows,
-                               min(n, (b + 1) * brows), s, &block_loss[b])
+                               weight_total, label_smoothing, scale, g, gstride, out,
+                               b * brows, min(n, (b + 1) * brows), s, &block_loss[b])
         else:
             failed_flag[0] = 1
         _scratch_free(s)
