@@ -10,13 +10,12 @@ separately and added in block order, so results are bitwise identical for any
 number of threads.
 """
 
-import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY, exp, log
 from libc.stdint cimport int32_t, int64_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 
 from cecore._rowmath cimport (block_lse, cec_dispatch_init, cec_simd_level, row_exp, row_grad,
                               row_lse, row_sub, row_tdot, row_wsum)
@@ -38,13 +37,51 @@ def simd_level():
     return cec_simd_level
 
 
-def block_rows(Py_ssize_t n_rows, Py_ssize_t k):
+cdef Py_ssize_t _block_rows(Py_ssize_t n_rows, Py_ssize_t k) noexcept nogil:
     """Rows per block: ~32 KB of float32 per block, and >= 64 blocks when rows allow.
 
     A function of the shape only, never of the thread count (reproducible sums).
     """
     cdef Py_ssize_t b = 256 if k <= SMALL_K else max(1, 8192 // k)
     return max(1, min(b, n_rows // 64))
+
+
+def block_rows(Py_ssize_t n_rows, Py_ssize_t k):
+    return _block_rows(n_rows, k)
+
+
+cdef class _BlockSums:
+    """Per-block partial results, added in block order (thread-count independent)."""
+    cdef double *loss
+    cdef double *weight
+    cdef Py_ssize_t *bad
+    cdef Py_ssize_t n
+
+    def __cinit__(self, Py_ssize_t n):
+        self.n = n
+        self.loss = <double *> calloc(max(n, 1), sizeof(double))
+        self.weight = <double *> calloc(max(n, 1), sizeof(double))
+        self.bad = <Py_ssize_t *> malloc(max(n, 1) * sizeof(Py_ssize_t))
+        if self.loss == NULL or self.weight == NULL or self.bad == NULL:
+            raise MemoryError("cecore: could not allocate block sums")
+        for b in range(n):
+            self.bad[b] = -1
+
+    def __dealloc__(self):
+        free(self.loss)
+        free(self.weight)
+        free(self.bad)
+
+    cdef tuple totals(self):
+        """(sum of losses, sum of weights, first bad row or -1), in block order."""
+        cdef double loss = 0.0, weight = 0.0
+        cdef Py_ssize_t b, bad = -1
+        for b in range(self.n):
+            loss += self.loss[b]
+            weight += self.weight[b]
+            if bad < 0 and self.bad[b] >= 0:
+                bad = self.bad[b]
+        return loss, weight, bad
 
 
 cdef inline floating *_row(const floating *x, Py_ssize_t r, Py_ssize_t stride) noexcept nogil:
@@ -175,11 +212,9 @@ def ce_index_loss(const floating[:, :] logits, const target_t[::1] target,
     """
     cdef Py_ssize_t n = logits.shape[0], k = logits.shape[1]
     cdef Py_ssize_t stride = _stride(logits.strides[0], sizeof(floating))
-    cdef Py_ssize_t brows = block_rows(n, k)
+    cdef Py_ssize_t brows = _block_rows(n, k)
     cdef Py_ssize_t nblocks = (n + brows - 1) // brows
-    cdef double[::1] block_loss = np.zeros(nblocks)
-    cdef double[::1] block_w = np.zeros(nblocks)
-    cdef Py_ssize_t[::1] block_bad = np.full(nblocks, -1, dtype=np.intp)
+    cdef _BlockSums sums = _BlockSums(nblocks)
     cdef const double *w = &weight[0] if weight.shape[0] > 0 else NULL
     cdef floating *out = &loss_out[0] if loss_out.shape[0] > 0 else NULL
     cdef floating *g = &grad[0, 0] if grad.shape[0] > 0 else NULL
@@ -198,17 +233,14 @@ def ce_index_loss(const floating[:, :] logits, const target_t[::1] target,
             for b in prange(nblocks, schedule="static"):
                 _ce_index_block(&logits[0, 0], stride, k, &target[0], w, weight_total,
                                 ignore_index, label_smoothing, scale, g, gstride, out,
-                                b * brows, min(n, (b + 1) * brows), s, &block_loss[b],
-                                &block_w[b], &block_bad[b])
+                                b * brows, min(n, (b + 1) * brows), s, &sums.loss[b],
+                                &sums.weight[b], &sums.bad[b])
         else:
             failed_flag[0] = 1
         _scratch_free(s)
     if failed:
         raise MemoryError("cecore: could not allocate kernel scratch space")
-    bad = np.asarray(block_bad)
-    bad = bad[bad >= 0]
-    return (float(np.sum(block_loss)), float(np.sum(block_w)),
-            int(bad[0]) if bad.size else -1)
+    return sums.totals()
 
 
 cdef void _ce_prob_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
@@ -263,9 +295,9 @@ def ce_prob_loss(const floating[:, :] logits, const floating[:, :] target,
     cdef Py_ssize_t n = logits.shape[0], k = logits.shape[1]
     cdef Py_ssize_t stride = _stride(logits.strides[0], sizeof(floating))
     cdef Py_ssize_t tstride = _stride(target.strides[0], sizeof(floating))
-    cdef Py_ssize_t brows = block_rows(n, k)
+    cdef Py_ssize_t brows = _block_rows(n, k)
     cdef Py_ssize_t nblocks = (n + brows - 1) // brows
-    cdef double[::1] block_loss = np.zeros(nblocks)
+    cdef _BlockSums sums = _BlockSums(nblocks)
     cdef const double *w = &weight[0] if weight.shape[0] > 0 else NULL
     cdef floating *out = &loss_out[0] if loss_out.shape[0] > 0 else NULL
     cdef floating *g = &grad[0, 0] if grad.shape[0] > 0 else NULL
@@ -284,13 +316,13 @@ def ce_prob_loss(const floating[:, :] logits, const floating[:, :] target,
             for b in prange(nblocks, schedule="static"):
                 _ce_prob_block(&logits[0, 0], stride, k, &target[0, 0], tstride, w,
                                weight_total, label_smoothing, scale, g, gstride, out,
-                               b * brows, min(n, (b + 1) * brows), s, &block_loss[b])
+                               b * brows, min(n, (b + 1) * brows), s, &sums.loss[b])
         else:
             failed_flag[0] = 1
         _scratch_free(s)
     if failed:
         raise MemoryError("cecore: could not allocate kernel scratch space")
-    return float(np.sum(block_loss))
+    return sums.totals()[0]
 
 
 cdef void _nll_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
@@ -326,9 +358,7 @@ def nll_loss(const floating[:, :] log_probs, const target_t[::1] target,
     cdef Py_ssize_t stride = _stride(log_probs.strides[0], sizeof(floating))
     cdef Py_ssize_t brows = max(1, min(4096, n // 64))
     cdef Py_ssize_t nblocks = (n + brows - 1) // brows
-    cdef double[::1] block_loss = np.zeros(nblocks)
-    cdef double[::1] block_w = np.zeros(nblocks)
-    cdef Py_ssize_t[::1] block_bad = np.full(nblocks, -1, dtype=np.intp)
+    cdef _BlockSums sums = _BlockSums(nblocks)
     cdef const double *w = &weight[0] if weight.shape[0] > 0 else NULL
     cdef floating *out = &loss_out[0] if loss_out.shape[0] > 0 else NULL
     cdef Py_ssize_t b
@@ -337,11 +367,8 @@ def nll_loss(const floating[:, :] log_probs, const target_t[::1] target,
     for b in prange(nblocks, schedule="static", nogil=True, num_threads=n_threads,
                     use_threads_if=n_threads > 1):
         _nll_block(&log_probs[0, 0], stride, k, &target[0], w, ignore_index, out, b * brows,
-                   min(n, (b + 1) * brows), &block_loss[b], &block_w[b], &block_bad[b])
-    bad = np.asarray(block_bad)
-    bad = bad[bad >= 0]
-    return (float(np.sum(block_loss)), float(np.sum(block_w)),
-            int(bad[0]) if bad.size else -1)
+                   min(n, (b + 1) * brows), &sums.loss[b], &sums.weight[b], &sums.bad[b])
+    return sums.totals()
 
 
 cdef void _softmax_block(const floating *x, Py_ssize_t stride, Py_ssize_t k, floating *out,
@@ -373,7 +400,7 @@ def softmax_rows(const floating[:, :] x, floating[:, :] out, int mode, int n_thr
     cdef Py_ssize_t n = x.shape[0], k = x.shape[1]
     cdef Py_ssize_t stride = _stride(x.strides[0], sizeof(floating))
     cdef Py_ssize_t ostride = _stride(out.strides[0], sizeof(floating))
-    cdef Py_ssize_t brows = block_rows(n, k)
+    cdef Py_ssize_t brows = _block_rows(n, k)
     cdef Py_ssize_t nblocks = (n + brows - 1) // brows
     cdef Py_ssize_t b
     cdef int failed = 0

@@ -5,6 +5,7 @@ that kernels can trust their inputs: floating arrays in native byte order with
 contiguous, aligned rows. Errors name the offending argument.
 """
 
+import math
 import operator
 
 import numpy as np
@@ -80,9 +81,15 @@ def as_rows(arr, axis):
     Rows come out in C order of the remaining axes; each row is contiguous and
     aligned (the kernels' only layout requirement), the row stride is free.
     """
-    arr = np.moveaxis(arr, axis, -1)
+    if axis != arr.ndim - 1:
+        arr = np.moveaxis(arr, axis, -1)
     k = arr.shape[-1]
-    rows = arr.reshape(-1, k) if k > 0 else arr.reshape(int(np.prod(arr.shape[:-1])), 0)
+    if arr.ndim == 2:
+        rows = arr
+    elif k > 0:
+        rows = arr.reshape(-1, k)
+    else:
+        rows = arr.reshape(math.prod(arr.shape[:-1]), 0)
     itemsize = rows.dtype.itemsize
     if (
         not rows.flags.aligned
@@ -136,9 +143,12 @@ def raise_bad_target(target, flat_index, n_classes, ignore_index):
 
 
 def divide(numerator, denominator):
-    """numerator / denominator in float64 with IEEE semantics (0/0 = nan), no warning."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.float64(numerator) / np.float64(denominator)
+    """numerator / denominator with IEEE semantics (0/0 = nan, x/0 = +-inf), no warning."""
+    if denominator:
+        return numerator / denominator
+    if numerator == 0 or numerator != numerator:
+        return math.nan
+    return math.copysign(math.inf, numerator) * math.copysign(1.0, denominator)
 
 
 def trailing_broadcast(value, shape, name, dtype):
