@@ -1,0 +1,249 @@
+"""What run.py times: cecore, its peers and the memory-read floor.
+
+A *backend* is one library: which modules to import (and report versions of),
+how its thread count is set, and optional set-up and clean-up hooks. An
+*implementation* (``Impl``) computes one workload with one backend:
+``prepare(inputs, n_threads)`` does the untimed work (tensor views, device
+placement, target conversion) and returns a zero-argument callable, the thing
+that is timed, which returns the result (a scalar for a mean loss) that is
+checked against cecore's.
+
+Libraries are imported lazily, inside ``prepare`` and the hooks, so a library
+that is not installed only makes its implementations "n/a". A result may be
+a scalar, an array or a tuple of them (e.g. loss and gradient); NumPy, torch
+and JAX values are all accepted by the check.
+"""
+
+import functools
+import importlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    modules: tuple  # imported on load; their versions are reported
+    threads: str  # how the thread count is set, for the report; "{n}" is the count
+    setup: Callable = None  # setup(n_threads) once after import; may return a better `threads`
+    cleanup: Callable = None  # cleanup() after each implementation has run
+
+
+@dataclass(frozen=True)
+class Impl:
+    label: str
+    backend: str
+    prepare: Callable  # prepare(inputs, n_threads) -> zero-argument callable
+
+
+def load_backend(backend, n_threads):
+    """Import ``backend``'s modules and run its set-up.
+
+    Returns ({module: version}, how the thread count is set). Raises ImportError
+    when one of the modules is not installed.
+    """
+    versions = {}
+    for name in backend.modules:
+        module = importlib.import_module(name)
+        versions[name] = getattr(module, "__version__", "?")
+    note = backend.setup(n_threads) if backend.setup is not None else None
+    return versions, note or backend.threads.format(n=n_threads)
+
+
+# ---------------------------------------------------------------- backends
+
+
+def _setup_torch(n_threads):
+    import torch
+
+    torch.set_num_threads(n_threads)
+
+
+def _setup_jax(n_threads):
+    """Enable float64 and create the CPU client with an n_threads-core pool.
+
+    XLA's CPU client sizes its intra-op thread pool from the CPU affinity mask
+    when it is created; XLA_FLAGS such as ``--xla_cpu_multi_thread_eigen`` or
+    ``intra_op_parallelism_threads`` do not change it (measured: same CPU use).
+    So the calling thread is pinned to the first ``n_threads`` usable CPUs
+    while the client (and its pool threads, which inherit the mask) is
+    created, then unpinned. Nothing is done when all usable CPUs are wanted.
+    """
+    import jax
+
+    # Without x64, JAX silently computes float64 inputs in float32.
+    jax.config.update("jax_enable_x64", True)
+    usable = sorted(os.sched_getaffinity(0))
+    if n_threads >= len(usable):
+        jax.devices()
+        return (f"all {len(usable)} usable CPUs (XLA's own choice of how to split an op); "
+                "jax_enable_x64 on")
+    os.sched_setaffinity(0, usable[:n_threads])  # this thread only
+    try:
+        jax.devices()
+    finally:
+        os.sched_setaffinity(0, usable)
+    return (f"XLA CPU client's threads pinned to CPUs {usable[:n_threads]} at creation "
+            "(XLA_FLAGS do not set its thread count); jax_enable_x64 on")
+
+
+def _cleanup_jax():
+    import jax
+
+    for array in jax.live_arrays():
+        array.delete()
+
+
+BACKENDS = {
+    b.name: b
+    for b in (
+        Backend("cecore", ("cecore",), "n_threads={n} argument"),
+        Backend("torch", ("torch",), "torch.set_num_threads({n})", setup=_setup_torch),
+        Backend("jax", ("jax", "jaxlib", "optax"), "", setup=_setup_jax, cleanup=_cleanup_jax),
+        Backend("sklearn", ("sklearn",), "n_threads={n} argument"),
+        Backend("scipy", ("scipy",), "single-threaded (NumPy ufuncs)"),
+        Backend(
+            "numpy",
+            ("numpy",),
+            "single-threaded formula; read floor: pool of {n} Python threads "
+            "(np.sum releases the GIL)",
+        ),
+    )
+}
+
+
+# ---------------------------------------------------------- cross-entropy
+
+
+def _cecore_cross_entropy(inputs, n_threads):
+    import cecore
+
+    logits, target = inputs
+    return lambda: cecore.cross_entropy(logits, target, n_threads=n_threads)
+
+
+def _cecore_binary_cross_entropy(inputs, n_threads):
+    import cecore
+
+    logits, target = inputs
+    return lambda: cecore.binary_cross_entropy_with_logits(logits, target, n_threads=n_threads)
+
+
+def _torch_functional(name):
+    """torch.nn.functional.<name> on zero-copy torch.from_numpy views."""
+
+    def prepare(inputs, n_threads):
+        import torch
+
+        function = getattr(torch.nn.functional, name)
+        tensors = [torch.from_numpy(a) for a in inputs]
+        return lambda: function(*tensors)
+
+    return prepare
+
+
+@functools.cache
+def _jax_mean_loss_jit(name):
+    import jax
+    import optax
+
+    loss = getattr(optax, name)
+    return jax.jit(lambda x, y: loss(x, y).mean())
+
+
+def _jax_mean_loss(name):
+    """jax.jit(optax.<name>(x, y).mean()) on arrays placed with device_put."""
+
+    def prepare(inputs, n_threads):
+        import jax
+
+        function = _jax_mean_loss_jit(name)
+        arrays = [jax.device_put(a) for a in inputs]
+        return lambda: function(*arrays).block_until_ready()
+
+    return prepare
+
+
+def _sklearn_mean_loss(class_name):
+    """sklearn._loss.loss.<class_name>.loss(...).mean().
+
+    Its Cython loss wants C-contiguous arrays and float targets of the logits'
+    dtype; the conversion is done once, untimed.
+    """
+
+    def prepare(inputs, n_threads):
+        from sklearn._loss import loss as sklearn_loss
+
+        logits, target = inputs
+        cls = getattr(sklearn_loss, class_name)
+        loss = cls(n_classes=logits.shape[-1]) if logits.ndim == 2 else cls()
+        raw = np.ascontiguousarray(logits)
+        y_true = np.ascontiguousarray(target, dtype=logits.dtype)
+        return lambda: loss.loss(y_true=y_true, raw_prediction=raw, n_threads=n_threads).mean()
+
+    return prepare
+
+
+def _scipy_cross_entropy(inputs, n_threads):
+    from scipy.special import log_softmax
+
+    logits, target = inputs
+    index = target[..., None]
+    return lambda: -np.take_along_axis(log_softmax(logits, axis=-1), index, axis=-1).mean()
+
+
+def _numpy_binary_cross_entropy(inputs, n_threads):
+    x, t = inputs
+    return lambda: np.mean(np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x))))
+
+
+CECORE_CE = Impl("cecore", "cecore", _cecore_cross_entropy)
+CECORE_CE_1_THREAD = Impl(
+    "cecore, 1 thread", "cecore", lambda inputs, n_threads: _cecore_cross_entropy(inputs, 1)
+)
+TORCH_CE = Impl("torch", "torch", _torch_functional("cross_entropy"))
+JAX_CE = Impl("jax", "jax", _jax_mean_loss("softmax_cross_entropy_with_integer_labels"))
+SKLEARN_CE = Impl("sklearn", "sklearn", _sklearn_mean_loss("HalfMultinomialLoss"))
+SCIPY_CE = Impl("scipy", "scipy", _scipy_cross_entropy)
+CE_PEERS = (TORCH_CE, JAX_CE, SKLEARN_CE, SCIPY_CE)
+
+CECORE_BCE = Impl("cecore", "cecore", _cecore_binary_cross_entropy)
+BCE_PEERS = (
+    Impl("torch", "torch", _torch_functional("binary_cross_entropy_with_logits")),
+    Impl("jax", "jax", _jax_mean_loss("sigmoid_binary_cross_entropy")),
+    Impl("sklearn", "sklearn", _sklearn_mean_loss("HalfBinomialLoss")),
+    Impl("numpy", "numpy", _numpy_binary_cross_entropy),
+)
+
+
+# ---------------------------------------------------------- read floor
+
+
+def _torch_sum(inputs, n_threads):
+    import torch
+
+    tensors = [torch.from_numpy(a.reshape(-1)) for a in inputs]
+    return lambda: [t.sum() for t in tensors]
+
+
+@functools.cache
+def _thread_pool(n_threads):
+    return ThreadPoolExecutor(n_threads)
+
+
+def _numpy_threaded_sum(inputs, n_threads):
+    chunks = [c for a in inputs for c in np.array_split(a.reshape(-1), n_threads)]
+    pool = _thread_pool(n_threads)
+    return lambda: list(pool.map(np.sum, chunks))
+
+
+# Each sums every input array (logits and targets) in one multi-threaded pass;
+# the fastest of them is a workload's read floor.
+READ_FLOORS = (
+    Impl("torch.sum", "torch", _torch_sum),
+    Impl("numpy.sum, thread pool", "numpy", _numpy_threaded_sum),
+)

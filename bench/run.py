@@ -1,0 +1,318 @@
+"""Benchmark cecore against PyTorch, JAX, scikit-learn, SciPy and a memory-read floor.
+
+Usage (from the repository root)::
+
+    PYTHONPATH=. python bench/run.py [--threads N] [--quick] [--only NAME[,NAME]]
+                                     [--no-write] [--output PATH]
+
+It prints a table and writes bench/RESULTS.md (not with --quick or --no-write,
+unless --output is given). The workloads and their targets are in
+workloads.py, the implementations in peers.py, the report in report.py.
+
+Methodology
+-----------
+- Everything runs in one process, with the same inputs and thread count N
+  (``--threads``, default: the number of usable CPUs). Inputs are made once per
+  workload from the same seed: logits 2 * N(0, 1), uniform integer targets
+  (0/1 floats for binary). They are freed after the workload.
+- Thread control: cecore and scikit-learn get ``n_threads=N``; PyTorch
+  ``torch.set_num_threads(N)``. JAX: XLA_FLAGS such as
+  ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=N`` were
+  measured to have no effect on the XLA CPU client's thread count (jaxlib
+  0.10; it sizes its pool from the CPU affinity mask), so none are set; when N
+  is below the usable CPUs, the client is created while the main thread is
+  pinned to N CPUs, and its pool threads inherit that affinity. SciPy and the
+  NumPy formula are single-threaded. The "cores" column (process CPU time /
+  wall time while sampling) shows what each used.
+- Untimed preparation: ``torch.from_numpy`` views, ``jax.device_put`` and jit,
+  scikit-learn's float copy of the targets. JAX calls end with
+  ``block_until_ready()``.
+- Implementations run one after another, each on its own: an idle pause of
+  0.1 s (so the previous library's OpenMP threads stop spin-waiting and do not
+  compete for cores), set-up, one warm-up call (excluded; it also compiles
+  JAX), then its samples back to back, then its buffers are freed. The
+  warm-up's result is checked against cecore's: a relative difference above
+  1e-4 is flagged MISMATCH in the table, on stderr and in the targets.
+- A sample is one call, or ``calls`` calls for per-call-overhead workloads.
+  Reported time is the median sample per call: of 15 samples, or 7 when the
+  first sample takes over 0.1 s (3 with --quick). The garbage collector is off
+  while sampling.
+- Read floor: the fastest of one multi-threaded pass summing every input array
+  (logits and targets) with ``torch.sum`` under ``torch.set_num_threads(N)``,
+  or with ``numpy.sum`` over N chunks in a thread pool of N threads (NumPy
+  releases the GIL); the table names the winner. It is what merely reading
+  the inputs costs, so time(cecore) / time(floor) shows how close cecore
+  is to memory-bound. GB/s counts the logits' bytes only.
+- Ratios are of median times: "/ cecore" is time(impl) / time(cecore), so 12x
+  means cecore is 12 times faster; "/ floor" is time(impl) / time(read floor).
+- ``--quick`` divides the number of rows by 16, the per-call repeats by 10 and
+  takes 3 samples: for checking that the harness works, not for numbers.
+"""
+
+import argparse
+import functools
+import gc
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+import peers
+import report
+from workloads import WORKLOADS
+
+TOLERANCE = 1e-4  # relative difference allowed between a peer's result and cecore's
+SEED = 0
+SETTLE_SECONDS = 0.1  # idle time before each implementation (see Methodology)
+DEFAULT_OUTPUT = Path(__file__).with_name("RESULTS.md")
+
+
+@dataclass(frozen=True)
+class Repeats:
+    fast: int = 15
+    slow: int = 7
+    slow_seconds: float = 0.1  # a sample slower than this is "slow"
+
+    def count(self, sample_seconds):
+        """How many samples to take when one takes ``sample_seconds``."""
+        return self.slow if sample_seconds > self.slow_seconds else self.fast
+
+
+QUICK_REPEATS = Repeats(fast=3, slow=3)
+
+
+@dataclass
+class Measurement:
+    label: str
+    status: str = "ok"  # or "n/a: ...", "error: ..."
+    seconds: float = None  # median time per call
+    cores: float = None  # process CPU time / wall time while sampling
+    rel_error: float = None  # against cecore's result; None for cecore and floors
+
+    @property
+    def ok(self):
+        return self.seconds is not None
+
+    @property
+    def mismatch(self):
+        return self.rel_error is not None and not self.rel_error <= TOLERANCE
+
+
+@dataclass
+class WorkloadResult:
+    workload: object
+    measurements: list = field(default_factory=list)  # cecore first, then its peers
+    floor: Measurement = None  # the fastest read-floor candidate
+    skipped: str = None
+
+    def get(self, label):
+        return next((m for m in self.measurements if m.label == label), None)
+
+    @property
+    def cecore(self):
+        return self.measurements[0] if self.measurements else None
+
+
+# ------------------------------------------------------------------ timing
+
+
+def time_sample(function, calls):
+    """(wall seconds, process CPU seconds) of ``calls`` calls."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(calls):
+        function()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def measure(function, calls, repeats):
+    """(median seconds per call, cores used) over repeated samples of ``calls`` calls.
+
+    The first sample decides how many are taken. Cores = total CPU time / total
+    wall time (the kernel updates other threads' CPU time at scheduler ticks,
+    so it is coarse for samples of a few milliseconds).
+    """
+    gc.disable()
+    try:
+        samples = [time_sample(function, calls)]
+        while len(samples) < repeats.count(samples[0][0]):
+            samples.append(time_sample(function, calls))
+    finally:
+        gc.enable()
+    walls, cpus = zip(*samples)
+    return statistics.median(walls) / calls, sum(cpus) / sum(walls)
+
+
+# ------------------------------------------------------------ correctness
+
+
+def to_host(value):
+    """A result as float64 NumPy array(s), independent of the library's buffers."""
+    if isinstance(value, (tuple, list)):
+        return tuple(to_host(v) for v in value)
+    if hasattr(value, "detach"):  # torch.Tensor
+        value = value.detach().numpy()
+    return np.array(value, dtype=np.float64)
+
+
+def relative_error(value, reference):
+    """max |value - reference| / max |reference| of host results (tuples too)."""
+    if isinstance(reference, tuple):
+        return max(relative_error(v, r) for v, r in zip(value, reference, strict=True))
+    if value.shape != reference.shape:
+        return float("inf")
+    scale = max(float(np.max(np.abs(reference), initial=0.0)), np.finfo(np.float64).tiny)
+    return float(np.max(np.abs(value - reference), initial=0.0)) / scale
+
+
+# ------------------------------------------------------------- workloads
+
+
+def _log(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+def measure_impl(impl, label, inputs, n_threads, calls, repeats, available):
+    """(Measurement, warm-up result or None) of one implementation on ``inputs``."""
+    if impl.backend not in available:
+        return Measurement(label, status=f"n/a: {impl.backend} not installed"), None
+    time.sleep(SETTLE_SECONDS)
+    try:
+        function = impl.prepare(inputs, n_threads)
+        value = to_host(function())  # the warm-up call, excluded from timing
+        seconds, cores = measure(function, calls, repeats)
+    except Exception as error:  # a peer's failure must not end the run
+        message = f"{type(error).__name__}: {error}".splitlines()[0][:120]
+        return Measurement(label, status=f"error: {message}"), None
+    finally:
+        function = None  # frees JAX device copies and the like before clean-up
+        _release_memory(impl.backend)
+    return Measurement(label, seconds=seconds, cores=cores), value
+
+
+def _release_memory(backend):
+    gc.collect()
+    cleanup = peers.BACKENDS[backend].cleanup
+    if cleanup is not None:
+        cleanup()
+
+
+def run_workload(workload, n_threads, repeats, available):
+    result = WorkloadResult(workload)
+    if n_threads < workload.min_threads:
+        result.skipped = f"needs --threads >= {workload.min_threads}"
+        return result
+    _log(f"[{workload.name}] {report.shape_text(workload)}: {workload.title}")
+    inputs = workload.make_inputs(workload.shape, workload.dtype, np.random.default_rng(SEED))
+    measure_on_inputs = functools.partial(measure_impl, inputs=inputs, n_threads=n_threads,
+                                          calls=workload.calls, repeats=repeats,
+                                          available=available)
+
+    cecore, reference = measure_on_inputs(workload.cecore, workload.cecore.label)
+    if reference is None:
+        raise SystemExit(f"cecore failed on {workload.name}: {cecore.status}")
+    result.measurements.append(cecore)
+    _log_measurement(cecore)
+    for impl in workload.peers:
+        peer, value = measure_on_inputs(impl, impl.label)
+        if value is not None:
+            peer.rel_error = relative_error(value, reference)
+        result.measurements.append(peer)
+        _log_measurement(peer, workload)
+
+    if workload.read_floor:
+        floors = [measure_on_inputs(impl, f"read floor: {impl.label}")[0]
+                  for impl in peers.READ_FLOORS]
+        for floor in floors:
+            _log_measurement(floor)
+        result.floor = min((f for f in floors if f.ok), key=lambda f: f.seconds, default=None)
+    return result
+
+
+def _log_measurement(m, workload=None):
+    _log(f"  {m.label:<36} {report.time_text(m.seconds) if m.ok else m.status}")
+    if m.mismatch:
+        _log(f"  !!! MISMATCH: {m.label} disagrees with cecore on {workload.name}: "
+             f"relative difference {m.rel_error:.2e} > {TOLERANCE:g}")
+
+
+# ------------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="threads for every implementation (default: usable CPUs)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes and repeats; implies --no-write unless --output")
+    parser.add_argument("--only", metavar="NAME[,NAME]",
+                        help="workloads to run: " + ", ".join(w.name for w in WORKLOADS))
+    parser.add_argument("--no-write", action="store_true", help="do not write a results file")
+    parser.add_argument("--output", type=Path, help="results file (default: bench/RESULTS.md)")
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error("--threads must be >= 1")
+    known = {w.name for w in WORKLOADS}
+    args.only = args.only.split(",") if args.only else sorted(known)
+    if unknown := set(args.only) - known:
+        parser.error(f"unknown workload(s) {', '.join(sorted(unknown))}; "
+                     f"choose from {', '.join(w.name for w in WORKLOADS)}")
+    if args.output is None and not (args.quick or args.no_write):
+        args.output = DEFAULT_OUTPUT
+    if args.no_write:
+        args.output = None
+    return args
+
+
+def load_backends(workloads, n_threads):
+    """({backend: ({module: version}, thread control)} of the importable ones,
+    {backend: why not})."""
+    names = {"cecore", *(p.backend for p in peers.READ_FLOORS)}
+    names |= {impl.backend for w in workloads for impl in w.peers}
+    available, missing = {}, {}
+    for name in sorted(names, key=list(peers.BACKENDS).index):
+        try:
+            available[name] = peers.load_backend(peers.BACKENDS[name], n_threads)
+        except ImportError as error:
+            missing[name] = f"not installed ({error})"
+        except Exception as error:  # a broken install: report it, run the others
+            missing[name] = f"failed to load ({type(error).__name__}: {error})"
+    if "cecore" in missing:
+        raise SystemExit(f"cannot import cecore: {missing['cecore']}; run with PYTHONPATH=.")
+    return available, missing
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    workloads = [w for w in WORKLOADS if w.name in args.only]
+    if args.quick:
+        workloads = [w.quick() for w in workloads]
+    repeats = QUICK_REPEATS if args.quick else Repeats()
+    started, load_before = datetime.now(timezone.utc), os.getloadavg()
+    available, missing = load_backends(workloads, args.threads)
+
+    results = [run_workload(w, args.threads, repeats, available) for w in workloads]
+
+    context = report.Context(
+        command=report.command_line(),
+        started=started,
+        finished=datetime.now(timezone.utc),
+        load_average=(load_before, os.getloadavg()),
+        threads=args.threads,
+        quick=args.quick,
+        available=available,
+        missing=missing,
+        methodology=__doc__.split("Methodology\n-----------\n")[1],
+    )
+    print(report.render_console(results, context))
+    if args.output is not None:
+        args.output.write_text(report.render_markdown(results, context))
+        _log(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

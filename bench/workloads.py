@@ -1,0 +1,90 @@
+"""The workloads run.py times, and the targets cecore is held to on each.
+
+A workload is one declarative entry: a name (for ``--only``), the logits'
+shape and dtype, how the inputs are made, the cecore implementation, its
+peers, and its targets. Adding a workload, or a peer to one, is a few lines
+here; the implementations live in peers.py.
+
+Targets: ``speedups`` maps a peer's label to the minimum time(peer) /
+time(cecore); ``floor_max`` is the maximum time(cecore) / time(read floor).
+
+For example, a loss-and-gradient workload is an ``Impl`` per library in
+peers.py (its callable returning ``(loss, grad)``) and one entry here::
+
+    Workload("cls-grad", "loss and gradient, K = 1,000", (65_536, 1_000), "float32",
+             class_index_inputs, peers.CECORE_CE_GRAD,
+             (peers.TORCH_CE_GRAD, peers.JAX_CE_GRAD), speedups={"torch": 5}),
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+import peers
+
+
+def class_index_inputs(shape, dtype, rng):
+    """Logits 2 * N(0, 1) and uniform int64 class indices over the last axis."""
+    logits = rng.standard_normal(shape, dtype=dtype)
+    logits *= 2
+    target = rng.integers(0, shape[-1], size=shape[:-1], dtype=np.int64)
+    return logits, target
+
+
+def binary_inputs(shape, dtype, rng):
+    """Logits 2 * N(0, 1) and uniform {0, 1} targets of the logits' dtype."""
+    logits = rng.standard_normal(shape, dtype=dtype)
+    logits *= 2
+    target = rng.integers(0, 2, size=shape).astype(dtype)
+    return logits, target
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    shape: tuple  # of the logits
+    dtype: str
+    make_inputs: Callable  # make_inputs(shape, dtype, rng) -> tuple of arrays, logits first
+    cecore: peers.Impl
+    peers: tuple
+    speedups: dict = field(default_factory=dict)
+    floor_max: float = None
+    read_floor: bool = True  # time the read floor for this workload
+    calls: int = 1  # calls per timed sample (> 1 for per-call overhead)
+    min_threads: int = 1  # skipped when --threads is lower
+
+    def quick(self, shrink=16):
+        """This workload with fewer rows and calls, for --quick."""
+        rows = max(self.shape[0] // shrink, 64) if self.calls == 1 else self.shape[0]
+        return dataclasses.replace(
+            self, shape=(rows, *self.shape[1:]), calls=max(self.calls // 10, 1)
+        )
+
+
+BIG_K_TARGETS = dict(speedups={"torch": 10, "jax": 2}, floor_max=2.0)
+
+WORKLOADS = (
+    Workload("cls-f32", "classification, K = 1,000", (65_536, 1_000), "float32",
+             class_index_inputs, peers.CECORE_CE, peers.CE_PEERS, **BIG_K_TARGETS),
+    Workload("cls-f64", "classification, K = 1,000, float64", (65_536, 1_000), "float64",
+             class_index_inputs, peers.CECORE_CE, peers.CE_PEERS,
+             speedups={"torch": 5, "jax": 2}, floor_max=2.0),
+    Workload("lm-32k", "language model, 32k vocabulary", (4_096, 32_000), "float32",
+             class_index_inputs, peers.CECORE_CE, peers.CE_PEERS, **BIG_K_TARGETS),
+    Workload("lm-128k", "language model, 128k vocabulary", (1_024, 128_256), "float32",
+             class_index_inputs, peers.CECORE_CE, peers.CE_PEERS, **BIG_K_TARGETS),
+    Workload("k10", "small class count, K = 10", (1_048_576, 10), "float32",
+             class_index_inputs, peers.CECORE_CE, peers.CE_PEERS,
+             speedups={"torch": 10, "jax": 2}),
+    Workload("binary", "binary cross-entropy with logits", (16_777_216,), "float32",
+             binary_inputs, peers.CECORE_BCE, peers.BCE_PEERS, speedups={"torch": 5}),
+    Workload("tiny", "per-call overhead (time per call)", (64, 100), "float32",
+             class_index_inputs, peers.CECORE_CE, peers.CE_PEERS,
+             speedups={"torch": 1}, read_floor=False, calls=2_000),
+    Workload("threads", "thread scaling: --threads N vs 1 thread", (65_536, 1_000), "float32",
+             class_index_inputs, peers.CECORE_CE, (peers.CECORE_CE_1_THREAD,),
+             speedups={peers.CECORE_CE_1_THREAD.label: 1.8}, read_floor=False, min_threads=2),
+)
