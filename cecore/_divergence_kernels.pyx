@@ -51,7 +51,11 @@ cdef void _rows(const floating *p, Py_ssize_t pstride, const floating *q, Py_ssi
         qj = qr[j] if kind != ENTROPY else pj
         neg += (pj < 0.0) | (qj < 0.0)
         term = _term(pj, qj, kind)
-        s += term if w == NULL else w[j] * term
+        if w == NULL:
+            s += term
+        elif w[j] != 0.0:
+            # a point of measure zero does not count, even where its term is infinite
+            s += w[j] * term
     out[r] = <floating> (s if kind == KL else -s)
     n_negative[0] = neg
 

@@ -311,6 +311,8 @@ def _bce_inputs(x, target, name, weights):
     period = max((p.size for p in periods.values()), default=1)
     block = _BCE_BLOCK
     laid_out = {key: np.empty(0, dtype) for key in weights}
+    if size == 0:  # nothing to weigh (and a weight may have size 0)
+        return x_flat, t_flat, block, laid_out, False, arr.shape, _result_dtype(x_flat)
     per_element = period > _BCE_BLOCK
     if not per_element:
         block = period * (_BCE_BLOCK // period)

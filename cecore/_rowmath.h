@@ -249,6 +249,24 @@ CEC_ATTR_AVX512 static inline double cec_sum16_avx512(__m512 v)
     return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
 }
 
+/* row_max for float32 on AVX-512: masked tail, two accumulators, no scalar loop. */
+CEC_ATTR_AVX512 static float cec_row_max_f32_avx512(const float *x, cec_intp n)
+{
+    const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
+    __m512 m0 = neg_inf, m1 = neg_inf;
+    cec_intp i = 0;
+    for (; i + 32 <= n; i += 32) {
+        m0 = _mm512_max_ps(_mm512_loadu_ps(x + i), m0);
+        m1 = _mm512_max_ps(_mm512_loadu_ps(x + i + 16), m1);
+    }
+    for (; i < n; i += 16) {
+        cec_intp left = n - i;
+        __mmask16 m = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+        m0 = _mm512_max_ps(_mm512_mask_loadu_ps(neg_inf, m, x + i), m0);
+    }
+    return _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
+}
+
 /*
  * row_sumexp for float32 on AVX-512: same contract as the portable one. While
  * it computes (from L1), it prefetches the n elements that follow x, which is
@@ -260,27 +278,29 @@ CEC_ATTR_AVX512 static double cec_row_sumexp_f32_avx512(const float *x, cec_intp
 {
     const __m512 sh = _mm512_set1_ps(shift);
     const char *ahead = (const char *)(x + n);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
     double s = 0.0;
     cec_intp i = 0;
-    while (i + 32 <= n) {
-        /* float partial sums over <= 256 elements (<= 16 terms per lane) */
-        cec_intp end = i + 256 <= n ? i + 256 : n - n % 32;
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-        for (; i < end; i += 32) {
-            _mm_prefetch(ahead + 4 * i, _MM_HINT_T0);
-            _mm_prefetch(ahead + 4 * i + 64, _MM_HINT_T0);
-            acc0 = _mm512_add_ps(acc0, cec_expsum16_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i), sh)));
-            acc1 = _mm512_add_ps(acc1, cec_expsum16_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i + 16), sh)));
+    int steps = 0;
+    for (; i + 32 <= n; i += 32) {
+        _mm_prefetch(ahead + 4 * i, _MM_HINT_T0);
+        _mm_prefetch(ahead + 4 * i + 64, _MM_HINT_T0);
+        acc0 = _mm512_add_ps(acc0, cec_expsum16_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i), sh)));
+        acc1 = _mm512_add_ps(acc1, cec_expsum16_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i + 16), sh)));
+        /* float partial sums of at most 16 terms per lane, then into double */
+        if (++steps == 16) {
+            s += cec_sum16_avx512(_mm512_add_ps(acc0, acc1));
+            acc0 = acc1 = _mm512_setzero_ps();
+            steps = 0;
         }
-        s += cec_sum16_avx512(_mm512_add_ps(acc0, acc1));
     }
     for (; i < n; i += 16) {
         cec_intp left = n - i;
         __mmask16 m = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
         __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, x + i);
-        s += cec_sum16_avx512(cec_expsum16_avx512(_mm512_sub_ps(v, sh)));
+        acc0 = _mm512_add_ps(acc0, cec_expsum16_avx512(_mm512_sub_ps(v, sh)));
     }
-    return s;
+    return s + cec_sum16_avx512(_mm512_add_ps(acc0, acc1));
 }
 
 CEC_ATTR_AVX512 static void cec_expsum_inplace_f32_avx512(float *a, cec_intp n)
@@ -360,15 +380,14 @@ CEC_ATTR_AVX512 static void cec_block_lse_f32_avx512_rows(const float *x, cec_in
                                          _mm512_sub_ps(_mm512_loadu_ps(scratch + 16 * j), shift)));
         }
         _mm512_storeu_ps(rowmax + r, m);
-        float sums[16], shifts[16];
+        float sums[16];
         _mm512_storeu_ps(sums, acc);
-        _mm512_storeu_ps(shifts, shift);
 #pragma omp simd
         for (int l = 0; l < 16; l++) {
             sums[l] = cec_log_f32(sums[l]);
         }
         for (int l = 0; l < 16; l++) {
-            lse[r + l] = (double)shifts[l] + (double)sums[l];
+            lse[r + l] = (double)sums[l];
         }
     }
 }
@@ -397,9 +416,11 @@ CEC_ATTR_AVX512 static void cec_block_lse_f32_avx512_rows(const float *x, cec_in
 #define CEC_ATTR CEC_ATTR_AVX512
 #define CEC_FN(name) CEC_CAT3(cec, name, f32_avx512)
 #define CEC_HAND_WRITTEN_EXPSUM
+#define CEC_HAND_WRITTEN_MAX
 #define CEC_BLOCK_LSE_ROWS16 cec_block_lse_f32_avx512_rows
 #include "_rowmath_impl.h"
 #undef CEC_HAND_WRITTEN_EXPSUM
+#undef CEC_HAND_WRITTEN_MAX
 #undef CEC_BLOCK_LSE_ROWS16
 #undef CEC_FN
 #undef CEC_ATTR
@@ -448,10 +469,10 @@ CEC_ATTR_AVX512 static void cec_block_lse_f32_avx512_rows(const float *x, cec_in
         T (*row_max)(const T *, cec_intp);                                             \
         double (*row_sumexp)(const T *, cec_intp, T);                                  \
         double (*row_lse)(const T *, cec_intp, T *);                                   \
-        double (*row_wsum)(const double *, const T *, cec_intp);                       \
-        double (*row_tdot)(const T *, const double *, const T *, cec_intp, double *);  \
+        double (*row_wsum)(const double *, const T *, cec_intp, double);               \
+        double (*row_tdot)(const T *, const double *, const T *, cec_intp, double, double *); \
         void (*row_exp)(const T *, cec_intp, T, T, T *);                               \
-        void (*row_sub)(const T *, cec_intp, double, T *);                                \
+        void (*row_sub)(const T *, cec_intp, double, double, T *);                        \
         void (*row_grad)(const T *, const T *, const double *, cec_intp, T, T, T, T, T *); \
         void (*block_lse)(const T *, cec_intp, cec_intp, cec_intp, T *, T *, double *); \
         double (*bce_logits)(const T *, const T *, const T *, const T *, cec_intp, T *); \

@@ -14,10 +14,11 @@ cdef extern from "_rowmath.h" nogil:
         float (*row_max)(const float *, cec_intp) noexcept nogil
         double (*row_sumexp)(const float *, cec_intp, float) noexcept nogil
         double (*row_lse)(const float *, cec_intp, float *) noexcept nogil
-        double (*row_wsum)(const double *, const float *, cec_intp) noexcept nogil
-        double (*row_tdot)(const float *, const double *, const float *, cec_intp, double *) noexcept nogil
+        double (*row_wsum)(const double *, const float *, cec_intp, double) noexcept nogil
+        double (*row_tdot)(const float *, const double *, const float *, cec_intp, double,
+                           double *) noexcept nogil
         void (*row_exp)(const float *, cec_intp, float, float, float *) noexcept nogil
-        void (*row_sub)(const float *, cec_intp, double, float *) noexcept nogil
+        void (*row_sub)(const float *, cec_intp, double, double, float *) noexcept nogil
         void (*row_grad)(const float *, const float *, const double *, cec_intp, float, float, float, float,
                          float *) noexcept nogil
         void (*block_lse)(const float *, cec_intp, cec_intp, cec_intp, float *, float *, double *) noexcept nogil
@@ -32,10 +33,11 @@ cdef extern from "_rowmath.h" nogil:
         double (*row_max)(const double *, cec_intp) noexcept nogil
         double (*row_sumexp)(const double *, cec_intp, double) noexcept nogil
         double (*row_lse)(const double *, cec_intp, double *) noexcept nogil
-        double (*row_wsum)(const double *, const double *, cec_intp) noexcept nogil
-        double (*row_tdot)(const double *, const double *, const double *, cec_intp, double *) noexcept nogil
+        double (*row_wsum)(const double *, const double *, cec_intp, double) noexcept nogil
+        double (*row_tdot)(const double *, const double *, const double *, cec_intp, double,
+                           double *) noexcept nogil
         void (*row_exp)(const double *, cec_intp, double, double, double *) noexcept nogil
-        void (*row_sub)(const double *, cec_intp, double, double *) noexcept nogil
+        void (*row_sub)(const double *, cec_intp, double, double, double *) noexcept nogil
         void (*row_grad)(const double *, const double *, const double *, cec_intp, double, double, double, double,
                          double *) noexcept nogil
         void (*block_lse)(const double *, cec_intp, cec_intp, cec_intp, double *, double *,
@@ -80,19 +82,20 @@ cdef inline double row_lse(const floating *x, Py_ssize_t n, floating *rowmax) no
         return cec_ops_f64.row_lse(x, n, rowmax)
 
 
-cdef inline double row_wsum(const double *w, const floating *x, Py_ssize_t n) noexcept nogil:
+cdef inline double row_wsum(const double *w, const floating *x, Py_ssize_t n,
+                            double shift) noexcept nogil:
     if floating is float:
-        return cec_ops_f32.row_wsum(w, x, n)
+        return cec_ops_f32.row_wsum(w, x, n, shift)
     else:
-        return cec_ops_f64.row_wsum(w, x, n)
+        return cec_ops_f64.row_wsum(w, x, n, shift)
 
 
 cdef inline double row_tdot(const floating *t, const double *w, const floating *x,
-                            Py_ssize_t n, double *tw_sum) noexcept nogil:
+                            Py_ssize_t n, double shift, double *tw_sum) noexcept nogil:
     if floating is float:
-        return cec_ops_f32.row_tdot(t, w, x, n, tw_sum)
+        return cec_ops_f32.row_tdot(t, w, x, n, shift, tw_sum)
     else:
-        return cec_ops_f64.row_tdot(t, w, x, n, tw_sum)
+        return cec_ops_f64.row_tdot(t, w, x, n, shift, tw_sum)
 
 
 cdef inline void row_exp(const floating *x, Py_ssize_t n, floating shift, floating scale,
@@ -103,12 +106,12 @@ cdef inline void row_exp(const floating *x, Py_ssize_t n, floating shift, floati
         cec_ops_f64.row_exp(x, n, shift, scale, out)
 
 
-cdef inline void row_sub(const floating *x, Py_ssize_t n, double shift,
+cdef inline void row_sub(const floating *x, Py_ssize_t n, double shift, double logsum,
                          floating *out) noexcept nogil:
     if floating is float:
-        cec_ops_f32.row_sub(x, n, shift, out)
+        cec_ops_f32.row_sub(x, n, shift, logsum, out)
     else:
-        cec_ops_f64.row_sub(x, n, shift, out)
+        cec_ops_f64.row_sub(x, n, shift, logsum, out)
 
 
 cdef inline void row_grad(const floating *x, const floating *t, const double *w, Py_ssize_t n,

@@ -14,6 +14,7 @@
  * row's result never depends on the number of threads.
  */
 
+#ifndef CEC_HAND_WRITTEN_MAX
 /* Largest element of x[0:n]; NaNs are skipped (they poison the sum later). */
 CEC_ATTR static CEC_T CEC_FN(row_max)(const CEC_T *x, cec_intp n)
 {
@@ -24,6 +25,7 @@ CEC_ATTR static CEC_T CEC_FN(row_max)(const CEC_T *x, cec_intp n)
     }
     return m;
 }
+#endif
 
 #ifndef CEC_HAND_WRITTEN_EXPSUM
 /*
@@ -73,12 +75,16 @@ CEC_ATTR static void CEC_FN(expsum_inplace)(CEC_T *a, cec_intp n)
 #endif
 
 /*
- * log sum_i exp(x_i) of one row, stable for any finite input; stores the row
- * maximum in *rowmax. Long rows are taken in L1-sized chunks (chunk maximum,
- * then the chunk's exponentials relative to the running maximum, the running
- * sum rescaled when the maximum grows), so that memory is read once and the
- * second look at each element hits L1. An all -inf row gives -inf; a NaN
- * anywhere gives NaN; +inf gives NaN (inf - inf), as in PyTorch.
+ * Log-sum-exp of one row, split as lse = shift + logsum with shift the row
+ * maximum (0 when there is no finite maximum): returns logsum and stores the
+ * maximum in *rowmax. Keeping the two apart lets callers form lse - x_j as
+ * logsum + (shift - x_j) without rounding lse first, which would lose logsum
+ * entirely next to a huge shift (a row of -1e38 must give log(K), not 0).
+ * Long rows are taken in L1-sized chunks (chunk maximum, then the chunk's
+ * exponentials relative to the running maximum, the running sum rescaled when
+ * the maximum grows), so that memory is read once and the second look at each
+ * element hits L1. An all -inf row gives logsum = -inf; a NaN anywhere gives
+ * NaN; +inf gives NaN (inf - inf), as in PyTorch.
  */
 CEC_ATTR static double CEC_FN(row_lse)(const CEC_T *x, cec_intp n, CEC_T *rowmax)
 {
@@ -101,42 +107,42 @@ CEC_ATTR static double CEC_FN(row_lse)(const CEC_T *x, cec_intp n, CEC_T *rowmax
         /* no finite maximum: 0 for an all -inf row, NaN if a NaN was skipped */
         return log(CEC_FN(row_sumexp)(x, n, (CEC_T)0));
     }
-    return (double)m + log(s);
+    return log(s);
 }
 
-/* sum_i x_i (w == NULL) or sum_i w_i x_i, in double. */
-CEC_ATTR static double CEC_FN(row_wsum)(const double *w, const CEC_T *x, cec_intp n)
+/* sum_i (x_i - shift) (w == NULL) or sum_i w_i (x_i - shift), in double. */
+CEC_ATTR static double CEC_FN(row_wsum)(const double *w, const CEC_T *x, cec_intp n, double shift)
 {
     double s = 0.0;
     if (w == NULL) {
 #pragma omp simd reduction(+ : s)
         for (cec_intp i = 0; i < n; i++) {
-            s += (double)x[i];
+            s += (double)x[i] - shift;
         }
     }
     else {
 #pragma omp simd reduction(+ : s)
         for (cec_intp i = 0; i < n; i++) {
-            s += w[i] * (double)x[i];
+            s += w[i] * ((double)x[i] - shift);
         }
     }
     return s;
 }
 
 /*
- * Soft targets: returns sum_i w_i t_i x_i and stores sum_i w_i t_i in *tw_sum
- * (w == NULL means w_i = 1). Terms with t_i == 0 contribute 0 even where
- * x_i = -inf (the convention 0 * log 0 = 0).
+ * Soft targets: returns sum_i w_i t_i (x_i - shift) and stores sum_i w_i t_i in
+ * *tw_sum (w == NULL means w_i = 1). Terms with t_i == 0 contribute 0 even
+ * where x_i = -inf (the convention 0 * log 0 = 0).
  */
 CEC_ATTR static double CEC_FN(row_tdot)(const CEC_T *t, const double *w, const CEC_T *x,
-                                        cec_intp n, double *tw_sum)
+                                        cec_intp n, double shift, double *tw_sum)
 {
     double s = 0.0, ts = 0.0;
     if (w == NULL) {
 #pragma omp simd reduction(+ : s, ts)
         for (cec_intp i = 0; i < n; i++) {
             double ti = (double)t[i];
-            s += ti != 0.0 ? ti * (double)x[i] : 0.0;
+            s += ti != 0.0 ? ti * ((double)x[i] - shift) : 0.0;
             ts += ti;
         }
     }
@@ -144,7 +150,7 @@ CEC_ATTR static double CEC_FN(row_tdot)(const CEC_T *t, const double *w, const C
 #pragma omp simd reduction(+ : s, ts)
         for (cec_intp i = 0; i < n; i++) {
             double wt = w[i] * (double)t[i];
-            s += wt != 0.0 ? wt * (double)x[i] : 0.0;
+            s += wt != 0.0 ? wt * ((double)x[i] - shift) : 0.0;
             ts += wt;
         }
     }
@@ -199,20 +205,21 @@ CEC_ATTR static void CEC_FN(row_grad)(const CEC_T *x, const CEC_T *t, const doub
     }
 }
 
-/* out_i = x_i - shift, rounded once. out may alias x. */
-CEC_ATTR static void CEC_FN(row_sub)(const CEC_T *x, cec_intp n, double shift, CEC_T *out)
+/* out_i = (x_i - shift) - logsum, in double and rounded once. out may alias x. */
+CEC_ATTR static void CEC_FN(row_sub)(const CEC_T *x, cec_intp n, double shift, double logsum,
+                                     CEC_T *out)
 {
-    /* in double: shift is a log-sum-exp whose rounding to CEC_T would cost accuracy */
 #pragma omp simd
     for (cec_intp i = 0; i < n; i++) {
-        out[i] = (CEC_T)((double)x[i] - shift);
+        out[i] = (CEC_T)(((double)x[i] - shift) - logsum);
     }
 }
 
 /*
  * log-sum-exp of `rows` short rows of length k (row i starts at x + i*stride),
- * for small k where per-row loops cost more than the arithmetic. Writes lse[i]
- * (double) and rowmax[i]; scratch holds at least rows * k elements.
+ * for small k where per-row loops cost more than the arithmetic. Writes
+ * rowmax[i] and lse[i] = logsum relative to the shift, as row_lse returns it;
+ * scratch holds at least rows * k elements.
  * Portable version: the shifted rows are packed into scratch so that exp runs
  * as one long vectorised loop. (On AVX-512, float32 blocks of 16 rows take the
  * gather-based version in _rowmath.h first.)
@@ -242,8 +249,8 @@ CEC_ATTR static void CEC_FN(block_lse_packed)(const CEC_T *x, cec_intp rows, cec
         for (cec_intp j = 0; j < k; j++) {
             s += (double)sr[j];
         }
-        /* s is 0 for an all -inf row (lse = -inf) and NaN if the row has a NaN */
-        lse[r] = (rowmax[r] == -CEC_INFINITY ? 0.0 : (double)rowmax[r]) + log(s);
+        /* s is 0 for an all -inf row (-inf) and NaN if the row has a NaN */
+        lse[r] = log(s);
     }
 }
 

@@ -38,12 +38,15 @@ def simd_level():
 
 
 cdef Py_ssize_t _block_rows(Py_ssize_t n_rows, Py_ssize_t k) noexcept nogil:
-    """Rows per block: ~32 KB of float32 per block, and >= 64 blocks when rows allow.
+    """Rows per block: ~32 KB of float32 per block and, for inputs large enough
+    to run in parallel, >= 64 blocks when rows allow (load balance).
 
     A function of the shape only, never of the thread count (reproducible sums).
     """
     cdef Py_ssize_t b = 256 if k <= SMALL_K else max(1, 8192 // k)
-    return max(1, min(b, n_rows // 64))
+    if n_rows * k >= 32768:
+        b = min(b, n_rows // 64)
+    return max(1, b)
 
 
 def block_rows(Py_ssize_t n_rows, Py_ssize_t k):
@@ -89,20 +92,31 @@ cdef inline floating *_row(const floating *x, Py_ssize_t r, Py_ssize_t stride) n
 
 
 cdef void _lse_rows(const floating *x, Py_ssize_t rows, Py_ssize_t stride, Py_ssize_t k,
-                    floating *scratch, floating *rowmax, double *lse) noexcept nogil:
-    """lse[r] = log sum_j exp(x[r, j]) and rowmax[r] = max_j x[r, j] for r < rows."""
+                    floating *scratch, floating *rowmax, double *logsum) noexcept nogil:
+    """Row maxima and log-sum-exps for r < rows, split as (see row_lse)
+
+        log sum_j exp(x[r, j]) = _shift(rowmax[r]) + logsum[r]
+
+    Callers form lse - x[r, j] as logsum[r] + (shift - x[r, j]): rounding lse
+    first would lose logsum next to a huge shift.
+    """
     cdef Py_ssize_t r
     if k <= SMALL_K:
-        block_lse(x, rows, stride, k, scratch, rowmax, lse)
+        block_lse(x, rows, stride, k, scratch, rowmax, logsum)
         return
     for r in range(rows):
-        lse[r] = row_lse(_row(x, r, stride), k, &rowmax[r])
+        logsum[r] = row_lse(_row(x, r, stride), k, &rowmax[r])
+
+
+cdef inline double _shift(floating rowmax) noexcept nogil:
+    """The shift of a row: its maximum, or 0 when that is -inf (no finite entry)."""
+    return 0.0 if rowmax == -INFINITY else rowmax
 
 
 cdef struct _Scratch:
     void *packed     # SMALL_K path: rows * k elements
     void *rowmax     # rows elements
-    double *lse      # rows doubles
+    double *logsum   # rows doubles
 
 
 cdef _Scratch *_scratch_new(Py_ssize_t rows, Py_ssize_t k, Py_ssize_t itemsize) noexcept nogil:
@@ -112,8 +126,8 @@ cdef _Scratch *_scratch_new(Py_ssize_t rows, Py_ssize_t k, Py_ssize_t itemsize) 
         return NULL
     s.packed = malloc((rows * k if k <= SMALL_K else 1) * itemsize)
     s.rowmax = malloc(rows * itemsize)
-    s.lse = <double *> malloc(rows * sizeof(double))
-    if s.packed == NULL or s.rowmax == NULL or s.lse == NULL:
+    s.logsum = <double *> malloc(rows * sizeof(double))
+    if s.packed == NULL or s.rowmax == NULL or s.logsum == NULL:
         _scratch_free(s)
         return NULL
     return s
@@ -123,7 +137,7 @@ cdef void _scratch_free(_Scratch *s) noexcept nogil:
     if s != NULL:
         free(s.packed)
         free(s.rowmax)
-        free(s.lse)
+        free(s.logsum)
         free(s)
 
 
@@ -140,6 +154,7 @@ cdef void _ce_index_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
     """Loss (and, if grad != NULL, gradient) of rows r0..r1 with class-index targets.
 
     loss = (1 - eps) w[y] (lse - x[y]) + eps / k sum_j w[j] (lse - x[j])    (PyTorch)
+    with lse - x[j] = logsum + (shift - x[j]) (see _lse_rows)
     d loss / d x[j] = scale [((1 - eps) w[y] + eps W / k) softmax(x)[j]
                              - (1 - eps) w[y] [j == y] - eps w[j] / k],  W = sum_j w[j]
     Ignored rows, and rows whose target is out of range (the first is reported
@@ -148,12 +163,11 @@ cdef void _ce_index_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
     overwrites it.
     """
     cdef Py_ssize_t r, j, y
-    cdef double lse, wy, loss, total = 0.0, wtotal = 0.0, shift
-    cdef floating m
+    cdef double logsum, shift, wy, loss, total = 0.0, wtotal = 0.0
     cdef const floating *xr
     cdef floating *gr
     _lse_rows(x + r0 * stride, r1 - r0, stride, k, <floating *> s.packed,
-              <floating *> s.rowmax, s.lse)
+              <floating *> s.rowmax, s.logsum)
     for r in range(r0, r1):
         y = target[r]
         xr = x + r * stride
@@ -167,21 +181,21 @@ cdef void _ce_index_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
                 for j in range(k):
                     gr[j] = 0
             continue
-        lse = s.lse[r - r0]
+        logsum = s.logsum[r - r0]
+        shift = _shift((<floating *> s.rowmax)[r - r0])
         wy = 1.0 if weight == NULL else weight[y]
-        loss = (1.0 - smoothing) * wy * (lse - xr[y])
+        loss = (1.0 - smoothing) * wy * (logsum + (shift - xr[y]))
         if smoothing != 0.0:
-            loss = loss + smoothing / k * (lse * weight_total - row_wsum(weight, xr, k))
+            loss = loss + smoothing / k * (logsum * weight_total
+                                           - row_wsum(weight, xr, k, shift))
         if loss_out != NULL:
             loss_out[r] = <floating> loss
         total = total + loss
         wtotal = wtotal + wy
         if grad != NULL:
-            m = (<floating *> s.rowmax)[r - r0]
-            shift = 0.0 if m == -INFINITY else m
             row_grad(xr, NULL, weight, k, <floating> shift,
                      <floating> (scale * ((1.0 - smoothing) * wy + smoothing * weight_total / k)
-                                 * exp(shift - lse)),
+                                 * exp(-logsum)),
                      0, <floating> (scale * smoothing / k), gr)
             gr[y] = gr[y] - <floating> (scale * (1.0 - smoothing) * wy)
     loss_sum[0] = total
@@ -252,31 +266,31 @@ cdef void _ce_prob_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
     """Loss (and, if grad != NULL, gradient) of rows r0..r1 with probability targets.
 
     With t' = (1 - eps) t + eps / k:  loss = sum_j w[j] t'[j] (lse - x[j])    (PyTorch)
-      = (1 - eps) (lse sum_j w t - sum_j w t x) + eps / k (lse sum_j w - sum_j w x)
+      = (1 - eps) (logsum sum_j w t - sum_j w t (x - shift))
+        + eps / k (logsum sum_j w - sum_j w (x - shift))
     where terms with t[j] == 0 count as 0 even if x[j] = -inf, and
     d loss / d x[j] = scale [(sum_i w[i] t'[i]) softmax(x)[j] - w[j] t'[j]].
     """
     cdef Py_ssize_t r
-    cdef double lse, loss, tw, tx, total = 0.0, shift
-    cdef floating m
+    cdef double logsum, shift, loss, tw, tx, total = 0.0
     cdef const floating *xr
     cdef const floating *tr
     _lse_rows(x + r0 * stride, r1 - r0, stride, k, <floating *> s.packed,
-              <floating *> s.rowmax, s.lse)
+              <floating *> s.rowmax, s.logsum)
     for r in range(r0, r1):
         xr = x + r * stride
         tr = t + r * tstride
-        lse = s.lse[r - r0]
-        m = (<floating *> s.rowmax)[r - r0]
-        tx = row_tdot(tr, weight, xr, k, &tw)
-        loss = (1.0 - smoothing) * (lse * tw - tx)
+        logsum = s.logsum[r - r0]
+        shift = _shift((<floating *> s.rowmax)[r - r0])
+        tx = row_tdot(tr, weight, xr, k, shift, &tw)
+        loss = (1.0 - smoothing) * (logsum * tw - tx)
         if smoothing != 0.0:
-            loss = loss + smoothing / k * (lse * weight_total - row_wsum(weight, xr, k))
+            loss = loss + smoothing / k * (logsum * weight_total
+                                           - row_wsum(weight, xr, k, shift))
         if grad != NULL:
-            shift = 0.0 if m == -INFINITY else m
             row_grad(xr, tr, weight, k, <floating> shift,
                      <floating> (scale * ((1.0 - smoothing) * tw + smoothing * weight_total / k)
-                                 * exp(shift - lse)),
+                                 * exp(-logsum)),
                      <floating> (scale * (1.0 - smoothing)), <floating> (scale * smoothing / k),
                      grad + r * gstride)
         if loss_out != NULL:
@@ -376,22 +390,19 @@ cdef void _softmax_block(const floating *x, Py_ssize_t stride, Py_ssize_t k, flo
                          _Scratch *s) noexcept nogil:
     """mode 0: lse (out is (n,)); 1: log_softmax; 2: softmax (out is (n, k))."""
     cdef Py_ssize_t r
-    cdef double lse, shift
-    cdef floating m
+    cdef double logsum, shift
     _lse_rows(x + r0 * stride, r1 - r0, stride, k, <floating *> s.packed,
-              <floating *> s.rowmax, s.lse)
+              <floating *> s.rowmax, s.logsum)
     for r in range(r0, r1):
-        lse = s.lse[r - r0]
+        logsum = s.logsum[r - r0]
+        shift = _shift((<floating *> s.rowmax)[r - r0])
         if mode == 0:
-            out[r] = <floating> lse
+            out[r] = <floating> (shift + logsum)
         elif mode == 1:
-            row_sub(x + r * stride, k, lse, out + r * ostride)
+            row_sub(x + r * stride, k, shift, logsum, out + r * ostride)
         else:
-            # exp(x - max) * (sum exp(x - max))^-1, not exp(x - lse): lse rounded
-            # to the input dtype would cost the output its last bits
-            m = (<floating *> s.rowmax)[r - r0]
-            shift = 0.0 if m == -INFINITY else m
-            row_exp(x + r * stride, k, <floating> shift, <floating> exp(shift - lse),
+            # exp(x - shift) exp(-logsum): one rounding of the scale, none of lse
+            row_exp(x + r * stride, k, <floating> shift, <floating> exp(-logsum),
                     out + r * ostride)
 
 

@@ -119,6 +119,8 @@ def class_weight(weight, n_classes):
 def class_targets(target, expected_shape, n_classes, ignore_index):
     """Integer class targets as a flat int32/int64 array matching the logits' rows."""
     t = target
+    if t.dtype == np.int64 and t.ndim == 1 and t.shape == expected_shape and t.flags.c_contiguous:
+        return t
     if t.shape != expected_shape:
         raise ValueError(
             f"target has shape {t.shape}, expected {expected_shape} "
@@ -174,6 +176,9 @@ def trailing_broadcast(value, shape, name, dtype):
     return np.ascontiguousarray(np.broadcast_to(v, trailing), dtype=dtype).reshape(-1)
 
 
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def logits_rows(x, axis, name):
     """Coerce ``x`` and lay it out as rows along ``axis``.
 
@@ -181,6 +186,18 @@ def logits_rows(x, axis, name):
     the shape of ``x`` without ``axis``, the normalised axis, and the dtype of
     ``x`` as given when floating (float16 results are cast back to it).
     """
+    # fast path for the common case: a 2-D float32/64 array with rows contiguous
+    if (
+        type(x) is np.ndarray
+        and x.ndim == 2
+        and (axis == -1 or axis == 1)
+        and x.dtype in _FAST_DTYPES
+        and x.shape[1] > 0
+        and x.strides[1] == x.itemsize
+        and x.strides[0] % x.itemsize == 0
+        and x.flags.aligned
+    ):
+        return x, (x.shape[0],), 1, x.dtype
     given = np.asarray(x)
     arr, _ = as_float_array(given, name)
     axis = check_axis(axis, arr.ndim, name)
