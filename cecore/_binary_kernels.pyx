@@ -51,7 +51,7 @@ def bce_logits_loss(const floating[::1] logits, const floating[::1] target,
     cdef Py_ssize_t b, start, length
     if n == 0:
         return 0.0
-    for b in prange(nblocks, schedule="static", nogil=True, num_threads=n_threads,
+    for b in prange(nblocks, schedule="guided", nogil=True, num_threads=n_threads,
                     use_threads_if=n_threads > 1):
         start = b * block
         length = min(block, n - start)
@@ -81,7 +81,7 @@ def bce_probs_loss(const floating[::1] probs, const floating[::1] target,
     cdef Py_ssize_t b, start
     if n == 0:
         return 0.0, 0
-    for b in prange(nblocks, schedule="static", nogil=True, num_threads=n_threads,
+    for b in prange(nblocks, schedule="guided", nogil=True, num_threads=n_threads,
                     use_threads_if=n_threads > 1):
         start = b * block
         block_loss[b] = bce_probs(&probs[start], &target[start], _at(w, start, per_element),

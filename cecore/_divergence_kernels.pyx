@@ -77,7 +77,7 @@ def divergence_rows(const floating[:, :] p, const floating[:, :] q, const double
         for r in range(n):
             out[r] = 0
         return 0
-    for r in prange(n, schedule="static", nogil=True, num_threads=n_threads,
+    for r in prange(n, schedule="guided", nogil=True, num_threads=n_threads,
                     use_threads_if=n_threads > 1):
         _rows(&p[0, 0], pstride, &q[0, 0], qstride, w, k, kind, r, &out[0], &negatives[r])
     return int(np.sum(negatives))

@@ -25,8 +25,10 @@ typedef ptrdiff_t cec_intp;
 
 #if defined(__GNUC__)
 #define CEC_INLINE static inline __attribute__((always_inline))
+#define CEC_MAYBE_UNUSED __attribute__((unused))
 #else
 #define CEC_INLINE static __forceinline
+#define CEC_MAYBE_UNUSED
 #endif
 
 /* ------------------------------------------------------------------------ */
@@ -191,14 +193,31 @@ CEC_INLINE float cec_log_f32(float x)
 }
 
 /*
- * log1p(u) for u >= -1 (the only range the kernels feed it): with w = 1 + u
- * rounded, log(w) * u / (w - 1) cancels the rounding error of w (Goldberg).
+ * log1p(u) for u in [-1/2, 1] without a log: 2 atanh(z), z = u / (2 + u) in
+ * [-1/3, 1/3], by its odd series up to z^13 (truncation < 2e-8 relative);
+ * relative error <= 2.3 ulp, exact in the limit u -> 0.
+ */
+CEC_INLINE float cec_log1p_unit_f32(float u)
+{
+    float z = u / (2.0f + u);
+    float w = z * z;
+    float p = 1.0f / 13.0f;
+    p = p * w + 1.0f / 11.0f;
+    p = p * w + 1.0f / 9.0f;
+    p = p * w + 1.0f / 7.0f;
+    p = p * w + 1.0f / 5.0f;
+    p = p * w + 1.0f / 3.0f;
+    p = p * w + 1.0f;
+    return 2.0f * z * p;
+}
+
+/*
+ * log1p(u) for u >= -1: the series above in [-1/2, 1], else log(1 + u), where
+ * 1 + u is exact below -1/2 and log(1 + u) >= log 2 above 1.
  */
 CEC_INLINE float cec_log1p_f32(float u)
 {
-    float w = 1.0f + u;
-    float d = w - 1.0f;
-    return d == 0.0f ? u : cec_log_f32(w) * (u / d);
+    return u < -0.5f || u > 1.0f ? cec_log_f32(1.0f + u) : cec_log1p_unit_f32(u);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -268,38 +287,176 @@ CEC_ATTR_AVX512 static float cec_row_max_f32_avx512(const float *x, cec_intp n)
 }
 
 /*
+ * exp(x) for 16 floats, accurate to ~1 ulp over the whole range: Cody-Waite
+ * reduction x = k ln2 + r, |r| <= ln2 / 2, the Cephes polynomial for e^r, and
+ * vscalefps for 2^k, which underflows gradually and overflows to inf. NaN
+ * propagates (max/min return their second operand for a NaN).
+ */
+CEC_ATTR_AVX512 static inline __m512 cec_exp16_avx512(__m512 x)
+{
+    x = _mm512_max_ps(_mm512_set1_ps(-110.0f), x);
+    x = _mm512_min_ps(_mm512_set1_ps(100.0f), x);
+    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500E-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
+    return _mm512_scalef_ps(_mm512_add_ps(p, _mm512_set1_ps(1.0f)), k);
+}
+
+/* cec_log1p_unit_f32 for 16 floats (u in [-1/2, 1]). */
+CEC_ATTR_AVX512 static inline __m512 cec_log1p_unit16_avx512(__m512 u)
+{
+    __m512 z = _mm512_div_ps(u, _mm512_add_ps(_mm512_set1_ps(2.0f), u));
+    __m512 w = _mm512_mul_ps(z, z);
+    __m512 p = _mm512_set1_ps(1.0f / 13.0f);
+    p = _mm512_fmadd_ps(p, w, _mm512_set1_ps(1.0f / 11.0f));
+    p = _mm512_fmadd_ps(p, w, _mm512_set1_ps(1.0f / 9.0f));
+    p = _mm512_fmadd_ps(p, w, _mm512_set1_ps(1.0f / 7.0f));
+    p = _mm512_fmadd_ps(p, w, _mm512_set1_ps(1.0f / 5.0f));
+    p = _mm512_fmadd_ps(p, w, _mm512_set1_ps(1.0f / 3.0f));
+    p = _mm512_fmadd_ps(p, w, _mm512_set1_ps(1.0f));
+    return _mm512_mul_ps(_mm512_add_ps(z, z), p);
+}
+
+CEC_ATTR_AVX512 static inline __mmask16 cec_tail_mask16(cec_intp left)
+{
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+}
+
+/* bce_logits_grad for float32 on AVX-512 (same contract and formulas). */
+CEC_ATTR_AVX512 static double cec_bce_logits_grad_f32_avx512(const float *x, const float *t,
+                                                             const float *pw, const float *w,
+                                                             cec_intp n, float scale, float *out,
+                                                             float *grad)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m512 acc = _mm512_setzero_ps();
+    double s = 0.0;
+    int steps = 0;
+    for (cec_intp i = 0; i < n; i += 16) {
+        __mmask16 m = cec_tail_mask16(n - i);
+        __m512 xi = _mm512_maskz_loadu_ps(m, x + i);
+        __m512 ti = _mm512_maskz_loadu_ps(m, t + i);
+        __m512 pi = pw == NULL ? one : _mm512_mask_loadu_ps(one, m, pw + i);
+        __m512 wi = w == NULL ? one : _mm512_mask_loadu_ps(one, m, w + i);
+        __m512 ax = _mm512_abs_ps(xi);
+        __m512 e = cec_exp16_avx512(_mm512_sub_ps(_mm512_setzero_ps(), ax));
+        __mmask16 neg = _mm512_cmp_ps_mask(xi, _mm512_setzero_ps(), _CMP_LT_OQ);
+        /* (1 - t) x for x >= 0, p t |x| for x < 0: both terms non-negative */
+        __m512 linear = _mm512_mask_blend_ps(neg, _mm512_mul_ps(_mm512_sub_ps(one, ti), xi),
+                                             _mm512_mul_ps(_mm512_mul_ps(pi, ti), ax));
+        __m512 lw = _mm512_fmadd_ps(_mm512_sub_ps(pi, one), ti, one);
+        __m512 li = _mm512_maskz_mul_ps(m, wi, _mm512_fmadd_ps(lw, cec_log1p_unit16_avx512(e), linear));
+        if (out != NULL) {
+            _mm512_mask_storeu_ps(out + i, m, li);
+        }
+        if (grad != NULL) {
+            __m512 sig = _mm512_div_ps(_mm512_mask_blend_ps(neg, one, e), _mm512_add_ps(one, e));
+            __m512 g = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(scale), wi),
+                                     _mm512_fmsub_ps(lw, sig, _mm512_mul_ps(pi, ti)));
+            _mm512_mask_storeu_ps(grad + i, m, g);
+        }
+        acc = _mm512_add_ps(acc, li);
+        if (++steps == 16) {
+            s += cec_sum16_avx512(acc);
+            acc = _mm512_setzero_ps();
+            steps = 0;
+        }
+    }
+    return s + cec_sum16_avx512(acc);
+}
+
+CEC_ATTR_AVX512 static double cec_bce_logits_f32_avx512(const float *x, const float *t,
+                                                        const float *pw, const float *w,
+                                                        cec_intp n, float *out)
+{
+    return cec_bce_logits_grad_f32_avx512(x, t, pw, w, n, 0.0f, out, NULL);
+}
+
+/* row_exp for float32 on AVX-512: out_i = exp(x_i - shift) * scale. */
+CEC_ATTR_AVX512 static void cec_row_exp_f32_avx512(const float *x, cec_intp n, float shift,
+                                                   float scale, float *out)
+{
+    const __m512 sh = _mm512_set1_ps(shift), sc = _mm512_set1_ps(scale);
+    for (cec_intp i = 0; i < n; i += 16) {
+        __mmask16 m = cec_tail_mask16(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        _mm512_mask_storeu_ps(out + i, m,
+                              _mm512_mul_ps(cec_exp16_avx512(_mm512_sub_ps(v, sh)), sc));
+    }
+}
+
+/* row_grad for float32 on AVX-512: out_i = a exp(x_i - shift) - w_i (c1 t_i + c0). */
+CEC_ATTR_AVX512 static void cec_row_grad_f32_avx512(const float *x, const float *t,
+                                                    const double *w, cec_intp n, float shift,
+                                                    float a, float c1, float c0, float *out)
+{
+    const __m512 sh = _mm512_set1_ps(shift), va = _mm512_set1_ps(a);
+    const __m512 vc1 = _mm512_set1_ps(c1), vc0 = _mm512_set1_ps(c0);
+    for (cec_intp i = 0; i < n; i += 16) {
+        __mmask16 m = cec_tail_mask16(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        __m512 target = t == NULL ? vc0 : _mm512_fmadd_ps(vc1, _mm512_maskz_loadu_ps(m, t + i), vc0);
+        if (w != NULL) {
+            __m256 lo = _mm512_cvtpd_ps(_mm512_maskz_loadu_pd((__mmask8)(m & 0xFF), w + i));
+            __m256 hi = _mm512_cvtpd_ps(_mm512_maskz_loadu_pd((__mmask8)(m >> 8), w + i + 8));
+            __m512 wv = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+            target = _mm512_mul_ps(wv, target);
+        }
+        _mm512_mask_storeu_ps(out + i, m,
+                              _mm512_fmsub_ps(va, cec_exp16_avx512(_mm512_sub_ps(v, sh)), target));
+    }
+}
+
+/*
  * row_sumexp for float32 on AVX-512: same contract as the portable one. While
  * it computes (from L1), it prefetches the n elements that follow x, which is
  * where the next row or chunk usually starts: without this the core's memory
  * reads and its arithmetic take turns instead of overlapping (prefetching
  * past the end of an array is harmless).
  */
-CEC_ATTR_AVX512 static double cec_row_sumexp_f32_avx512(const float *x, cec_intp n, float shift)
+CEC_ATTR_AVX512 static double cec_row_sumexp_f32_avx512(const float *x, cec_intp n, float shift,
+                                                       cec_intp *n_eq)
 {
-    const __m512 sh = _mm512_set1_ps(shift);
+    const __m512 sh = _mm512_set1_ps(shift), zero = _mm512_setzero_ps();
     const char *ahead = (const char *)(x + n);
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    __m512 acc0 = zero, acc1 = zero;
     double s = 0.0;
-    cec_intp i = 0;
+    cec_intp i = 0, eq = 0;
     int steps = 0;
     for (; i + 32 <= n; i += 32) {
         _mm_prefetch(ahead + 4 * i, _MM_HINT_T0);
         _mm_prefetch(ahead + 4 * i + 64, _MM_HINT_T0);
-        acc0 = _mm512_add_ps(acc0, cec_expsum16_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i), sh)));
-        acc1 = _mm512_add_ps(acc1, cec_expsum16_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i + 16), sh)));
+        __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(x + i), sh);
+        __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(x + i + 16), sh);
+        /* elements equal to the shift are counted, not summed (see row_sumexp) */
+        __mmask16 e0 = _mm512_cmp_ps_mask(d0, zero, _CMP_EQ_OQ);
+        __mmask16 e1 = _mm512_cmp_ps_mask(d1, zero, _CMP_EQ_OQ);
+        acc0 = _mm512_mask_add_ps(acc0, (__mmask16)~e0, acc0, cec_expsum16_avx512(d0));
+        acc1 = _mm512_mask_add_ps(acc1, (__mmask16)~e1, acc1, cec_expsum16_avx512(d1));
+        eq += _mm_popcnt_u32(e0) + _mm_popcnt_u32(e1);
         /* float partial sums of at most 16 terms per lane, then into double */
         if (++steps == 16) {
             s += cec_sum16_avx512(_mm512_add_ps(acc0, acc1));
-            acc0 = acc1 = _mm512_setzero_ps();
+            acc0 = acc1 = zero;
             steps = 0;
         }
     }
     for (; i < n; i += 16) {
-        cec_intp left = n - i;
-        __mmask16 m = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-        __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, x + i);
-        acc0 = _mm512_add_ps(acc0, cec_expsum16_avx512(_mm512_sub_ps(v, sh)));
+        __mmask16 m = cec_tail_mask16(n - i);
+        __m512 d = _mm512_sub_ps(_mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, x + i), sh);
+        __mmask16 e = _mm512_cmp_ps_mask(d, zero, _CMP_EQ_OQ);
+        acc0 = _mm512_mask_add_ps(acc0, (__mmask16)~e, acc0, cec_expsum16_avx512(d));
+        eq += _mm_popcnt_u32(e);
     }
+    *n_eq = eq;
     return s + cec_sum16_avx512(_mm512_add_ps(acc0, acc1));
 }
 
@@ -374,20 +531,26 @@ CEC_ATTR_AVX512 static void cec_block_lse_f32_avx512_rows(const float *x, cec_in
         /* an all -inf row would give -inf - -inf = NaN: shift it by 0 */
         __m512 shift = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(m, neg_inf, _CMP_EQ_OQ), m,
                                             _mm512_setzero_ps());
-        __m512 acc = _mm512_setzero_ps();
+        /* as in row_lse: the sum of the non-maximal terms and the count of ties */
+        __m512 rest = _mm512_setzero_ps();
+        __m512i ties = _mm512_setzero_si512();
         for (cec_intp j = 0; j < k; j++) {
-            acc = _mm512_add_ps(acc, cec_expsum16_avx512(
-                                         _mm512_sub_ps(_mm512_loadu_ps(scratch + 16 * j), shift)));
+            __m512 d = _mm512_sub_ps(_mm512_loadu_ps(scratch + 16 * j), shift);
+            __mmask16 tie = _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_EQ_OQ);
+            rest = _mm512_mask_add_ps(rest, (__mmask16)~tie, rest, cec_expsum16_avx512(d));
+            ties = _mm512_mask_add_epi32(ties, tie, ties, _mm512_set1_epi32(1));
         }
         _mm512_storeu_ps(rowmax + r, m);
-        float sums[16];
-        _mm512_storeu_ps(sums, acc);
+        /* rest + ties - 1, exact for the small integer ties; -1 for an all -inf row */
+        float u[16];
+        _mm512_storeu_ps(u, _mm512_add_ps(rest, _mm512_sub_ps(_mm512_cvtepi32_ps(ties),
+                                                               _mm512_set1_ps(1.0f))));
 #pragma omp simd
         for (int l = 0; l < 16; l++) {
-            sums[l] = cec_log_f32(sums[l]);
+            u[l] = cec_log1p_f32(u[l]);
         }
         for (int l = 0; l < 16; l++) {
-            lse[r + l] = (double)sums[l];
+            lse[r + l] = (double)u[l];
         }
     }
 }
@@ -402,6 +565,7 @@ CEC_ATTR_AVX512 static void cec_block_lse_f32_avx512_rows(const float *x, cec_in
 #define CEC_EXPSUM cec_expsum_f32
 #define CEC_LOG cec_log_f32
 #define CEC_LOG1P cec_log1p_f32
+#define CEC_LOG1P_UNIT cec_log1p_unit_f32
 #define CEC_ATTR
 #define CEC_FN(name) CEC_CAT3(cec, name, f32_base)
 #include "_rowmath_impl.h"
@@ -417,10 +581,14 @@ CEC_ATTR_AVX512 static void cec_block_lse_f32_avx512_rows(const float *x, cec_in
 #define CEC_FN(name) CEC_CAT3(cec, name, f32_avx512)
 #define CEC_HAND_WRITTEN_EXPSUM
 #define CEC_HAND_WRITTEN_MAX
+#define CEC_HAND_WRITTEN_ROW_OUT
+#define CEC_HAND_WRITTEN_BCE_LOGITS
 #define CEC_BLOCK_LSE_ROWS16 cec_block_lse_f32_avx512_rows
 #include "_rowmath_impl.h"
 #undef CEC_HAND_WRITTEN_EXPSUM
 #undef CEC_HAND_WRITTEN_MAX
+#undef CEC_HAND_WRITTEN_ROW_OUT
+#undef CEC_HAND_WRITTEN_BCE_LOGITS
 #undef CEC_BLOCK_LSE_ROWS16
 #undef CEC_FN
 #undef CEC_ATTR
@@ -430,6 +598,7 @@ CEC_ATTR_AVX512 static void cec_block_lse_f32_avx512_rows(const float *x, cec_in
 #undef CEC_EXPSUM
 #undef CEC_LOG
 #undef CEC_LOG1P
+#undef CEC_LOG1P_UNIT
 
 /* float64: vectorised exp; the BCE loops use libm's log/log1p (scalar). */
 #define CEC_T double
@@ -437,6 +606,7 @@ CEC_ATTR_AVX512 static void cec_block_lse_f32_avx512_rows(const float *x, cec_in
 #define CEC_EXPSUM cec_expsum_f64
 #define CEC_LOG log
 #define CEC_LOG1P log1p
+#define CEC_LOG1P_UNIT log1p
 #define CEC_ATTR
 #define CEC_FN(name) CEC_CAT3(cec, name, f64_base)
 #include "_rowmath_impl.h"
@@ -459,6 +629,7 @@ CEC_ATTR_AVX512 static void cec_block_lse_f32_avx512_rows(const float *x, cec_in
 #undef CEC_EXPSUM
 #undef CEC_LOG
 #undef CEC_LOG1P
+#undef CEC_LOG1P_UNIT
 #undef CEC_INFINITY
 
 /* ------------------------------------------------------------------------ */
@@ -467,7 +638,7 @@ CEC_ATTR_AVX512 static void cec_block_lse_f32_avx512_rows(const float *x, cec_in
 #define CEC_DECLARE_OPS(T, SFX)                                                        \
     typedef struct {                                                                   \
         T (*row_max)(const T *, cec_intp);                                             \
-        double (*row_sumexp)(const T *, cec_intp, T);                                  \
+        double (*row_sumexp)(const T *, cec_intp, T, cec_intp *);                      \
         double (*row_lse)(const T *, cec_intp, T *);                                   \
         double (*row_wsum)(const double *, const T *, cec_intp, double);               \
         double (*row_tdot)(const T *, const double *, const T *, cec_intp, double, double *); \
@@ -526,7 +697,7 @@ static int cec_simd_supported(void)
  * Select the kernels: the best supported level, lowered to `requested` when
  * 0 <= requested < best. Returns the level in use.
  */
-static int cec_dispatch_init(int requested)
+CEC_MAYBE_UNUSED static int cec_dispatch_init(int requested)
 {
     int level = cec_simd_supported();
     if (requested >= 0 && requested < level) {

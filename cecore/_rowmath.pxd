@@ -12,7 +12,7 @@ cdef extern from "_rowmath.h" nogil:
 
     ctypedef struct cec_ops_f32_t:
         float (*row_max)(const float *, cec_intp) noexcept nogil
-        double (*row_sumexp)(const float *, cec_intp, float) noexcept nogil
+        double (*row_sumexp)(const float *, cec_intp, float, cec_intp *) noexcept nogil
         double (*row_lse)(const float *, cec_intp, float *) noexcept nogil
         double (*row_wsum)(const double *, const float *, cec_intp, double) noexcept nogil
         double (*row_tdot)(const float *, const double *, const float *, cec_intp, double,
@@ -31,7 +31,7 @@ cdef extern from "_rowmath.h" nogil:
 
     ctypedef struct cec_ops_f64_t:
         double (*row_max)(const double *, cec_intp) noexcept nogil
-        double (*row_sumexp)(const double *, cec_intp, double) noexcept nogil
+        double (*row_sumexp)(const double *, cec_intp, double, cec_intp *) noexcept nogil
         double (*row_lse)(const double *, cec_intp, double *) noexcept nogil
         double (*row_wsum)(const double *, const double *, cec_intp, double) noexcept nogil
         double (*row_tdot)(const double *, const double *, const double *, cec_intp, double,
@@ -66,13 +66,6 @@ cdef inline floating row_max(const floating *x, Py_ssize_t n) noexcept nogil:
         return cec_ops_f32.row_max(x, n)
     else:
         return cec_ops_f64.row_max(x, n)
-
-
-cdef inline double row_sumexp(const floating *x, Py_ssize_t n, floating shift) noexcept nogil:
-    if floating is float:
-        return cec_ops_f32.row_sumexp(x, n, shift)
-    else:
-        return cec_ops_f64.row_sumexp(x, n, shift)
 
 
 cdef inline double row_lse(const floating *x, Py_ssize_t n, floating *rowmax) noexcept nogil:

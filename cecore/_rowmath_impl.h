@@ -29,38 +29,51 @@ CEC_ATTR static CEC_T CEC_FN(row_max)(const CEC_T *x, cec_intp n)
 
 #ifndef CEC_HAND_WRITTEN_EXPSUM
 /*
- * sum_i exp(x_i - shift) in double, for shift >= max_i x_i: float partial sums
- * over chunks of 256 elements (16 terms per lane, each <= 1), added in double.
- * The tail that does not fill a whole vector goes through a padded 16-element
- * buffer so that it runs vectorised too (a scalar tail costs ~10% at K = 1000).
+ * sum over x_i != shift of exp(x_i - shift), in double, and *n_eq = the number
+ * of x_i == shift. With shift the row maximum the row's sum of exponentials is
+ * 1 + (this + n_eq - 1): keeping the maximum's 1 out of the sum keeps the rest
+ * to full relative accuracy (log_softmax of a dominant class is -log1p(rest)).
+ * Float partial sums over chunks of 256 elements (16 terms per lane, each
+ * <= 1), added in double. The tail that does not fill a whole vector goes
+ * through a padded 16-element buffer so that it runs vectorised too.
  */
-CEC_ATTR static double CEC_FN(row_sumexp)(const CEC_T *x, cec_intp n, CEC_T shift)
+CEC_ATTR static double CEC_FN(row_sumexp)(const CEC_T *x, cec_intp n, CEC_T shift,
+                                          cec_intp *n_eq)
 {
     double s = 0.0;
+    cec_intp eq = 0;
     cec_intp body = n - n % 16;
     cec_intp c = 0;
     for (; c + 256 <= body; c += 256) {
         CEC_T acc = 0;
-#pragma omp simd reduction(+ : acc)
+#pragma omp simd reduction(+ : acc, eq)
         for (cec_intp i = c; i < c + 256; i++) {
-            acc += CEC_EXPSUM(x[i] - shift);
+            CEC_T d = x[i] - shift;
+            acc += d != 0 ? CEC_EXPSUM(d) : (CEC_T)0;
+            eq += d == 0;
         }
         s += (double)acc;
     }
-#pragma omp simd reduction(+ : s)
+    CEC_T acc = 0;
+#pragma omp simd reduction(+ : acc, eq)
     for (cec_intp i = c; i < body; i++) {
-        s += (double)CEC_EXPSUM(x[i] - shift);
+        CEC_T d = x[i] - shift;
+        acc += d != 0 ? CEC_EXPSUM(d) : (CEC_T)0;
+        eq += d == 0;
     }
+    s += (double)acc;
     if (body < n) {
         CEC_T tail[16];
         for (int i = 0; i < 16; i++) {
             tail[i] = body + i < n ? x[body + i] - shift : -CEC_INFINITY;
         }
-#pragma omp simd reduction(+ : s)
+#pragma omp simd reduction(+ : s, eq)
         for (int i = 0; i < 16; i++) {
-            s += (double)CEC_EXPSUM(tail[i]);
+            s += tail[i] != 0 ? (double)CEC_EXPSUM(tail[i]) : 0.0;
+            eq += tail[i] == 0;
         }
     }
+    *n_eq = eq;
     return s;
 }
 
@@ -74,40 +87,61 @@ CEC_ATTR static void CEC_FN(expsum_inplace)(CEC_T *a, cec_intp n)
 }
 #endif
 
+/* 1 if x[0:n] holds a NaN. */
+CEC_ATTR static int CEC_FN(row_has_nan)(const CEC_T *x, cec_intp n)
+{
+    int nan = 0;
+#pragma omp simd reduction(| : nan)
+    for (cec_intp i = 0; i < n; i++) {
+        nan |= x[i] != x[i];
+    }
+    return nan;
+}
+
 /*
  * Log-sum-exp of one row, split as lse = shift + logsum with shift the row
  * maximum (0 when there is no finite maximum): returns logsum and stores the
  * maximum in *rowmax. Keeping the two apart lets callers form lse - x_j as
  * logsum + (shift - x_j) without rounding lse first, which would lose logsum
  * entirely next to a huge shift (a row of -1e38 must give log(K), not 0).
+ * logsum = log1p(rest + ties - 1) where rest sums the exponentials of the
+ * elements below the maximum and ties counts those equal to it: no rounding of
+ * 1 + rest, so a dominant class keeps full relative accuracy.
  * Long rows are taken in L1-sized chunks (chunk maximum, then the chunk's
- * exponentials relative to the running maximum, the running sum rescaled when
+ * exponentials relative to the running maximum, the running sums rescaled when
  * the maximum grows), so that memory is read once and the second look at each
- * element hits L1. An all -inf row gives logsum = -inf; a NaN anywhere gives
- * NaN; +inf gives NaN (inf - inf), as in PyTorch.
+ * element hits L1. An all -inf row gives -inf; a NaN anywhere gives NaN; a
+ * +inf (and no NaN) gives shift = +inf and logsum = 0, so lse = +inf.
  */
 CEC_ATTR static double CEC_FN(row_lse)(const CEC_T *x, cec_intp n, CEC_T *rowmax)
 {
     const cec_intp chunk = 4096;
     CEC_T m = -CEC_INFINITY;
-    double s = 0.0;
+    double rest = 0.0;
+    cec_intp ties = 0, eq;
     for (cec_intp c = 0; c < n; c += chunk) {
         cec_intp len = n - c < chunk ? n - c : chunk;
         CEC_T cm = CEC_FN(row_max)(x + c, len);
         if (cm > m) {
-            s = m == -CEC_INFINITY ? 0.0 : s * exp((double)m - (double)cm);
+            /* the old maximum's ties become ordinary terms of the new rest */
+            rest = m == -CEC_INFINITY ? 0.0 : (rest + (double)ties) * exp((double)m - (double)cm);
+            ties = 0;
             m = cm;
         }
         if (m != -CEC_INFINITY) {
-            s += CEC_FN(row_sumexp)(x + c, len, m);
+            rest += CEC_FN(row_sumexp)(x + c, len, m, &eq);
+            ties += eq;
         }
     }
     *rowmax = m;
     if (m == -CEC_INFINITY) {
-        /* no finite maximum: 0 for an all -inf row, NaN if a NaN was skipped */
-        return log(CEC_FN(row_sumexp)(x, n, (CEC_T)0));
+        /* no finite maximum: log 0 = -inf for an all -inf row, NaN if a NaN was skipped */
+        return CEC_FN(row_has_nan)(x, n) ? (double)NAN : -CEC_INFINITY;
     }
-    return log(s);
+    if (m == CEC_INFINITY) {
+        return CEC_FN(row_has_nan)(x, n) ? (double)NAN : 0.0;
+    }
+    return log1p(rest + (double)(ties - 1));
 }
 
 /* sum_i (x_i - shift) (w == NULL) or sum_i w_i (x_i - shift), in double. */
@@ -158,6 +192,7 @@ CEC_ATTR static double CEC_FN(row_tdot)(const CEC_T *t, const double *w, const C
     return s;
 }
 
+#ifndef CEC_HAND_WRITTEN_ROW_OUT
 /* out_i = exp(x_i - shift) * scale. out may alias x. */
 CEC_ATTR static void CEC_FN(row_exp)(const CEC_T *x, cec_intp n, CEC_T shift, CEC_T scale,
                                      CEC_T *out)
@@ -204,6 +239,7 @@ CEC_ATTR static void CEC_FN(row_grad)(const CEC_T *x, const CEC_T *t, const doub
         }
     }
 }
+#endif
 
 /* out_i = (x_i - shift) - logsum, in double and rounded once. out may alias x. */
 CEC_ATTR static void CEC_FN(row_sub)(const CEC_T *x, cec_intp n, double shift, double logsum,
@@ -244,13 +280,18 @@ CEC_ATTR static void CEC_FN(block_lse_packed)(const CEC_T *x, cec_intp rows, cec
     }
     CEC_FN(expsum_inplace)(scratch, rows * k);
     for (cec_intp r = 0; r < rows; r++) {
+        const CEC_T *xr = x + r * stride;
         const CEC_T *sr = scratch + r * k;
-        double s = 0.0;
+        CEC_T m = rowmax[r];
+        double rest = 0.0;
+        cec_intp ties = 0;
         for (cec_intp j = 0; j < k; j++) {
-            s += (double)sr[j];
+            /* as in row_lse: the maximum's 1 stays out of the sum */
+            rest += xr[j] == m ? 0.0 : (double)sr[j];
+            ties += xr[j] == m;
         }
-        /* s is 0 for an all -inf row (-inf) and NaN if the row has a NaN */
-        lse[r] = log(s);
+        /* an all -inf row has rest = 0 and ties = k: log of the plain sum (0) */
+        lse[r] = m == -CEC_INFINITY ? log(rest) : log1p(rest + (double)(ties - 1));
     }
 }
 
@@ -266,8 +307,26 @@ CEC_ATTR static void CEC_FN(block_lse)(const CEC_T *x, cec_intp rows, cec_intp s
 #endif
     CEC_FN(block_lse_packed)(x + done * stride, rows - done, stride, k, scratch,
                              rowmax + done, lse + done);
+    for (cec_intp r = 0; r < rows; r++) {
+        /* a +inf maximum: lse = +inf unless the row holds a NaN (see row_lse) */
+        if (rowmax[r] == CEC_INFINITY) {
+            lse[r] = CEC_FN(row_has_nan)(x + r * stride, k) ? (double)NAN : 0.0;
+        }
+    }
 }
 
+/*
+ * The binary kernels below run over sub-chunks of CEC_BCE_CHUNK elements with
+ * every pointer valid inside the vector loop: absent weights point at a local
+ * array of ones, and losses always go to a stack buffer (copied out when
+ * wanted). A NULL test or conditional store inside the loop would stop GCC
+ * from vectorising it.
+ */
+#ifndef CEC_BCE_CHUNK
+#define CEC_BCE_CHUNK 256
+#endif
+
+#ifndef CEC_HAND_WRITTEN_BCE_LOGITS
 /*
  * Binary cross-entropy with logits over n elements, p = pos_weight:
  *   l_i = w_i [ p t log(1 + e^-x) + (1 - t) log(1 + e^x) ]
@@ -275,61 +334,80 @@ CEC_ATTR static void CEC_FN(block_lse)(const CEC_T *x, cec_intp rows, cec_intp s
  *   x >= 0:  (1 - t) x   + (1 + (p - 1) t) log1p(e^-|x|)
  *   x <  0:  p t |x|     + (1 + (p - 1) t) log1p(e^-|x|)
  * PyTorch's (1 - t) x + (1 + (p - 1) t)(max(-x, 0) + log1p(e^-|x|)) cancels
- * to 0 for confident correct predictions; this form keeps full relative accuracy.
- * pw and w may be NULL (= 1). Writes l_i to out when out != NULL; returns the
- * sum in double.
- */
-CEC_ATTR static double CEC_FN(bce_logits)(const CEC_T *x, const CEC_T *t, const CEC_T *pw,
-                                          const CEC_T *w, cec_intp n, CEC_T *out)
-{
-    double s = 0.0;
-#pragma omp simd reduction(+ : s)
-    for (cec_intp i = 0; i < n; i++) {
-        CEC_T xi = x[i], ti = t[i];
-        CEC_T pi = pw == NULL ? (CEC_T)1 : pw[i];
-        CEC_T ax = xi < 0 ? -xi : xi;
-        CEC_T linear = xi < 0 ? pi * ti * ax : ((CEC_T)1 - ti) * xi;
-        CEC_T lw = (CEC_T)1 + (pi - (CEC_T)1) * ti;
-        CEC_T li = linear + lw * CEC_LOG1P(CEC_EXP(-ax));
-        li = w == NULL ? li : li * w[i];
-        if (out != NULL) {
-            out[i] = li;
-        }
-        s += (double)li;
-    }
-    return s;
-}
-
-/*
- * Loss and gradient of BCE with logits: the loss as bce_logits (into out when
- * out != NULL), and grad_i = scale w_i [(1 + (p_i - 1) t_i) sigmoid(x_i) - p_i t_i],
- * with sigmoid from e = exp(-|x|) (1 / (1 + e), or e / (1 + e) for x < 0) so
- * that it is accurate in both tails. grad may alias x.
+ * to 0 for confident correct predictions; this form keeps full relative
+ * accuracy. pw, w, out and grad may be NULL (weights then 1). With grad, also
+ *   grad_i = scale w_i [(1 + (p - 1) t) sigmoid(x_i) - p t]
+ * with sigmoid from e = exp(-|x|) (1 / (1 + e), or e / (1 + e) for x < 0),
+ * accurate in both tails. grad may alias x. Returns sum_i l_i in double.
  */
 CEC_ATTR static double CEC_FN(bce_logits_grad)(const CEC_T *x, const CEC_T *t, const CEC_T *pw,
                                                const CEC_T *w, cec_intp n, CEC_T scale,
                                                CEC_T *out, CEC_T *grad)
 {
+    CEC_T ones[CEC_BCE_CHUNK], loss[CEC_BCE_CHUNK], dx[CEC_BCE_CHUNK];
     double s = 0.0;
+    for (int i = 0; i < CEC_BCE_CHUNK; i++) {
+        ones[i] = (CEC_T)1;
+    }
+    for (cec_intp c = 0; c < n; c += CEC_BCE_CHUNK) {
+        cec_intp len = n - c < CEC_BCE_CHUNK ? n - c : CEC_BCE_CHUNK;
+        const CEC_T *xc = x + c, *tc = t + c;
+        const CEC_T *pc = pw == NULL ? ones : pw + c;
+        const CEC_T *wc = w == NULL ? ones : w + c;
 #pragma omp simd reduction(+ : s)
-    for (cec_intp i = 0; i < n; i++) {
-        CEC_T xi = x[i], ti = t[i];
-        CEC_T pi = pw == NULL ? (CEC_T)1 : pw[i];
-        CEC_T wi = w == NULL ? (CEC_T)1 : w[i];
-        CEC_T ax = xi < 0 ? -xi : xi;
-        CEC_T e = CEC_EXP(-ax);
-        CEC_T linear = xi < 0 ? pi * ti * ax : ((CEC_T)1 - ti) * xi;
-        CEC_T lw = (CEC_T)1 + (pi - (CEC_T)1) * ti;
-        CEC_T li = wi * (linear + lw * CEC_LOG1P(e));
-        CEC_T sig = (xi < 0 ? e : (CEC_T)1) / ((CEC_T)1 + e);
-        if (out != NULL) {
-            out[i] = li;
+        for (cec_intp i = 0; i < len; i++) {
+            CEC_T xi = xc[i], ti = tc[i], pi = pc[i];
+            CEC_T ax = xi < 0 ? -xi : xi;
+            CEC_T e = CEC_EXP(-ax);
+            CEC_T linear = xi < 0 ? pi * ti * ax : ((CEC_T)1 - ti) * xi;
+            CEC_T lw = (CEC_T)1 + (pi - (CEC_T)1) * ti;
+            CEC_T li = wc[i] * (linear + lw * CEC_LOG1P_UNIT(e));
+            CEC_T sig = (xi < 0 ? e : (CEC_T)1) / ((CEC_T)1 + e);
+            loss[i] = li;
+            dx[i] = scale * wc[i] * (lw * sig - pi * ti);
+            s += (double)li;
         }
-        grad[i] = scale * wi * (lw * sig - pi * ti);
-        s += (double)li;
+        if (out != NULL) {
+            memcpy(out + c, loss, (size_t)len * sizeof(CEC_T));
+        }
+        if (grad != NULL) {
+            memcpy(grad + c, dx, (size_t)len * sizeof(CEC_T));
+        }
     }
     return s;
 }
+
+/* Loss only (see bce_logits_grad): skips the sigmoid and gradient work. */
+CEC_ATTR static double CEC_FN(bce_logits)(const CEC_T *x, const CEC_T *t, const CEC_T *pw,
+                                          const CEC_T *w, cec_intp n, CEC_T *out)
+{
+    CEC_T ones[CEC_BCE_CHUNK], loss[CEC_BCE_CHUNK];
+    double s = 0.0;
+    for (int i = 0; i < CEC_BCE_CHUNK; i++) {
+        ones[i] = (CEC_T)1;
+    }
+    for (cec_intp c = 0; c < n; c += CEC_BCE_CHUNK) {
+        cec_intp len = n - c < CEC_BCE_CHUNK ? n - c : CEC_BCE_CHUNK;
+        const CEC_T *xc = x + c, *tc = t + c;
+        const CEC_T *pc = pw == NULL ? ones : pw + c;
+        const CEC_T *wc = w == NULL ? ones : w + c;
+#pragma omp simd reduction(+ : s)
+        for (cec_intp i = 0; i < len; i++) {
+            CEC_T xi = xc[i], ti = tc[i], pi = pc[i];
+            CEC_T ax = xi < 0 ? -xi : xi;
+            CEC_T linear = xi < 0 ? pi * ti * ax : ((CEC_T)1 - ti) * xi;
+            CEC_T lw = (CEC_T)1 + (pi - (CEC_T)1) * ti;
+            CEC_T li = wc[i] * (linear + lw * CEC_LOG1P_UNIT(CEC_EXP(-ax)));
+            loss[i] = li;
+            s += (double)li;
+        }
+        if (out != NULL) {
+            memcpy(out + c, loss, (size_t)len * sizeof(CEC_T));
+        }
+    }
+    return s;
+}
+#endif
 
 /*
  * Binary cross-entropy of probabilities, logs clamped at -100 as in PyTorch:
@@ -339,23 +417,32 @@ CEC_ATTR static double CEC_FN(bce_logits_grad)(const CEC_T *x, const CEC_T *t, c
 CEC_ATTR static double CEC_FN(bce_probs)(const CEC_T *p, const CEC_T *t, const CEC_T *w,
                                          cec_intp n, CEC_T *out, cec_intp *n_bad)
 {
+    CEC_T ones[CEC_BCE_CHUNK], loss[CEC_BCE_CHUNK];
     double s = 0.0;
     cec_intp bad = 0;
+    for (int i = 0; i < CEC_BCE_CHUNK; i++) {
+        ones[i] = (CEC_T)1;
+    }
+    for (cec_intp c = 0; c < n; c += CEC_BCE_CHUNK) {
+        cec_intp len = n - c < CEC_BCE_CHUNK ? n - c : CEC_BCE_CHUNK;
+        const CEC_T *pc = p + c, *tc = t + c;
+        const CEC_T *wc = w == NULL ? ones : w + c;
 #pragma omp simd reduction(+ : s, bad)
-    for (cec_intp i = 0; i < n; i++) {
-        CEC_T pi = p[i], ti = t[i];
-        bad += (pi < 0) | (pi > 1);
-        CEC_T lp = CEC_LOG(pi), lq = CEC_LOG1P(-pi);
-        lp = lp > (CEC_T)-100 ? lp : (CEC_T)-100;
-        lq = lq > (CEC_T)-100 ? lq : (CEC_T)-100;
-        /* keep NaN inputs NaN: the clamps above would turn them into -100 */
-        lp = pi != pi ? pi : lp;
-        CEC_T li = -(ti * lp + ((CEC_T)1 - ti) * lq);
-        li = w == NULL ? li : li * w[i];
-        if (out != NULL) {
-            out[i] = li;
+        for (cec_intp i = 0; i < len; i++) {
+            CEC_T pi = pc[i], ti = tc[i];
+            bad += (pi < 0) | (pi > 1);
+            CEC_T lp = CEC_LOG(pi), lq = CEC_LOG1P(-pi);
+            lp = lp > (CEC_T)-100 ? lp : (CEC_T)-100;
+            lq = lq > (CEC_T)-100 ? lq : (CEC_T)-100;
+            /* keep NaN inputs NaN: the clamp above would turn them into -100 */
+            lp = pi != pi ? pi : lp;
+            CEC_T li = -wc[i] * (ti * lp + ((CEC_T)1 - ti) * lq);
+            loss[i] = li;
+            s += (double)li;
         }
-        s += (double)li;
+        if (out != NULL) {
+            memcpy(out + c, loss, (size_t)len * sizeof(CEC_T));
+        }
     }
     *n_bad = bad;
     return s;

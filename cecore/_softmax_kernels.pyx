@@ -7,7 +7,8 @@ assume validated input (the Python layer in cecore/_losses.py and
 cecore/_softmax.py checks shapes, dtypes and options). Rows are processed in
 blocks whose size depends on the shape alone; each block's sums are kept
 separately and added in block order, so results are bitwise identical for any
-number of threads.
+number of threads and any schedule. Blocks are handed out "guided": a thread
+slowed by another process does not hold the others up at the end.
 """
 
 
@@ -237,14 +238,14 @@ def ce_index_loss(const floating[:, :] logits, const target_t[::1] target,
     cdef Py_ssize_t b
     cdef int failed = 0
     cdef int *failed_flag = &failed  # written from inside the parallel region
-    cdef _Scratch *s
+    cdef _Scratch *s = NULL
     if n == 0:
         return 0.0, 0.0, -1
     with nogil, parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
         # assigned inside the parallel block, so each thread has its own
         s = _scratch_new(brows, k, sizeof(floating))
         if s != NULL:
-            for b in prange(nblocks, schedule="static"):
+            for b in prange(nblocks, schedule="guided"):
                 _ce_index_block(&logits[0, 0], stride, k, &target[0], w, weight_total,
                                 ignore_index, label_smoothing, scale, g, gstride, out,
                                 b * brows, min(n, (b + 1) * brows), s, &sums.loss[b],
@@ -320,14 +321,14 @@ def ce_prob_loss(const floating[:, :] logits, const floating[:, :] target,
     cdef Py_ssize_t b
     cdef int failed = 0
     cdef int *failed_flag = &failed  # written from inside the parallel region
-    cdef _Scratch *s
+    cdef _Scratch *s = NULL
     if n == 0:
         return 0.0
     with nogil, parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
         # assigned inside the parallel block, so each thread has its own
         s = _scratch_new(brows, k, sizeof(floating))
         if s != NULL:
-            for b in prange(nblocks, schedule="static"):
+            for b in prange(nblocks, schedule="guided"):
                 _ce_prob_block(&logits[0, 0], stride, k, &target[0, 0], tstride, w,
                                weight_total, label_smoothing, scale, g, gstride, out,
                                b * brows, min(n, (b + 1) * brows), s, &sums.loss[b])
@@ -378,7 +379,7 @@ def nll_loss(const floating[:, :] log_probs, const target_t[::1] target,
     cdef Py_ssize_t b
     if n == 0:
         return 0.0, 0.0, -1
-    for b in prange(nblocks, schedule="static", nogil=True, num_threads=n_threads,
+    for b in prange(nblocks, schedule="guided", nogil=True, num_threads=n_threads,
                     use_threads_if=n_threads > 1):
         _nll_block(&log_probs[0, 0], stride, k, &target[0], w, ignore_index, out, b * brows,
                    min(n, (b + 1) * brows), &sums.loss[b], &sums.weight[b], &sums.bad[b])
@@ -416,14 +417,14 @@ def softmax_rows(const floating[:, :] x, floating[:, :] out, int mode, int n_thr
     cdef Py_ssize_t b
     cdef int failed = 0
     cdef int *failed_flag = &failed  # written from inside the parallel region
-    cdef _Scratch *s
+    cdef _Scratch *s = NULL
     if n == 0:
         return
     with nogil, parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
         # assigned inside the parallel block, so each thread has its own
         s = _scratch_new(brows, k, sizeof(floating))
         if s != NULL:
-            for b in prange(nblocks, schedule="static"):
+            for b in prange(nblocks, schedule="guided"):
                 _softmax_block(&x[0, 0], stride, k, &out[0, 0],
                                ostride if mode != 0 else 1, mode,
                                b * brows, min(n, (b + 1) * brows), s)

@@ -190,6 +190,7 @@ def logits_rows(x, axis, name):
     if (
         type(x) is np.ndarray
         and x.ndim == 2
+        and type(axis) is int
         and (axis == -1 or axis == 1)
         and x.dtype in _FAST_DTYPES
         and x.shape[1] > 0
