@@ -171,7 +171,11 @@ class _CrossEntropy(torch.autograd.Function):
             )
         grad, input, weight = ctx.saved_tensors
         grad_output = _over_classes(grad_output, ctx.options)
-        grad_input = grad * grad_output if grad is not None else None
+        grad_input = None
+        if grad is not None:
+            # loss.backward() passes 1: hand over the saved gradient, saving a pass
+            # over it (autograd copies it if the graph is retained)
+            grad_input = grad if _is_one(grad_output) else grad * grad_output
         grad_target = None
         if input is not None:
             grad_target = _target_grad(input, weight, ctx.options) * grad_output
@@ -214,6 +218,10 @@ def _loss(input, target, weight, options, with_grad):
 def _over_classes(grad_output, options):
     """``grad_output`` shaped to broadcast against the input (a class dim for "none")."""
     return grad_output.unsqueeze(options["axis"]) if options["reduction"] == "none" else grad_output
+
+
+def _is_one(grad_output):
+    return grad_output.dim() == 0 and grad_output.item() == 1
 
 
 def _target_grad(input, weight, options):

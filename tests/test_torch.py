@@ -222,13 +222,16 @@ def test_double_backward_raises():
         torch.autograd.grad(loss, input, create_graph=True)
 
 
-def test_backward_twice_with_retain_graph_accumulates():
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_repeated_backward_with_retain_graph_accumulates(reduction):
+    """The saved gradient, handed over as is for a grad_output of 1, stays intact."""
     input = make_logits((4, C), torch.float64).requires_grad_()
-    loss = ct.cross_entropy(input, make_class_target((4, C)), reduction="sum")
+    loss = ct.cross_entropy(input, make_class_target((4, C)), reduction=reduction)
     loss.backward(retain_graph=True)
     once = input.grad.clone()
+    loss.backward(retain_graph=True)
     loss.backward()
-    assert_matches(input.grad, 2 * once)
+    assert_matches(input.grad, 3 * once)
 
 
 # -------------------------------------------------------------------- module
