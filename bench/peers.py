@@ -201,6 +201,106 @@ def _numpy_binary_cross_entropy(inputs, n_threads):
     return lambda: np.mean(np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x))))
 
 
+# ------------------------------------------- loss and gradient, training step
+
+
+def _cecore_cross_entropy_grad(inputs, n_threads):
+    import cecore
+
+    logits, target = inputs
+    return lambda: cecore.cross_entropy(logits, target, n_threads=n_threads, return_grad=True)
+
+
+def _torch_cross_entropy_grad(inputs, n_threads):
+    """F.cross_entropy(x, t).backward() with x a fresh leaf (zero-copy view) per call."""
+    import torch
+
+    logits, target = (torch.from_numpy(a) for a in inputs)
+
+    def loss_and_grad():
+        x = logits.detach().requires_grad_()
+        loss = torch.nn.functional.cross_entropy(x, target)
+        loss.backward()
+        return loss, x.grad
+
+    return loss_and_grad
+
+
+@functools.cache
+def _jax_mean_loss_and_grad_jit(name):
+    import jax
+    import optax
+
+    loss = getattr(optax, name)
+    return jax.jit(jax.value_and_grad(lambda x, y: loss(x, y).mean()))
+
+
+def _jax_cross_entropy_grad(inputs, n_threads):
+    """jax.jit(jax.value_and_grad(mean optax loss)) on arrays placed with device_put."""
+    import jax
+
+    function = _jax_mean_loss_and_grad_jit("softmax_cross_entropy_with_integer_labels")
+    arrays = [jax.device_put(a) for a in inputs]
+    return lambda: jax.block_until_ready(function(*arrays))
+
+
+def _sklearn_loss_gradient(inputs, n_threads):
+    """HalfMultinomialLoss(n_classes=K).loss_gradient(...): per-sample losses and gradients.
+
+    With ``sample_weight`` 1/N, as scikit-learn's own estimators normalise it,
+    its kernel scales each sample's loss and gradient, so ``loss.sum()`` and the
+    gradient are those of the mean loss (what the other peers return) without
+    an extra pass. Float targets of the logits' dtype are made once, untimed.
+    """
+    from sklearn._loss.loss import HalfMultinomialLoss
+
+    logits, target = inputs
+    n, k = logits.shape
+    loss = HalfMultinomialLoss(n_classes=k)
+    raw = np.ascontiguousarray(logits)
+    y_true = np.ascontiguousarray(target, dtype=logits.dtype)
+    sample_weight = np.full(n, 1 / n, dtype=logits.dtype)
+
+    def loss_and_grad():
+        losses, grad = loss.loss_gradient(y_true=y_true, raw_prediction=raw,
+                                          sample_weight=sample_weight, n_threads=n_threads)
+        return losses.sum(), grad
+
+    return loss_and_grad
+
+
+def _training_step(module):
+    """One SGD step of a torch.nn.Linear classifier with ``<module>.cross_entropy``.
+
+    The inputs are (features, class targets, weight, bias); each implementation
+    starts from its own copy of the same weight and bias, so the first step's
+    result (loss and updated weight) is comparable. Every call is one step:
+    zero_grad, forward, loss, backward, update.
+    """
+
+    def prepare(inputs, n_threads):
+        import torch
+
+        cross_entropy = importlib.import_module(module).cross_entropy
+        features, target, weight, bias = (torch.from_numpy(a) for a in inputs)
+        model = torch.nn.Linear(weight.shape[1], weight.shape[0], dtype=weight.dtype)
+        with torch.no_grad():
+            model.weight.copy_(weight)
+            model.bias.copy_(bias)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+        def step():
+            optimizer.zero_grad()
+            loss = cross_entropy(model(features), target)
+            loss.backward()
+            optimizer.step()
+            return loss, model.weight
+
+        return step
+
+    return prepare
+
+
 CECORE_CE = Impl("cecore", "cecore", _cecore_cross_entropy)
 CECORE_CE_1_THREAD = Impl(
     "cecore, 1 thread", "cecore", lambda inputs, n_threads: _cecore_cross_entropy(inputs, 1)
@@ -218,6 +318,16 @@ BCE_PEERS = (
     Impl("sklearn", "sklearn", _sklearn_mean_loss("HalfBinomialLoss")),
     Impl("numpy", "numpy", _numpy_binary_cross_entropy),
 )
+
+CECORE_CE_GRAD = Impl("cecore", "cecore", _cecore_cross_entropy_grad)
+CE_GRAD_PEERS = (
+    Impl("torch", "torch", _torch_cross_entropy_grad),
+    Impl("jax", "jax", _jax_cross_entropy_grad),
+    Impl("sklearn", "sklearn", _sklearn_loss_gradient),
+)
+
+CECORE_TORCH_STEP = Impl("cecore.torch", "torch", _training_step("cecore.torch"))
+TORCH_STEP = Impl("torch", "torch", _training_step("torch.nn.functional"))
 
 
 # ---------------------------------------------------------- read floor

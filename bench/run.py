@@ -27,6 +27,16 @@ Methodology
 - Untimed preparation: ``torch.from_numpy`` views, ``jax.device_put`` and jit,
   scikit-learn's float copy of the targets. JAX calls end with
   ``block_until_ready()``.
+- Loss and gradient ("cls-grad"): every implementation returns the mean loss
+  and its gradient, and both are checked. PyTorch runs ``F.cross_entropy``
+  forward + ``backward()`` on a fresh leaf view of the logits per call (its
+  gradient is allocated per call, like cecore's and scikit-learn's);
+  scikit-learn's ``loss_gradient`` gets ``sample_weight`` 1/N, so its kernel
+  scales the per-sample losses and gradients to the mean's (summing the N
+  losses is part of its timed call). The training step ("train-step") is one SGD step of a
+  ``torch.nn.Linear`` model with ``F.cross_entropy`` or
+  ``cecore.torch.cross_entropy``; its result is the first step's loss and
+  updated weight.
 - Implementations run one after another, each on its own: an idle pause of
   0.1 s (so the previous library's OpenMP threads stop spin-waiting and do not
   compete for cores), set-up, one warm-up call (excluded; it also compiles
@@ -206,6 +216,9 @@ def run_workload(workload, n_threads, repeats, available):
     if n_threads < workload.min_threads:
         result.skipped = f"needs --threads >= {workload.min_threads}"
         return result
+    if workload.cecore.backend not in available:
+        result.skipped = f"{workload.cecore.backend} not installed"
+        return result
     _log(f"[{workload.name}] {report.shape_text(workload)}: {workload.title}")
     inputs = workload.make_inputs(workload.shape, workload.dtype, np.random.default_rng(SEED))
     measure_on_inputs = functools.partial(measure_impl, inputs=inputs, n_threads=n_threads,
@@ -272,7 +285,7 @@ def load_backends(workloads, n_threads):
     """({backend: ({module: version}, thread control)} of the importable ones,
     {backend: why not})."""
     names = {"cecore", *(p.backend for p in peers.READ_FLOORS)}
-    names |= {impl.backend for w in workloads for impl in w.peers}
+    names |= {impl.backend for w in workloads for impl in (w.cecore, *w.peers)}
     available, missing = {}, {}
     for name in sorted(names, key=list(peers.BACKENDS).index):
         try:

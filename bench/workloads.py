@@ -8,12 +8,10 @@ here; the implementations live in peers.py.
 Targets: ``speedups`` maps a peer's label to the minimum time(peer) /
 time(cecore); ``floor_max`` is the maximum time(cecore) / time(read floor).
 
-For example, a loss-and-gradient workload is an ``Impl`` per library in
-peers.py (its callable returning ``(loss, grad)``) and one entry here::
-
-    Workload("cls-grad", "loss and gradient, K = 1,000", (65_536, 1_000), "float32",
-             class_index_inputs, peers.CECORE_CE_GRAD,
-             (peers.TORCH_CE_GRAD, peers.JAX_CE_GRAD), speedups={"torch": 5}),
+For example, the loss-and-gradient workload "cls-grad" below is an ``Impl``
+per library in peers.py (``CECORE_CE_GRAD`` and ``CE_GRAD_PEERS``, whose
+callables return ``(loss, grad)`` of the mean loss; PyTorch's is forward +
+backward) and one entry in ``WORKLOADS``.
 """
 
 import dataclasses
@@ -41,13 +39,26 @@ def binary_inputs(shape, dtype, rng):
     return logits, target
 
 
+def linear_model_inputs(shape, dtype, rng, hidden=1_024):
+    """For a training step with logits of ``shape`` (N, K): features (N, hidden)
+    N(0, 1), uniform int64 targets, and a linear layer's weight (K, hidden) and
+    bias (K,) drawn as torch.nn.Linear initialises them, U(+-1/sqrt(hidden))."""
+    n, k = shape
+    features = rng.standard_normal((n, hidden), dtype=dtype)
+    target = rng.integers(0, k, size=n, dtype=np.int64)
+    bound = 1 / np.sqrt(hidden)
+    weight = rng.uniform(-bound, bound, (k, hidden)).astype(dtype)
+    bias = rng.uniform(-bound, bound, k).astype(dtype)
+    return features, target, weight, bias
+
+
 @dataclass(frozen=True)
 class Workload:
     name: str
     title: str
     shape: tuple  # of the logits
     dtype: str
-    make_inputs: Callable  # make_inputs(shape, dtype, rng) -> tuple of arrays, logits first
+    make_inputs: Callable  # make_inputs(shape, dtype, rng) -> tuple of arrays (for prepare)
     cecore: peers.Impl
     peers: tuple
     speedups: dict = field(default_factory=dict)
@@ -87,4 +98,10 @@ WORKLOADS = (
     Workload("threads", "thread scaling: --threads N vs 1 thread", (65_536, 1_000), "float32",
              class_index_inputs, peers.CECORE_CE, (peers.CECORE_CE_1_THREAD,),
              speedups={peers.CECORE_CE_1_THREAD.label: 1.8}, read_floor=False, min_threads=2),
+    Workload("cls-grad", "loss and gradient (mean), K = 1,000", (65_536, 1_000), "float32",
+             class_index_inputs, peers.CECORE_CE_GRAD, peers.CE_GRAD_PEERS,
+             speedups={"torch": 8, "sklearn": 3}),
+    Workload("train-step", "SGD step, linear 1,024 -> 1,000, F.cross_entropy vs cecore.torch",
+             (8_192, 1_000), "float32", linear_model_inputs, peers.CECORE_TORCH_STEP,
+             (peers.TORCH_STEP,), speedups={"torch": 1}, read_floor=False),
 )

@@ -1,0 +1,240 @@
+"""PyTorch drop-in for ``torch.nn.functional.cross_entropy`` and ``torch.nn.CrossEntropyLoss``.
+
+The loss and its gradient are computed in one fused pass by
+:func:`cecore.cross_entropy` on zero-copy NumPy views of CPU tensors; the
+gradient is kept for the backward pass, which only scales it by the incoming
+gradient. Importing this module imports PyTorch (``import cecore`` does not).
+
+Examples
+--------
+>>> import torch
+>>> from cecore.torch import cross_entropy
+>>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 0.0, 0.0]], requires_grad=True)
+>>> loss = cross_entropy(logits, torch.tensor([0, 2]))
+>>> loss.backward()
+>>> round(loss.item(), 5), logits.grad.shape
+(0.66996, torch.Size([2, 3]))
+"""
+
+import numpy as np
+
+from cecore import _losses, _softmax
+
+try:
+    import torch
+except ImportError as error:
+    raise ImportError(
+        'cecore.torch needs PyTorch; install it with: pip install "cecore[torch]"'
+    ) from error
+
+__all__ = ["CrossEntropyLoss", "cross_entropy"]
+
+_FLOATS = (torch.float16, torch.float32, torch.float64)
+_INTEGERS = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0):
+    r"""Cross-entropy of ``softmax(input)`` and ``target``: ``torch.nn.functional.cross_entropy``.
+
+    Same semantics and results as PyTorch's function of this name (see
+    :func:`cecore.cross_entropy` for the formulas), computed by cecore's fused
+    CPU kernel. When ``input`` requires a gradient (and grad mode is on), the
+    gradient is computed in the same pass as the loss and saved for the
+    backward pass; otherwise only the loss is computed. Probability targets
+    that require a gradient get one too. The function is once differentiable:
+    ``create_graph=True`` in its backward pass raises RuntimeError.
+
+    Parameters
+    ----------
+    input : torch.Tensor, float16/float32/float64, on the CPU
+        Logits of shape ``(C,)`` (unbatched), ``(N, C)`` or ``(N, C, d1, ...)``:
+        the class dimension is 0 for 1-D input and 1 otherwise. float16 is
+        computed in float32 and rounded back.
+    target : torch.Tensor, on the CPU
+        Class indices (an integer dtype, usually int64) of ``input``'s shape
+        without the class dimension, or class probabilities (floating, the
+        shape of ``input``).
+    weight : torch.Tensor of shape (C,), optional
+        Per-class weights (float16/float32/float64, on the CPU, not requiring
+        a gradient).
+    ignore_index : int, default -100
+        Class-index target value that contributes neither loss nor gradient
+        and is not counted by ``"mean"``.
+    reduction : {"mean", "sum", "none"}, default "mean"
+    label_smoothing : float in [0, 1], default 0
+
+    Returns
+    -------
+    torch.Tensor
+        The loss in ``input``'s dtype: a 0-dim tensor for ``"mean"`` and
+        ``"sum"``, the shape of the target positions for ``"none"``.
+
+    Raises
+    ------
+    TypeError
+        An argument that is not a tensor, or has an unsupported dtype (e.g.
+        bfloat16 or complex) or layout.
+    ValueError
+        A tensor on another device than the CPU (e.g. CUDA), a ``weight``
+        that requires a gradient, and every error of
+        :func:`cecore.cross_entropy` (mismatched shapes, targets out of range,
+        a bad ``reduction`` or ``label_smoothing``).
+
+    Notes
+    -----
+    Unlike PyTorch's function, the options after ``weight`` are keyword-only
+    and the deprecated ``size_average`` and ``reduce`` are not accepted.
+    Threads follow cecore's default (``OMP_NUM_THREADS``, threadpoolctl), not
+    ``torch.set_num_threads``.
+    """
+    _check_tensor(input, "input", _FLOATS)
+    _check_tensor(target, "target", _FLOATS + _INTEGERS)
+    if input.dim() == 0:
+        raise ValueError("input must have at least one dimension (the class dimension)")
+    if weight is not None:
+        _check_tensor(weight, "weight", _FLOATS)
+        if weight.requires_grad and torch.is_grad_enabled():
+            raise ValueError(
+                "weight requires a gradient, but the loss is not differentiable with "
+                "respect to weight (nor is PyTorch's); pass weight.detach()"
+            )
+    options = {"axis": 0 if input.dim() == 1 else 1, "ignore_index": ignore_index,
+               "reduction": reduction, "label_smoothing": label_smoothing}
+    if torch.is_grad_enabled() and (input.requires_grad or target.requires_grad):
+        return _CrossEntropy.apply(input, target, weight, options)
+    return _loss(input, target, weight, options, with_grad=False)[0]
+
+
+class CrossEntropyLoss(torch.nn.Module):
+    """Module form of :func:`cross_entropy`, a drop-in for ``torch.nn.CrossEntropyLoss``.
+
+    Parameters
+    ----------
+    weight : torch.Tensor of shape (C,), optional
+        Per-class weights, registered as a buffer (as PyTorch does).
+    size_average, reduce : None
+        Deprecated in PyTorch; anything but None raises ValueError (use
+        ``reduction``).
+    ignore_index : int, default -100
+    reduction : {"mean", "sum", "none"}, default "mean"
+    label_smoothing : float in [0, 1], default 0
+
+    Examples
+    --------
+    >>> import torch
+    >>> from cecore.torch import CrossEntropyLoss
+    >>> loss_fn = CrossEntropyLoss(label_smoothing=0.1)
+    >>> loss = loss_fn(torch.zeros(4, 10), torch.tensor([1, 2, 3, 4]))
+    >>> round(loss.item(), 5)
+    2.30259
+    """
+
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                 reduction="mean", label_smoothing=0.0):
+        super().__init__()
+        if size_average is not None or reduce is not None:
+            raise ValueError(
+                "size_average and reduce are deprecated (in PyTorch too) and not supported; "
+                "use reduction='mean', 'sum' or 'none'"
+            )
+        self.register_buffer("weight", weight)
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+        self.label_smoothing = label_smoothing
+
+    def forward(self, input, target):
+        return cross_entropy(input, target, self.weight, ignore_index=self.ignore_index,
+                             reduction=self.reduction, label_smoothing=self.label_smoothing)
+
+
+class _CrossEntropy(torch.autograd.Function):
+    """cross_entropy with the gradient computed in the forward pass."""
+
+    @staticmethod
+    def forward(ctx, input, target, weight, options):
+        loss, grad = _loss(input, target, weight, options, with_grad=ctx.needs_input_grad[0])
+        ctx.options = options
+        ctx.save_for_backward(grad, input if ctx.needs_input_grad[1] else None, weight)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        # The saved gradient is a constant: differentiating it again would give
+        # silently wrong second derivatives (torch's once_differentiable only
+        # catches the case where grad_output requires a gradient).
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "cecore.torch.cross_entropy is once differentiable: its gradient cannot be "
+                "differentiated again (create_graph=True); use "
+                "torch.nn.functional.cross_entropy for higher-order gradients"
+            )
+        grad, input, weight = ctx.saved_tensors
+        grad_output = _over_classes(grad_output, ctx.options)
+        grad_input = None
+        if grad is not None:
+            # loss.backward() passes 1: hand over the saved gradient, saving a pass
+            # over it (autograd copies it if the graph is retained)
+            grad_input = grad if _is_one(grad_output) else grad * grad_output
+        grad_target = None
+        if input is not None:
+            grad_target = _target_grad(input, weight, ctx.options) * grad_output
+        return grad_input, grad_target, None, None
+
+
+def _check_tensor(tensor, name, dtypes):
+    """Raise unless ``tensor`` is a strided CPU tensor of one of ``dtypes``."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.device.type != "cpu":
+        raise ValueError(
+            f"{name} is on device '{tensor.device}', but cecore computes on the CPU only: "
+            f"use torch.nn.functional.cross_entropy for {tensor.device.type} tensors"
+        )
+    if tensor.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {tensor.layout}")
+    if tensor.dtype not in dtypes:
+        supported = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
+        raise TypeError(
+            f"{name} has unsupported dtype {tensor.dtype} (supported: {supported}); "
+            "use torch.nn.functional.cross_entropy for other dtypes"
+        )
+
+
+def _numpy(tensor):
+    """A zero-copy NumPy view of a CPU tensor (any strides), or None."""
+    return None if tensor is None else tensor.detach().numpy()
+
+
+def _loss(input, target, weight, options, with_grad):
+    """(loss, gradient or None) as tensors of ``input``'s dtype, computed by cecore."""
+    result = _losses.cross_entropy(_numpy(input), _numpy(target), weight=_numpy(weight),
+                                   return_grad=with_grad, **options)
+    loss, grad = result if with_grad else (result, None)
+    loss = torch.from_numpy(np.asarray(loss)).to(input.dtype)
+    return loss, None if grad is None else torch.from_numpy(grad)
+
+
+def _over_classes(grad_output, options):
+    """``grad_output`` shaped to broadcast against the input (a class dim for "none")."""
+    return grad_output.unsqueeze(options["axis"]) if options["reduction"] == "none" else grad_output
+
+
+def _is_one(grad_output):
+    return grad_output.dim() == 0 and grad_output.item() == 1
+
+
+def _target_grad(input, weight, options):
+    """Gradient of the loss (of the sum for "none") with respect to probability targets.
+
+    ``-(1 - label_smoothing) * weight[k] * log_softmax(input)[k]``, divided by
+    the number of positions for ``"mean"``.
+    """
+    axis = options["axis"]
+    log_probs = torch.from_numpy(_softmax.log_softmax(_numpy(input), axis=axis))
+    grad = log_probs.mul_(options["label_smoothing"] - 1.0)
+    if weight is not None:
+        grad.mul_(weight.reshape(weight.shape + (1,) * (input.dim() - axis - 1)))
+    if options["reduction"] == "mean":
+        grad.div_(input.numel() // input.shape[axis])
+    return grad
