@@ -51,6 +51,15 @@ def show_config():
 
     The SIMD level can be lowered with the environment variable CECORE_SIMD
     (``baseline``, ``avx2``, ``avx512``), read at import.
+
+    Examples
+    --------
+    >>> import cecore
+    >>> cecore.show_config()  # doctest: +ELLIPSIS
+               version: ...
+    ...
+                  simd: ...
+    ...
     """
     for key, value in config().items():
         print(f"{key:>18}: {value}")
