@@ -14,7 +14,7 @@ slowed by another process does not hold the others up at the end.
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport INFINITY, exp, log
+from libc.math cimport INFINITY, NAN, exp, log
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport calloc, free, malloc
 
@@ -114,6 +114,15 @@ cdef inline double _shift(floating rowmax) noexcept nogil:
     return 0.0 if rowmax == -INFINITY else rowmax
 
 
+cdef inline double _logsum_of_probs(double logsum, double shift) noexcept nogil:
+    """logsum for forming log-probabilities lse - x: NaN when the shift is +inf.
+
+    A row holding +inf has lse = +inf but no log-probabilities (inf - inf);
+    log_softmax, softmax and the losses are NaN for it, as in PyTorch.
+    """
+    return NAN if shift == INFINITY else logsum
+
+
 cdef struct _Scratch:
     void *packed     # SMALL_K path: rows * k elements
     void *rowmax     # rows elements
@@ -182,8 +191,8 @@ cdef void _ce_index_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
                 for j in range(k):
                     gr[j] = 0
             continue
-        logsum = s.logsum[r - r0]
         shift = _shift((<floating *> s.rowmax)[r - r0])
+        logsum = _logsum_of_probs(s.logsum[r - r0], shift)
         wy = 1.0 if weight == NULL else weight[y]
         loss = (1.0 - smoothing) * wy * (logsum + (shift - xr[y]))
         if smoothing != 0.0:
@@ -281,8 +290,8 @@ cdef void _ce_prob_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
     for r in range(r0, r1):
         xr = x + r * stride
         tr = t + r * tstride
-        logsum = s.logsum[r - r0]
         shift = _shift((<floating *> s.rowmax)[r - r0])
+        logsum = _logsum_of_probs(s.logsum[r - r0], shift)
         tx = row_tdot(tr, weight, xr, k, shift, &tw)
         loss = (1.0 - smoothing) * (logsum * tw - tx)
         if smoothing != 0.0:
@@ -399,7 +408,9 @@ cdef void _softmax_block(const floating *x, Py_ssize_t stride, Py_ssize_t k, flo
         shift = _shift((<floating *> s.rowmax)[r - r0])
         if mode == 0:
             out[r] = <floating> (shift + logsum)
-        elif mode == 1:
+            continue
+        logsum = _logsum_of_probs(logsum, shift)
+        if mode == 1:
             row_sub(x + r * stride, k, shift, logsum, out + r * ostride)
         else:
             # exp(x - shift) exp(-logsum): one rounding of the scale, none of lse
