@@ -28,8 +28,17 @@ def _reduce(total, normaliser, per_row, reduction, batch_shape, result_dtype):
     return result_dtype.type(divide(total, normaliser))
 
 
+_FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
+_NO_PER_ROW = {_FLOAT32: np.empty(0, _FLOAT32), _FLOAT64: np.empty(0, _FLOAT64)}
+
+
 def _result_dtype(rows):
-    return np.dtype(np.float64 if rows.dtype == np.float64 else np.float32)
+    return _FLOAT64 if rows.dtype == _FLOAT64 else _FLOAT32
+
+
+def _per_row_losses(reduction, n, dtype):
+    """Where the kernel writes per-row losses: only for reduction="none"."""
+    return np.empty(n, dtype) if reduction == "none" else _NO_PER_ROW[dtype]
 
 
 def cross_entropy(
@@ -130,7 +139,7 @@ def cross_entropy(
     logits_shape = batch_shape[:axis] + (k,) + batch_shape[axis:]
     t = np.asarray(target)
     n_threads = resolve_n_threads(n_threads, rows.size)
-    per_row = np.empty(n if reduction == "none" else 0, dtype=rows.dtype)
+    per_row = _per_row_losses(reduction, n, rows.dtype)
 
     if t.dtype.kind in "iu":
         t_flat = class_targets(t, batch_shape, k, ignore_index)
@@ -270,7 +279,7 @@ def nll_loss(
     if t.dtype.kind not in "iu":
         raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}")
     t_flat = class_targets(t, batch_shape, k, ignore_index)
-    per_row = np.empty(n if reduction == "none" else 0, dtype=rows.dtype)
+    per_row = _per_row_losses(reduction, n, rows.dtype)
     total, weight_sum, bad = _softmax_kernels.nll_loss(
         rows, t_flat, w, ignore_index, per_row, resolve_n_threads(n_threads, n)
     )

@@ -250,18 +250,32 @@ def ce_index_loss(const floating[:, :] logits, const target_t[::1] target,
     cdef _Scratch *s = NULL
     if n == 0:
         return 0.0, 0.0, -1
-    with nogil, parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
-        # assigned inside the parallel block, so each thread has its own
-        s = _scratch_new(brows, k, sizeof(floating))
-        if s != NULL:
-            for b in prange(nblocks, schedule="guided"):
-                _ce_index_block(&logits[0, 0], stride, k, &target[0], w, weight_total,
-                                ignore_index, label_smoothing, scale, g, gstride, out,
-                                b * brows, min(n, (b + 1) * brows), s, &sums.loss[b],
-                                &sums.weight[b], &sums.bad[b])
-        else:
-            failed_flag[0] = 1
-        _scratch_free(s)
+    # one thread: a plain loop (entering an OpenMP region costs ~1 us per call)
+    if n_threads == 1:
+        with nogil:
+            s = _scratch_new(brows, k, sizeof(floating))
+            if s != NULL:
+                for b in range(nblocks):
+                    _ce_index_block(&logits[0, 0], stride, k, &target[0], w, weight_total,
+                                    ignore_index, label_smoothing, scale, g, gstride, out,
+                                    b * brows, min(n, (b + 1) * brows), s, &sums.loss[b],
+                                    &sums.weight[b], &sums.bad[b])
+            else:
+                failed_flag[0] = 1
+            _scratch_free(s)
+    else:
+        with nogil, parallel(num_threads=n_threads):
+            # assigned inside the parallel block, so each thread has its own
+            s = _scratch_new(brows, k, sizeof(floating))
+            if s != NULL:
+                for b in prange(nblocks, schedule="guided"):
+                    _ce_index_block(&logits[0, 0], stride, k, &target[0], w, weight_total,
+                                    ignore_index, label_smoothing, scale, g, gstride, out,
+                                    b * brows, min(n, (b + 1) * brows), s, &sums.loss[b],
+                                    &sums.weight[b], &sums.bad[b])
+            else:
+                failed_flag[0] = 1
+            _scratch_free(s)
     if failed:
         raise MemoryError("cecore: could not allocate kernel scratch space")
     return sums.totals()
@@ -333,17 +347,30 @@ def ce_prob_loss(const floating[:, :] logits, const floating[:, :] target,
     cdef _Scratch *s = NULL
     if n == 0:
         return 0.0
-    with nogil, parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
-        # assigned inside the parallel block, so each thread has its own
-        s = _scratch_new(brows, k, sizeof(floating))
-        if s != NULL:
-            for b in prange(nblocks, schedule="guided"):
-                _ce_prob_block(&logits[0, 0], stride, k, &target[0, 0], tstride, w,
-                               weight_total, label_smoothing, scale, g, gstride, out,
-                               b * brows, min(n, (b + 1) * brows), s, &sums.loss[b])
-        else:
-            failed_flag[0] = 1
-        _scratch_free(s)
+    # one thread: a plain loop (entering an OpenMP region costs ~1 us per call)
+    if n_threads == 1:
+        with nogil:
+            s = _scratch_new(brows, k, sizeof(floating))
+            if s != NULL:
+                for b in range(nblocks):
+                    _ce_prob_block(&logits[0, 0], stride, k, &target[0, 0], tstride, w,
+                                   weight_total, label_smoothing, scale, g, gstride, out,
+                                   b * brows, min(n, (b + 1) * brows), s, &sums.loss[b])
+            else:
+                failed_flag[0] = 1
+            _scratch_free(s)
+    else:
+        with nogil, parallel(num_threads=n_threads):
+            # assigned inside the parallel block, so each thread has its own
+            s = _scratch_new(brows, k, sizeof(floating))
+            if s != NULL:
+                for b in prange(nblocks, schedule="guided"):
+                    _ce_prob_block(&logits[0, 0], stride, k, &target[0, 0], tstride, w,
+                                   weight_total, label_smoothing, scale, g, gstride, out,
+                                   b * brows, min(n, (b + 1) * brows), s, &sums.loss[b])
+            else:
+                failed_flag[0] = 1
+            _scratch_free(s)
     if failed:
         raise MemoryError("cecore: could not allocate kernel scratch space")
     return sums.totals()[0]
@@ -431,16 +458,29 @@ def softmax_rows(const floating[:, :] x, floating[:, :] out, int mode, int n_thr
     cdef _Scratch *s = NULL
     if n == 0:
         return
-    with nogil, parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
-        # assigned inside the parallel block, so each thread has its own
-        s = _scratch_new(brows, k, sizeof(floating))
-        if s != NULL:
-            for b in prange(nblocks, schedule="guided"):
-                _softmax_block(&x[0, 0], stride, k, &out[0, 0],
-                               ostride if mode != 0 else 1, mode,
-                               b * brows, min(n, (b + 1) * brows), s)
-        else:
-            failed_flag[0] = 1
-        _scratch_free(s)
+    # one thread: a plain loop (entering an OpenMP region costs ~1 us per call)
+    if n_threads == 1:
+        with nogil:
+            s = _scratch_new(brows, k, sizeof(floating))
+            if s != NULL:
+                for b in range(nblocks):
+                    _softmax_block(&x[0, 0], stride, k, &out[0, 0],
+                                   ostride if mode != 0 else 1, mode,
+                                   b * brows, min(n, (b + 1) * brows), s)
+            else:
+                failed_flag[0] = 1
+            _scratch_free(s)
+    else:
+        with nogil, parallel(num_threads=n_threads):
+            # assigned inside the parallel block, so each thread has its own
+            s = _scratch_new(brows, k, sizeof(floating))
+            if s != NULL:
+                for b in prange(nblocks, schedule="guided"):
+                    _softmax_block(&x[0, 0], stride, k, &out[0, 0],
+                                   ostride if mode != 0 else 1, mode,
+                                   b * brows, min(n, (b + 1) * brows), s)
+            else:
+                failed_flag[0] = 1
+            _scratch_free(s)
     if failed:
         raise MemoryError("cecore: could not allocate kernel scratch space")

@@ -100,10 +100,14 @@ def as_rows(arr, axis):
     return rows
 
 
+_NO_WEIGHT = np.empty(0)
+_NO_WEIGHT.flags.writeable = False
+
+
 def class_weight(weight, n_classes):
     """Class weights as a contiguous float64 array of length ``n_classes`` (empty if None)."""
     if weight is None:
-        return np.empty(0)
+        return _NO_WEIGHT
     w = np.asarray(weight)
     if w.dtype.kind == "c":
         raise TypeError(f"weight must be real, got complex dtype {w.dtype}")
