@@ -225,8 +225,8 @@ CEC_INLINE float cec_log1p_f32(float u)
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define CEC_HAVE_X86_DISPATCH 1
-#define CEC_ATTR_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,bmi2")))
-#define CEC_ATTR_AVX2 __attribute__((target("avx2,fma,bmi2")))
+#define CEC_ATTR_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,bmi2,popcnt")))
+#define CEC_ATTR_AVX2 __attribute__((target("avx2,fma,bmi2,popcnt")))
 #else
 #define CEC_HAVE_X86_DISPATCH 0
 #endif
@@ -554,6 +554,155 @@ CEC_ATTR_AVX512 static void cec_block_lse_f32_avx512_rows(const float *x, cec_in
         }
     }
 }
+
+/*
+ * AVX2 + FMA version of the float32 sum of exponentials (8 lanes). Without
+ * vscalefps, 2^k goes into the exponent bits, so d is clamped at -87.33 (the
+ * result would leave the normal range) and such terms are zeroed by a mask:
+ * they are below 2^-126 next to the maximum's 1, and an exact 0 for -inf.
+ */
+CEC_ATTR_AVX2 static inline __m256 cec_expsum8_avx2(__m256 d)
+{
+    const __m256 lo = _mm256_set1_ps(-87.33654475f);
+    /* max(lo, d) returns d for NaN; the polynomial then keeps it NaN */
+    __m256 u = _mm256_mul_ps(_mm256_max_ps(lo, d), _mm256_set1_ps(1.44269504088896341f));
+    __m256 k = _mm256_round_ps(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 f = _mm256_sub_ps(u, k);
+    __m256 p = _mm256_set1_ps(1.5337577497120947e-4f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3399859890341759e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618519805371761e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550329014658928e-2f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022646248340607e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931471824645996e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    __m256 e = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+    return _mm256_andnot_ps(_mm256_cmp_ps(d, lo, _CMP_LT_OQ), e);
+}
+
+CEC_ATTR_AVX2 static inline double cec_sum8_avx2(__m256 v)
+{
+    __m256d s = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+                              _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+}
+
+/* row_sumexp for float32 on AVX2: same contract as the portable one. */
+CEC_ATTR_AVX2 static double cec_row_sumexp_f32_avx2(const float *x, cec_intp n, float shift,
+                                                   cec_intp *n_eq)
+{
+    const __m256 sh = _mm256_set1_ps(shift), zero = _mm256_setzero_ps();
+    const char *ahead = (const char *)(x + n);
+    __m256 acc0 = zero, acc1 = zero;
+    double s = 0.0;
+    cec_intp i = 0, eq = 0;
+    int steps = 0;
+    for (; i + 16 <= n; i += 16) {
+        _mm_prefetch(ahead + 4 * i, _MM_HINT_T0);
+        __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + i), sh);
+        __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), sh);
+        /* elements equal to the shift are counted, not summed (see row_sumexp) */
+        __m256 e0 = _mm256_cmp_ps(d0, zero, _CMP_EQ_OQ), e1 = _mm256_cmp_ps(d1, zero, _CMP_EQ_OQ);
+        acc0 = _mm256_add_ps(acc0, _mm256_andnot_ps(e0, cec_expsum8_avx2(d0)));
+        acc1 = _mm256_add_ps(acc1, _mm256_andnot_ps(e1, cec_expsum8_avx2(d1)));
+        eq += _mm_popcnt_u32((unsigned)_mm256_movemask_ps(e0)) +
+              _mm_popcnt_u32((unsigned)_mm256_movemask_ps(e1));
+        /* float partial sums of at most 16 terms per lane, then into double */
+        if (++steps == 16) {
+            s += cec_sum8_avx2(_mm256_add_ps(acc0, acc1));
+            acc0 = acc1 = zero;
+            steps = 0;
+        }
+    }
+    if (i < n) {
+        float tail[16];
+        for (int j = 0; j < 16; j++) {
+            tail[j] = i + j < n ? x[i + j] : -INFINITY;
+        }
+        for (int j = 0; j < 16; j += 8) {
+            __m256 d = _mm256_sub_ps(_mm256_loadu_ps(tail + j), sh);
+            __m256 e = _mm256_cmp_ps(d, zero, _CMP_EQ_OQ);
+            acc0 = _mm256_add_ps(acc0, _mm256_andnot_ps(e, cec_expsum8_avx2(d)));
+            eq += _mm_popcnt_u32((unsigned)_mm256_movemask_ps(e));
+        }
+    }
+    *n_eq = eq;
+    return s + cec_sum8_avx2(_mm256_add_ps(acc0, acc1));
+}
+/* 8 x 8 float transpose in registers: on return r[j] lane l = old r[l] lane j. */
+CEC_ATTR_AVX2 static inline void cec_transpose8_avx2(__m256 r[8])
+{
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+
+/*
+ * block_lse for float32 on AVX2 and rows of k <= 32: the 8-lane counterpart of
+ * cec_block_lse_f32_avx512_rows (8 rows transposed at a time). Handles
+ * rows - rows % 8 rows; scratch holds 8 * 32 floats.
+ */
+CEC_ATTR_AVX2 static void cec_block_lse_f32_avx2_rows(const float *x, cec_intp rows,
+                                                      cec_intp stride, cec_intp k,
+                                                      float *scratch, float *rowmax,
+                                                      double *lse)
+{
+    const __m256 neg_inf = _mm256_set1_ps(-INFINITY), zero = _mm256_setzero_ps();
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (cec_intp r = 0; r + 8 <= rows; r += 8) {
+        __m256 m = neg_inf;
+        for (cec_intp c0 = 0; c0 < k; c0 += 8) {
+            cec_intp width = k - c0 < 8 ? k - c0 : 8;
+            __m256i load = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)width), lane);
+            __m256 v[8];
+            for (int l = 0; l < 8; l++) {
+                /* masked lanes read nothing and become -inf */
+                v[l] = _mm256_blendv_ps(neg_inf,
+                                        _mm256_maskload_ps(x + (r + l) * stride + c0, load),
+                                        _mm256_castsi256_ps(load));
+            }
+            cec_transpose8_avx2(v);
+            for (int j = 0; j < width; j++) {
+                m = _mm256_max_ps(v[j], m);
+                _mm256_storeu_ps(scratch + 8 * (c0 + j), v[j]);
+            }
+        }
+        /* an all -inf row would give -inf - -inf = NaN: shift it by 0 */
+        __m256 shift = _mm256_blendv_ps(m, zero, _mm256_cmp_ps(m, neg_inf, _CMP_EQ_OQ));
+        /* as in row_lse: the sum of the non-maximal terms and the count of ties */
+        __m256 rest = zero, ties = zero;
+        for (cec_intp j = 0; j < k; j++) {
+            __m256 d = _mm256_sub_ps(_mm256_loadu_ps(scratch + 8 * j), shift);
+            __m256 tie = _mm256_cmp_ps(d, zero, _CMP_EQ_OQ);
+            rest = _mm256_add_ps(rest, _mm256_andnot_ps(tie, cec_expsum8_avx2(d)));
+            ties = _mm256_add_ps(ties, _mm256_and_ps(tie, _mm256_set1_ps(1.0f)));
+        }
+        _mm256_storeu_ps(rowmax + r, m);
+        /* rest + ties - 1, exact for the small integer ties; -1 for an all -inf row */
+        float u[8];
+        _mm256_storeu_ps(u, _mm256_add_ps(rest, _mm256_sub_ps(ties, _mm256_set1_ps(1.0f))));
+#pragma omp simd
+        for (int l = 0; l < 8; l++) {
+            u[l] = cec_log1p_f32(u[l]);
+        }
+        for (int l = 0; l < 8; l++) {
+            lse[r + l] = (double)u[l];
+        }
+    }
+}
 #endif
 
 #define CEC_CAT3_(a, b, c) a##_##b##_##c
@@ -574,22 +723,32 @@ CEC_ATTR_AVX512 static void cec_block_lse_f32_avx512_rows(const float *x, cec_in
 #if CEC_HAVE_X86_DISPATCH
 #define CEC_ATTR CEC_ATTR_AVX2
 #define CEC_FN(name) CEC_CAT3(cec, name, f32_avx2)
+#define CEC_HAND_WRITTEN_ROW_SUMEXP
+#define CEC_BLOCK_LSE_ROWS cec_block_lse_f32_avx2_rows
+#define CEC_BLOCK_LSE_GROUP 8
 #include "_rowmath_impl.h"
+#undef CEC_HAND_WRITTEN_ROW_SUMEXP
+#undef CEC_BLOCK_LSE_ROWS
+#undef CEC_BLOCK_LSE_GROUP
 #undef CEC_FN
 #undef CEC_ATTR
 #define CEC_ATTR CEC_ATTR_AVX512
 #define CEC_FN(name) CEC_CAT3(cec, name, f32_avx512)
-#define CEC_HAND_WRITTEN_EXPSUM
+#define CEC_HAND_WRITTEN_ROW_SUMEXP
+#define CEC_HAND_WRITTEN_EXPSUM_INPLACE
 #define CEC_HAND_WRITTEN_MAX
 #define CEC_HAND_WRITTEN_ROW_OUT
 #define CEC_HAND_WRITTEN_BCE_LOGITS
-#define CEC_BLOCK_LSE_ROWS16 cec_block_lse_f32_avx512_rows
+#define CEC_BLOCK_LSE_ROWS cec_block_lse_f32_avx512_rows
+#define CEC_BLOCK_LSE_GROUP 16
 #include "_rowmath_impl.h"
-#undef CEC_HAND_WRITTEN_EXPSUM
+#undef CEC_HAND_WRITTEN_ROW_SUMEXP
+#undef CEC_HAND_WRITTEN_EXPSUM_INPLACE
 #undef CEC_HAND_WRITTEN_MAX
 #undef CEC_HAND_WRITTEN_ROW_OUT
 #undef CEC_HAND_WRITTEN_BCE_LOGITS
-#undef CEC_BLOCK_LSE_ROWS16
+#undef CEC_BLOCK_LSE_ROWS
+#undef CEC_BLOCK_LSE_GROUP
 #undef CEC_FN
 #undef CEC_ATTR
 #endif
@@ -686,7 +845,7 @@ static int cec_simd_supported(void)
         return CEC_SIMD_AVX512;
     }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("bmi2")) {
+        __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt")) {
         return CEC_SIMD_AVX2;
     }
 #endif

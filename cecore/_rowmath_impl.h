@@ -27,7 +27,7 @@ CEC_ATTR static CEC_T CEC_FN(row_max)(const CEC_T *x, cec_intp n)
 }
 #endif
 
-#ifndef CEC_HAND_WRITTEN_EXPSUM
+#ifndef CEC_HAND_WRITTEN_ROW_SUMEXP
 /*
  * sum over x_i != shift of exp(x_i - shift), in double, and *n_eq = the number
  * of x_i == shift. With shift the row maximum the row's sum of exponentials is
@@ -76,7 +76,9 @@ CEC_ATTR static double CEC_FN(row_sumexp)(const CEC_T *x, cec_intp n, CEC_T shif
     *n_eq = eq;
     return s;
 }
+#endif
 
+#ifndef CEC_HAND_WRITTEN_EXPSUM_INPLACE
 /* a_i = exp(a_i) for a_i <= 0, flushing results below the normal range to 0. */
 CEC_ATTR static void CEC_FN(expsum_inplace)(CEC_T *a, cec_intp n)
 {
@@ -257,8 +259,8 @@ CEC_ATTR static void CEC_FN(row_sub)(const CEC_T *x, cec_intp n, double shift, d
  * rowmax[i] and lse[i] = logsum relative to the shift, as row_lse returns it;
  * scratch holds at least rows * k elements.
  * Portable version: the shifted rows are packed into scratch so that exp runs
- * as one long vectorised loop. (On AVX-512, float32 blocks of 16 rows take the
- * gather-based version in _rowmath.h first.)
+ * as one long vectorised loop. (On AVX-512 and AVX2, float32 blocks of 16 or 8 rows take
+ * the transposing versions in _rowmath.h first.)
  */
 CEC_ATTR static void CEC_FN(block_lse_packed)(const CEC_T *x, cec_intp rows, cec_intp stride,
                                               cec_intp k, CEC_T *scratch, CEC_T *rowmax,
@@ -299,10 +301,10 @@ CEC_ATTR static void CEC_FN(block_lse)(const CEC_T *x, cec_intp rows, cec_intp s
                                        cec_intp k, CEC_T *scratch, CEC_T *rowmax, double *lse)
 {
     cec_intp done = 0;
-#ifdef CEC_BLOCK_LSE_ROWS16
+#ifdef CEC_BLOCK_LSE_ROWS
     if (k <= 32) {
-        CEC_BLOCK_LSE_ROWS16(x, rows, stride, k, scratch, rowmax, lse);
-        done = rows - rows % 16;
+        CEC_BLOCK_LSE_ROWS(x, rows, stride, k, scratch, rowmax, lse);
+        done = rows - rows % CEC_BLOCK_LSE_GROUP;
     }
 #endif
     CEC_FN(block_lse_packed)(x + done * stride, rows - done, stride, k, scratch,
