@@ -1,0 +1,288 @@
+"""Slow, obviously-correct float64 NumPy twins of cecore's public functions.
+
+Every function here follows the documented semantics of its cecore
+counterpart (PyTorch's for the losses, SciPy's conventions for the
+divergences) with plain NumPy in float64, without any attempt at speed. The
+tests compare cecore against these and, where available, against torch/scipy.
+
+Inputs are converted to float64 first, so a float32 test compares cecore's
+float32 result with the exact-ish value for the same (rounded) inputs.
+"""
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_grad",
+    "cross_entropy",
+    "cross_entropy_grad",
+    "cross_entropy_pq",
+    "entropy",
+    "kl_divergence",
+    "log_softmax",
+    "logsumexp",
+    "nll_loss",
+    "softmax",
+]
+
+
+def _f64(x):
+    return np.array(x, dtype=np.float64, copy=True)
+
+
+def _divide(num, den):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.float64(num) / np.float64(den)
+
+
+def _reduce(loss, reduction, normaliser):
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return np.float64(loss.sum())
+    if reduction == "mean":
+        return _divide(loss.sum(), normaliser)
+    raise ValueError(reduction)
+
+
+# --------------------------------------------------------------------------
+# softmax family
+
+
+def _shift(x):
+    """Row maximum (keepdims) along the last axis, 0 for all -inf rows.
+
+    Like PyTorch/cecore, a +inf maximum is kept (so +inf rows become NaN in
+    log_softmax/softmax); NaN propagates.
+    """
+    with np.errstate(invalid="ignore"):
+        m = np.max(x, axis=-1, keepdims=True) if x.shape[-1] else np.zeros(x.shape[:-1] + (1,))
+    return np.where(m == -np.inf, 0.0, m)
+
+
+def _lse_last(x):
+    m = _shift(x)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        s = np.sum(np.exp(x - m), axis=-1, keepdims=True)
+        return m + np.log(s)
+
+
+def logsumexp(x, axis=-1):
+    """log(sum(exp(x))) along ``axis`` (reduced); all -inf rows give -inf."""
+    x = np.moveaxis(_f64(x), axis, -1)
+    return _lse_last(x)[..., 0]
+
+
+def log_softmax(x, axis=-1):
+    """x - logsumexp(x) along ``axis`` (NaN for all -inf and +inf rows)."""
+    x = np.moveaxis(_f64(x), axis, -1)
+    with np.errstate(invalid="ignore"):
+        out = x - _lse_last(x)
+    return np.moveaxis(out, -1, axis)
+
+
+def softmax(x, axis=-1):
+    """exp(x - max) / sum(exp(x - max)) along ``axis``."""
+    x = np.moveaxis(_f64(x), axis, -1)
+    m = _shift(x)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        e = np.exp(x - m)
+        out = e / np.sum(e, axis=-1, keepdims=True)
+    return np.moveaxis(out, -1, axis)
+
+
+# --------------------------------------------------------------------------
+# losses (PyTorch semantics)
+
+
+def _class_index_terms(logp, target, weight, ignore_index):
+    """Per-position -w_y log p_y, the counted weight w_y and the mask of counted positions."""
+    k = logp.shape[-1]
+    t = np.asarray(target).astype(np.int64)
+    mask = t != ignore_index
+    if np.any(mask & ((t < 0) | (t >= k))):
+        raise ValueError("target out of range")
+    safe = np.where(mask, t, 0)
+    w = np.ones(k) if weight is None else _f64(weight)
+    lp_y = np.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
+    w_y = np.where(mask, w[safe], 0.0)
+    with np.errstate(invalid="ignore"):
+        nll = np.where(mask, -w[safe] * lp_y, 0.0)
+    return nll, w_y, mask, w
+
+
+def cross_entropy(logits, target, axis=-1, weight=None, ignore_index=-100,
+                  label_smoothing=0.0, reduction="mean"):
+    """torch.nn.functional.cross_entropy in float64.
+
+    Integer targets: class indices (``logits``' shape without ``axis``);
+    floating targets: probabilities of ``logits``' shape, where a term with
+    ``w_k t_k == 0`` counts 0 even at ``z_k = -inf`` (cecore's documented
+    deviation from torch).
+    """
+    x = np.moveaxis(_f64(logits), axis, -1)
+    k = x.shape[-1]
+    eps = float(label_smoothing)
+    logp = log_softmax(x, -1)
+    target = np.asarray(target)
+    if target.dtype.kind in "iu":
+        nll, w_y, mask, w = _class_index_terms(logp, target, weight, ignore_index)
+        with np.errstate(invalid="ignore"):
+            smooth = np.where(mask, -np.sum(w * logp, axis=-1), 0.0)
+            loss = (1.0 - eps) * nll + (eps / k) * smooth if eps else nll
+        return _reduce(loss, reduction, w_y.sum())
+    t = np.moveaxis(_f64(target), axis, -1)
+    w = np.ones(k) if weight is None else _f64(weight)
+    wt = w * t
+    with np.errstate(invalid="ignore"):
+        hard = -np.sum(np.where(wt != 0, wt * logp, 0.0), axis=-1)
+        loss = hard
+        if eps:
+            loss = (1.0 - eps) * hard + (eps / k) * -np.sum(w * logp, axis=-1)
+    return _reduce(loss, reduction, loss.size)
+
+
+def nll_loss(log_probs, target, axis=-1, weight=None, ignore_index=-100, reduction="mean"):
+    """torch.nn.functional.nll_loss in float64."""
+    lp = np.moveaxis(_f64(log_probs), axis, -1)
+    nll, w_y, _, _ = _class_index_terms(lp, target, weight, ignore_index)
+    return _reduce(nll, reduction, w_y.sum())
+
+
+def binary_cross_entropy(probs, target, weight=None, reduction="mean"):
+    """torch.nn.functional.binary_cross_entropy (logs clamped at -100)."""
+    p, t = _f64(probs), _f64(target)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lp = np.maximum(np.log(p), -100.0)
+        lq = np.maximum(np.log1p(-p), -100.0)
+        lp = np.where(np.isnan(p), np.nan, lp)
+        lq = np.where(np.isnan(p), np.nan, lq)
+        loss = -(t * lp + (1.0 - t) * lq)
+    if weight is not None:
+        loss = loss * _f64(weight)
+    return _reduce(loss, reduction, loss.size)
+
+
+def binary_cross_entropy_with_logits(logits, target, weight=None, pos_weight=None,
+                                     reduction="mean"):
+    """torch's binary_cross_entropy_with_logits, from its definition
+
+        l = w [pos_weight * t * log(1 + e^-x) + (1 - t) * log(1 + e^x)]
+
+    where both softplus terms come from np.logaddexp (accurate to ~1 ulp and
+    non-negative), so confident predictions keep full relative accuracy.
+    """
+    x, t = _f64(logits), _f64(target)
+    pw = 1.0 if pos_weight is None else _f64(pos_weight)
+    with np.errstate(invalid="ignore"):
+        loss = pw * t * np.logaddexp(0.0, -x) + (1.0 - t) * np.logaddexp(0.0, x)
+    if weight is not None:
+        loss = loss * _f64(weight)
+    loss = np.broadcast_to(loss, x.shape).copy()
+    return _reduce(loss, reduction, loss.size)
+
+
+# --------------------------------------------------------------------------
+# divergences
+
+
+def _weights(measure, k):
+    if measure is None:
+        return np.ones(k)
+    w = _f64(measure)
+    return np.full(k, float(w)) if w.ndim == 0 else w
+
+
+def _finish(s, base):
+    return s if base is None else s / math.log(base)
+
+
+def entropy(p, axis=-1, base=None, measure=None):
+    """-sum w p log p along ``axis``, 0 log 0 = 0."""
+    p = np.moveaxis(_f64(p), axis, -1)
+    w = _weights(measure, p.shape[-1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = np.where(p == 0, 0.0, p * np.log(p))
+    return _finish(-np.sum(w * term, axis=-1), base)
+
+
+def cross_entropy_pq(p, q, axis=-1, base=None, measure=None):
+    """-sum w p log q along ``axis``; 0 log q = 0, p > 0 = q gives +inf."""
+    p, q = np.broadcast_arrays(_f64(p), _f64(q))
+    p, q = np.moveaxis(p, axis, -1), np.moveaxis(q, axis, -1)
+    w = _weights(measure, p.shape[-1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = np.where(p == 0, np.where(np.isnan(q), np.nan, 0.0), p * np.log(q))
+    return _finish(-np.sum(w * term, axis=-1), base)
+
+
+def kl_divergence(p, q, axis=-1, base=None, measure=None):
+    """sum w p log(p / q) along ``axis``; 0 log(0 / q) = 0, p > 0 = q gives +inf."""
+    p, q = np.broadcast_arrays(_f64(p), _f64(q))
+    p, q = np.moveaxis(p, axis, -1), np.moveaxis(q, axis, -1)
+    w = _weights(measure, p.shape[-1])
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = p / q
+        direct = p * np.log(ratio)
+        split = p * (np.log(p) - np.log(q))
+        ok = (ratio > 0) & np.isfinite(ratio)
+        term = np.where(p == 0, np.where(np.isnan(q), np.nan, 0.0), np.where(ok, direct, split))
+    return _finish(np.sum(w * term, axis=-1), base)
+
+
+# --------------------------------------------------------------------------
+# gradients (of the reduced loss; of the sum of the losses for "none")
+
+
+def cross_entropy_grad(logits, target, axis=-1, weight=None, ignore_index=-100,
+                       label_smoothing=0.0, reduction="mean"):
+    """d loss / d logits for cross_entropy, from the closed form
+
+    index targets:  [(1-eps) w_y + eps/K sum_k w_k] softmax - (1-eps) w_y onehot(y) - eps/K w
+    probabilities:  (sum_k w_k t'_k) softmax - w t'
+    times 1/(sum of counted w_y) (index) or 1/N (probabilities) for "mean";
+    0 in ignored rows.
+    """
+    x = np.moveaxis(_f64(logits), axis, -1)
+    k = x.shape[-1]
+    eps = float(label_smoothing)
+    sm = softmax(x, -1)
+    w = np.ones(k) if weight is None else _f64(weight)
+    target = np.asarray(target)
+    if target.dtype.kind in "iu":
+        t = target.astype(np.int64)
+        mask = t != ignore_index
+        safe = np.where(mask, t, 0)
+        w_y = np.where(mask, w[safe], 0.0)
+        onehot = np.eye(k)[safe]
+        g = (((1 - eps) * w_y + eps / k * w.sum())[..., None] * sm
+             - (1 - eps) * w_y[..., None] * onehot - eps / k * w)
+        g = np.where(mask[..., None], g, 0.0)
+        norm = w_y.sum()
+    else:
+        tp = (1 - eps) * np.moveaxis(_f64(target), axis, -1) + eps / k
+        g = np.sum(w * tp, axis=-1, keepdims=True) * sm - w * tp
+        norm = g[..., 0].size
+    if reduction == "mean":
+        g = g * _divide(1.0, norm)
+    return np.moveaxis(g, -1, axis)
+
+
+def binary_cross_entropy_with_logits_grad(logits, target, weight=None, pos_weight=None,
+                                          reduction="mean"):
+    """w [(1 + (p - 1) t) sigmoid(x) - p t], times 1/size for "mean"."""
+    x, t = _f64(logits), _f64(target)
+    pw = 1.0 if pos_weight is None else _f64(pos_weight)
+    with np.errstate(over="ignore"):
+        sig = np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))),
+                       np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
+    g = (1 + (pw - 1) * t) * sig - pw * t
+    if weight is not None:
+        g = g * _f64(weight)
+    g = np.broadcast_to(g, x.shape).copy()
+    if reduction == "mean":
+        g = g / max(g.size, 1) if g.size else g
+    return g
