@@ -17,9 +17,9 @@ and JAX values are all accepted by the check.
 import functools
 import importlib
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

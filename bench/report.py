@@ -18,7 +18,6 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-
 import peers
 
 ENV_VARS = ("PYTHONPATH", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
@@ -134,11 +133,11 @@ def evaluate_targets(results):
             target = (f"per-call time below {label}'s" if minimum == 1
                       else f"≥ {minimum:g}x faster than {label}")
             rows.append(_judge(result, target, result.get(label), result.cecore,
-                               lambda ratio: ratio >= minimum))
+                               lambda ratio, minimum=minimum: ratio >= minimum))
         if workload.floor_max is not None:
             rows.append(_judge(result, f"≤ {workload.floor_max:g}x the read floor",
                                result.cecore, result.floor,
-                               lambda ratio: ratio <= workload.floor_max))
+                               lambda ratio, most=workload.floor_max: ratio <= most))
     return rows
 
 

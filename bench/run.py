@@ -71,7 +71,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-
 import peers
 import report
 from workloads import WORKLOADS
@@ -195,7 +194,7 @@ def measure_impl(impl, label, inputs, n_threads, calls, repeats, available):
         function = impl.prepare(inputs, n_threads)
         value = to_host(function())  # the warm-up call, excluded from timing
         seconds, cores = measure(function, calls, repeats)
-    except Exception as error:  # a peer's failure must not end the run
+    except Exception as error:  # noqa: BLE001 -- a peer's failure must not end the run
         message = f"{type(error).__name__}: {error}".splitlines()[0][:120]
         return Measurement(label, status=f"error: {message}"), None
     finally:
@@ -292,7 +291,7 @@ def load_backends(workloads, n_threads):
             available[name] = peers.load_backend(peers.BACKENDS[name], n_threads)
         except ImportError as error:
             missing[name] = f"not installed ({error})"
-        except Exception as error:  # a broken install: report it, run the others
+        except Exception as error:  # noqa: BLE001 -- a broken install: report it, run the others
             missing[name] = f"failed to load ({type(error).__name__}: {error})"
     if "cecore" in missing:
         raise SystemExit(f"cannot import cecore: {missing['cecore']}; run with PYTHONPATH=.")

@@ -15,11 +15,10 @@ backward) and one entry in ``WORKLOADS``.
 """
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
-
 import peers
 
 

@@ -21,7 +21,8 @@ def demo(n_rows=65536, n_classes=1000, seed=0):
     m = x.max(axis=1, keepdims=True)
     lse = np.log(np.exp(x - m).sum(axis=1)) + m[:, 0]
     reference = np.mean(lse - x[np.arange(n_rows), target])
-    print(f"cecore {cecore.__version__}: cross-entropy of {n_rows:,} x {n_classes:,} float32 logits")
+    print(f"cecore {cecore.__version__}: cross-entropy of "
+          f"{n_rows:,} x {n_classes:,} float32 logits")
     print(f"  loss       {loss:.7f} nats (float64 NumPy reference {reference:.7f})")
     print(f"  perplexity {np.exp(loss):.3f}")
     print(f"  time       {elapsed * 1e3:.2f} ms ({logits.nbytes / elapsed / 1e9:.1f} GB/s)")

@@ -4,8 +4,9 @@
 
 Weights and pos_weight arrive either tiled by the Python layer to the block
 length (a weight that repeats along leading axes: every block sees the same
-arrays, no index arithmetic per element) or, with per_element, at full size. Block sums are added in block order: results are
-bitwise identical for any number of threads.
+arrays, no index arithmetic per element) or, with per_element, at full size.
+Block sums are added in block order: results are bitwise identical for any
+number of threads.
 """
 
 import numpy as np

@@ -13,7 +13,7 @@ import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport INFINITY, isfinite, log
+from libc.math cimport isfinite, log
 
 cdef enum:
     ENTROPY = 0
@@ -56,7 +56,8 @@ cdef void _rows(const floating *p, Py_ssize_t pstride, const floating *q, Py_ssi
         elif w[j] != 0.0:
             # a point of measure zero does not count, even where its term is infinite
             s += w[j] * term
-    out[r] = <floating> (s if kind == KL else -s)
+    # 0.0 - s, not -s: an empty sum is +0, not -0
+    out[r] = <floating> (s if kind == KL else 0.0 - s)
     n_negative[0] = neg
 
 

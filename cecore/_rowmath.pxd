@@ -19,9 +19,10 @@ cdef extern from "_rowmath.h" nogil:
                            double *) noexcept nogil
         void (*row_exp)(const float *, cec_intp, float, float, float *) noexcept nogil
         void (*row_sub)(const float *, cec_intp, double, double, float *) noexcept nogil
-        void (*row_grad)(const float *, const float *, const double *, cec_intp, float, float, float, float,
-                         float *) noexcept nogil
-        void (*block_lse)(const float *, cec_intp, cec_intp, cec_intp, float *, float *, double *) noexcept nogil
+        void (*row_grad)(const float *, const float *, const double *, cec_intp, float, float,
+                         float, float, float *) noexcept nogil
+        void (*block_lse)(const float *, cec_intp, cec_intp, cec_intp, float *, float *,
+                          double *) noexcept nogil
         double (*bce_logits)(const float *, const float *, const float *, const float *,
                              cec_intp, float *) noexcept nogil
         double (*bce_probs)(const float *, const float *, const float *, cec_intp, float *,
@@ -38,8 +39,8 @@ cdef extern from "_rowmath.h" nogil:
                            double *) noexcept nogil
         void (*row_exp)(const double *, cec_intp, double, double, double *) noexcept nogil
         void (*row_sub)(const double *, cec_intp, double, double, double *) noexcept nogil
-        void (*row_grad)(const double *, const double *, const double *, cec_intp, double, double, double, double,
-                         double *) noexcept nogil
+        void (*row_grad)(const double *, const double *, const double *, cec_intp, double,
+                         double, double, double, double *) noexcept nogil
         void (*block_lse)(const double *, cec_intp, cec_intp, cec_intp, double *, double *,
                           double *) noexcept nogil
         double (*bce_logits)(const double *, const double *, const double *, const double *,

@@ -14,7 +14,7 @@ slowed by another process does not hold the others up at the end.
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport INFINITY, NAN, exp, log
+from libc.math cimport INFINITY, NAN, exp
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport calloc, free, malloc
 
@@ -282,11 +282,11 @@ def ce_index_loss(const floating[:, :] logits, const target_t[::1] target,
 
 
 cdef void _ce_prob_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
-                              const floating *t, Py_ssize_t tstride, const double *weight,
-                              double weight_total, double smoothing, double scale,
-                              floating *grad, Py_ssize_t gstride, floating *loss_out,
-                              Py_ssize_t r0, Py_ssize_t r1, _Scratch *s,
-                              double *loss_sum) noexcept nogil:
+                         const floating *t, Py_ssize_t tstride, const double *weight,
+                         double weight_total, double smoothing, double scale,
+                         floating *grad, Py_ssize_t gstride, floating *loss_out,
+                         Py_ssize_t r0, Py_ssize_t r1, _Scratch *s,
+                         double *loss_sum) noexcept nogil:
     """Loss (and, if grad != NULL, gradient) of rows r0..r1 with probability targets.
 
     With t' = (1 - eps) t + eps / k:  loss = sum_j w[j] t'[j] (lse - x[j])    (PyTorch)

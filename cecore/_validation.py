@@ -66,13 +66,20 @@ def check_fraction(value, name):
     return value
 
 
+_INT64 = np.iinfo(np.int64)
+
+
 def check_int(value, name):
+    """An integer that fits in 64 bits (what the kernels take)."""
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an integer, got bool")
     try:
-        return operator.index(value)
+        value = operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+    if not _INT64.min <= value <= _INT64.max:
+        raise ValueError(f"{name} must fit in a 64-bit signed integer, got {value}")
+    return value
 
 
 def as_rows(arr, axis):
@@ -152,7 +159,7 @@ def divide(numerator, denominator):
     """numerator / denominator with IEEE semantics (0/0 = nan, x/0 = +-inf), no warning."""
     if denominator:
         return numerator / denominator
-    if numerator == 0 or numerator != numerator:
+    if numerator == 0 or math.isnan(numerator):
         return math.nan
     return math.copysign(math.inf, numerator) * math.copysign(1.0, denominator)
 

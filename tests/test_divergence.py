@@ -145,7 +145,8 @@ def test_zero_conventions():
     assert cecore.entropy([0.0, 0.0]) == 0.0
     assert cecore.cross_entropy_pq([0.0, 1.0], [0.0, 1.0]) == 0.0
     assert cecore.kl_divergence([0.0, 1.0], [0.0, 1.0]) == 0.0
-    assert cecore.kl_divergence([0.0, 1.0], [0.5, 0.5]) == pytest.approx(math.log(2), rel=1e-15, abs=0)
+    assert cecore.kl_divergence([0.0, 1.0], [0.5, 0.5]) == pytest.approx(
+        math.log(2), rel=1e-15, abs=0)
     assert cecore.kl_divergence([0.5, 0.5], [1.0, 0.0]) == np.inf
     assert cecore.cross_entropy_pq([0.5, 0.5], [1.0, 0.0]) == np.inf
     got = cecore.kl_divergence([[0.5, 0.5], [0.5, 0.5]], [[1.0, 0.0], [0.5, 0.5]])
@@ -373,3 +374,8 @@ def test_bad_base(base):
 def test_base_of_bad_type():
     with pytest.raises(TypeError, match="base"):
         cecore.entropy([0.5, 0.5], base="two")
+
+
+def test_entropy_of_zero_measure_is_positive_zero():
+    h = cecore.entropy([0.5, 0.5], measure=0.0)
+    assert h == 0.0 and not np.signbit(h)

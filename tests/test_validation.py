@@ -329,3 +329,9 @@ def test_errors_do_not_modify_inputs():
         cecore.cross_entropy(logits, target, reduction="none")
     np.testing.assert_array_equal(logits, before[0])
     np.testing.assert_array_equal(target, before[1])
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1], ids=["above", "below"])
+def test_ignore_index_out_of_int64_range(value):
+    with pytest.raises(ValueError, match="ignore_index"):
+        cecore.cross_entropy(np.zeros((2, 3)), np.array([0, 1]), ignore_index=value)
