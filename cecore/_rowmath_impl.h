@@ -300,15 +300,33 @@ CEC_ATTR static void CEC_FN(block_lse_packed)(const CEC_T *x, cec_intp rows, cec
 CEC_ATTR static void CEC_FN(block_lse)(const CEC_T *x, cec_intp rows, cec_intp stride,
                                        cec_intp k, CEC_T *scratch, CEC_T *rowmax, double *lse)
 {
-    cec_intp done = 0;
 #ifdef CEC_BLOCK_LSE_ROWS
     if (k <= 32) {
         CEC_BLOCK_LSE_ROWS(x, rows, stride, k, scratch, rowmax, lse);
-        done = rows - rows % CEC_BLOCK_LSE_GROUP;
+        cec_intp done = rows - rows % CEC_BLOCK_LSE_GROUP;
+        if (done < rows) {
+            /* the last rows go through the same kernel, padded to a full group,
+               so that a row's result never depends on where it sits in a batch */
+            CEC_T pad[CEC_BLOCK_LSE_GROUP * 32], pad_max[CEC_BLOCK_LSE_GROUP];
+            double pad_lse[CEC_BLOCK_LSE_GROUP];
+            for (cec_intp i = 0; i < CEC_BLOCK_LSE_GROUP * k; i++) {
+                pad[i] = 0;
+            }
+            for (cec_intp r = done; r < rows; r++) {
+                memcpy(pad + (r - done) * k, x + r * stride, (size_t)k * sizeof(CEC_T));
+            }
+            CEC_BLOCK_LSE_ROWS(pad, CEC_BLOCK_LSE_GROUP, k, k, scratch, pad_max, pad_lse);
+            for (cec_intp r = done; r < rows; r++) {
+                rowmax[r] = pad_max[r - done];
+                lse[r] = pad_lse[r - done];
+            }
+        }
     }
+    else
 #endif
-    CEC_FN(block_lse_packed)(x + done * stride, rows - done, stride, k, scratch,
-                             rowmax + done, lse + done);
+    {
+        CEC_FN(block_lse_packed)(x, rows, stride, k, scratch, rowmax, lse);
+    }
     for (cec_intp r = 0; r < rows; r++) {
         /* a +inf maximum: lse = +inf unless the row holds a NaN (see row_lse) */
         if (rowmax[r] == CEC_INFINITY) {

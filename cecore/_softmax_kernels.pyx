@@ -134,7 +134,8 @@ cdef _Scratch *_scratch_new(Py_ssize_t rows, Py_ssize_t k, Py_ssize_t itemsize) 
     cdef _Scratch *s = <_Scratch *> malloc(sizeof(_Scratch))
     if s == NULL:
         return NULL
-    s.packed = malloc((rows * k if k <= SMALL_K else 1) * itemsize)
+    # short rows: at least 16 rows' worth (block_lse pads the last rows to a group of 16)
+    s.packed = malloc((max(rows, 16) * k if k <= SMALL_K else 1) * itemsize)
     s.rowmax = malloc(rows * itemsize)
     s.logsum = <double *> malloc(rows * sizeof(double))
     if s.packed == NULL or s.rowmax == NULL or s.logsum == NULL:
