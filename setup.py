@@ -17,7 +17,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["_softmax_kernels", "_binary_kernels", "_divergence_kernels", "_openmp"]
+KERNELS = ["_softmax_kernels", "_binary_kernels", "_divergence_kernels", "_eval_kernels", "_openmp"]
 
 
 def _flag(name, default="1"):
