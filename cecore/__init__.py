@@ -8,6 +8,7 @@ from cecore._config import init_dispatch as _init_dispatch
 from cecore._config import show_config
 from cecore._divergence import cross_entropy_pq, entropy, kl_divergence
 from cecore._evaluate import Evaluator
+from cecore._linear import linear_cross_entropy
 from cecore._losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -28,6 +29,7 @@ __all__ = [
     "cross_entropy_pq",
     "entropy",
     "kl_divergence",
+    "linear_cross_entropy",
     "log_softmax",
     "logsumexp",
     "nll_loss",
