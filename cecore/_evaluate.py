@@ -66,7 +66,9 @@ class Evaluator:
     Each batch is read once, by one fused kernel (log-sum-exp, loss and ranks
     per block of rows); sums are float64 and added in a fixed order, so the
     result does not depend on the thread count, and streaming, merged and
-    one-shot evaluation of the same data agree to float64 rounding.
+    one-shot evaluation of the same data agree to float64 rounding (to float32
+    rounding for float32 logits of at most 32 classes on AVX-512, where a
+    row's log-sum-exp depends on its place in the batch at that level).
 
     Parameters
     ----------

@@ -185,8 +185,10 @@ def test_integer_valued_logits_have_many_ties(rng):
         assert ev.result()[f"accuracy@{k}"] == np.mean(ranks < k)
 
 
-def test_streaming_merged_and_one_shot_agree(rng):
-    logits, target = make_data(rng, 5000, 300, np.float32)
+# float32 rows of K <= 32 on AVX-512: see test_row_loss_does_not_depend_on_the_batch
+@pytest.mark.parametrize("k, rtol", [(300, 1e-13), (20, 1e-6)])
+def test_streaming_merged_and_one_shot_agree(rng, k, rtol):
+    logits, target = make_data(rng, 5000, k, np.float32)
     one_shot = cecore.Evaluator(topk=(1, 5))
     one_shot.update(logits, target)
     streamed = cecore.Evaluator(topk=(1, 5))
@@ -200,9 +202,24 @@ def test_streaming_merged_and_one_shot_agree(rng):
     for got in (streamed.result(), merged.result()):
         assert got.keys() == want.keys()
         for key in want:
-            np.testing.assert_allclose(got[key], want[key], rtol=1e-13, err_msg=key)
+            np.testing.assert_allclose(got[key], want[key], rtol=rtol, err_msg=key)
         assert got["count"] == want["count"]
         assert got["accuracy@5"] == want["accuracy@5"]
+
+
+@pytest.mark.xfail(
+    cecore._config.simd_level() == "avx512", strict=True,
+    reason="core: on AVX-512, block_lse gives float32 rows of K <= 32 in whole 16-row groups "
+           "a log-sum-exp from float32 sums and a float32 log, the other rows a float64 one, "
+           "so a row's loss depends on its place in the batch (up to ~2 float32 ulp)",
+)
+def test_row_loss_does_not_depend_on_the_batch(rng):
+    logits = rng.standard_normal((3000, 20)).astype(np.float32)  # blocks of 46 rows
+    target = rng.integers(0, 20, 3000)
+    whole = cecore.cross_entropy(logits, target, reduction="none")
+    one_by_one = [cecore.cross_entropy(logits[i:i + 1], target[i:i + 1], reduction="none")[0]
+                  for i in range(3000)]
+    np.testing.assert_array_equal(whole, one_by_one)
 
 
 def test_identical_for_any_thread_count(rng):
