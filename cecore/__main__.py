@@ -98,7 +98,7 @@ def check_files(logits, targets, axis, names):
 class Progress:
     """A one-line progress bar on ``stream`` (rows, GB/s, ETA), drawn only on a terminal."""
 
-    def __init__(self, total_rows, bytes_per_row, stream=sys.stderr, interval=0.2):
+    def __init__(self, total_rows, bytes_per_row, stream, interval=0.2):
         self.total, self.bytes_per_row, self.stream = total_rows, bytes_per_row, stream
         self.enabled = stream is not None and stream.isatty()
         self.interval = interval
@@ -128,13 +128,15 @@ class Progress:
 
 def evaluate_files(logits_path, targets_path, *, axis=-1, ignore_index=-100,
                    label_smoothing=0.0, topk=(1,), batch_rows=None, n_threads=None,
-                   progress=sys.stderr):
+                   progress=True):
     """Evaluate LOGITS against TARGETS (.npy files), memory-mapped, batch by batch.
 
     Batches are slices along the first axis other than the class axis (rows,
-    for 2-D logits). Returns ``(metrics, info)``: the Evaluator's result and a
-    dict with the files' shapes and dtypes, ``positions``, ``seconds`` and
-    ``gb_per_s`` (logits bytes read per second). Raises CommandError for
+    for 2-D logits). ``progress``: True for a bar on sys.stderr, False for
+    none, or a stream (a bar is only drawn on a terminal). Returns ``(metrics,
+    info)``: the Evaluator's result and a dict with the files' shapes and
+    dtypes, ``positions``, ``seconds`` and ``gb_per_s`` (logits bytes read per
+    second). Raises CommandError for
     unreadable files, wrong dtypes or mismatched shapes, and ValueError for a
     target out of range (named by its index in TARGETS).
     """
@@ -150,7 +152,8 @@ def evaluate_files(logits_path, targets_path, *, axis=-1, ignore_index=-100,
     if batch_rows is None:
         batch_rows = max(1, BATCH_BYTES // max(row_bytes, 1))
     inner = targets.size // n_batch if n_batch else 0  # targets per batch row
-    bar = Progress(n_batch, row_bytes, progress)
+    stream = sys.stderr if progress is True else progress or None
+    bar = Progress(n_batch, row_bytes, stream)
     start = time.perf_counter()
     try:
         for first in range(0, n_batch, batch_rows):

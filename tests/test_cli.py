@@ -176,6 +176,15 @@ def test_progress_bar_only_on_a_terminal(tmp_path, rng):
     pipe = io.StringIO()
     evaluate_files(*paths, batch_rows=100, progress=pipe)
     assert pipe.getvalue() == ""
+    evaluate_files(*paths, batch_rows=100, progress=False)  # no stream at all
+
+
+def test_progress_goes_to_the_current_stderr(tmp_path, rng, monkeypatch):
+    paths = save(tmp_path, **dict(zip(("logits", "targets"), make_data(rng), strict=True)))
+    terminal = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["eval", *paths, "--json", "--batch-rows", "500"]) == 0
+    assert "1,000/1,000 rows" in terminal.getvalue()
 
 
 def run_cli(*argv, cwd):
