@@ -50,6 +50,10 @@ def time_text(seconds):
     return f"{seconds * 1e3:.2f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} µs"
 
 
+def megabytes_text(nbytes):
+    return "n/a" if nbytes is None else f"{nbytes / 1e6:,.1f} MB"
+
+
 def ratio_text(ratio):
     return "n/a" if ratio is None else f"{ratio:.2f}x" if ratio < 10 else f"{ratio:.1f}x"
 
@@ -131,9 +135,13 @@ def evaluate_targets(results):
         workload = result.workload
         for label, minimum in workload.speedups.items():
             target = (f"per-call time below {label}'s" if minimum == 1
+                      else f"≥ {minimum:.0%} of {label}'s throughput" if minimum < 1
                       else f"≥ {minimum:g}x faster than {label}")
             rows.append(_judge(result, target, result.get(label), result.cecore,
                                lambda ratio, minimum=minimum: ratio >= minimum))
+        for label, maximum in workload.memory_max.items():
+            rows.append(_judge_memory(result, f"peak memory ≤ {maximum:g}x {label}'s",
+                                      result.get(label), maximum))
         if workload.floor_max is not None:
             rows.append(_judge(result, f"≤ {workload.floor_max:g}x the read floor",
                                result.cecore, result.floor,
@@ -155,6 +163,33 @@ def _judge(result, target, numerator, denominator, passes):
     if any(m is not None and m.mismatch for m in (numerator, denominator)):
         status += " (**results disagree**)"
     return result.workload.name, target, measured, status
+
+
+def _judge_memory(result, target, peer, maximum):
+    """A targets row judging peak memory(cecore) / peak memory(peer) <= maximum."""
+    cecore = result.cecore
+    if result.skipped:
+        return result.workload.name, target, "", f"n/a ({result.skipped})"
+    if cecore is None or peer is None or not cecore.peak_bytes or not peer.peak_bytes:
+        return result.workload.name, target, "", "n/a"
+    ratio = cecore.peak_bytes / peer.peak_bytes
+    measured = (f"{ratio:.3f}x ({megabytes_text(cecore.peak_bytes)} / "
+                f"{megabytes_text(peer.peak_bytes)})")
+    return result.workload.name, target, measured, "PASS" if ratio <= maximum else "MISS"
+
+
+def memory_table(results):
+    """Peak memory of the workloads that measured it, or "" if none did."""
+    rows = [(r.workload.name if m is r.measurements[0] else "", m.label,
+             megabytes_text(m.peak_bytes) if m.ok else m.status,
+             ratio_text(m.peak_bytes / r.cecore.peak_bytes)
+             if m.peak_bytes and r.cecore.peak_bytes else "n/a")
+            for r in results if r.workload.peak_memory and not r.skipped
+            for m in r.measurements]
+    if not rows:
+        return ""
+    return markdown_table(("workload", "implementation", "peak memory added by a call",
+                           "/ cecore"), rows)
 
 
 def mismatch_warning(results):
@@ -228,8 +263,17 @@ def render_console(results, context):
     header = f"threads: {context.threads}"
     if context.quick:
         header += "  (QUICK RUN: not representative)"
-    parts = [header, results_table(results), targets_table(results), mismatch_warning(results)]
+    parts = [header, results_table(results), memory_table(results), targets_table(results),
+             mismatch_warning(results)]
     return "\n\n".join(filter(None, parts))
+
+
+def memory_section(results):
+    table = memory_table(results)
+    if not table:
+        return ""
+    return ("## Peak memory\n\nResident memory added at the peak of one call (see "
+            f"Methodology).\n\n{table}\n\n")
 
 
 def render_markdown(results, context):
@@ -267,7 +311,7 @@ the relative difference of the result from cecore's (tolerance 1e-4).
 
 {results_table(results)}
 
-{warning}## Targets
+{memory_section(results)}{warning}## Targets
 
 {targets_table(results)}
 

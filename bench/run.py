@@ -16,7 +16,8 @@ Methodology
   workload from the same seed: logits 2 * N(0, 1), uniform integer targets
   (0/1 floats for binary). They are freed after the workload.
 - Thread control: cecore and scikit-learn get ``n_threads=N``; PyTorch
-  ``torch.set_num_threads(N)``. JAX: XLA_FLAGS such as
+  ``torch.set_num_threads(N)``; NumPy's BLAS (linear workload)
+  threadpoolctl's limit of N, when threadpoolctl is installed. JAX: XLA_FLAGS such as
   ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=N`` were
   measured to have no effect on the XLA CPU client's thread count (jaxlib
   0.10; it sizes its pool from the CPU affinity mask), so none are set; when N
@@ -55,11 +56,20 @@ Methodology
   is to memory-bound. GB/s counts the logits' bytes only.
 - Ratios are of median times: "/ cecore" is time(impl) / time(cecore), so 12x
   means cecore is 12 times faster; "/ floor" is time(impl) / time(read floor).
+- Peak memory (workloads that ask for it, e.g. linear): after the samples, one
+  more call with the process's peak resident set size reset through
+  /proc/self/clear_refs (Linux); reported is the peak during the call minus
+  the resident size before it, so every library's allocations count (NumPy,
+  BLAS, PyTorch), not only Python's. Free heap memory is first returned to
+  the system (glibc malloc_trim), so that reused memory shows too. A
+  library's own cache (PyTorch's allocator keeps none on the CPU) would
+  not; "n/a" where /proc is missing.
 - ``--quick`` divides the number of rows by 16, the per-call repeats by 10 and
   takes 3 samples: for checking that the harness works, not for numbers.
 """
 
 import argparse
+import ctypes
 import functools
 import gc
 import os
@@ -102,6 +112,7 @@ class Measurement:
     seconds: float = None  # median time per call
     cores: float = None  # process CPU time / wall time while sampling
     rel_error: float = None  # against cecore's result; None for cecore and floors
+    peak_bytes: int = None  # peak resident memory added by one call, if measured
 
     @property
     def ok(self):
@@ -136,6 +147,43 @@ def time_sample(function, calls):
     for _ in range(calls):
         function()
     return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _resident_and_peak_kb():
+    """(VmRSS, VmHWM) of this process in kB, from /proc/self/status."""
+    fields = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0])
+    return fields["VmRSS"], fields["VmHWM"]
+
+
+def _release_free_heap():
+    """Return free malloc memory to the system (glibc's malloc_trim), if available.
+
+    Otherwise memory that earlier calls freed stays resident and is reused
+    without raising the peak: an allocation would not show.
+    """
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def peak_memory(function):
+    """Bytes by which one call of ``function`` raises the resident set at its peak, or None."""
+    _release_free_heap()
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # resets VmHWM to the current VmRSS (Linux >= 4.0)
+        before, _ = _resident_and_peak_kb()
+        function()
+        _, peak = _resident_and_peak_kb()
+    except OSError:
+        return None
+    return max(peak - before, 0) * 1024
 
 
 def measure(function, calls, repeats):
@@ -185,7 +233,7 @@ def _log(text):
     print(text, file=sys.stderr, flush=True)
 
 
-def measure_impl(impl, label, inputs, n_threads, calls, repeats, available):
+def measure_impl(impl, label, inputs, n_threads, calls, repeats, available, peak=False):
     """(Measurement, warm-up result or None) of one implementation on ``inputs``."""
     if impl.backend not in available:
         return Measurement(label, status=f"n/a: {impl.backend} not installed"), None
@@ -194,13 +242,15 @@ def measure_impl(impl, label, inputs, n_threads, calls, repeats, available):
         function = impl.prepare(inputs, n_threads)
         value = to_host(function())  # the warm-up call, excluded from timing
         seconds, cores = measure(function, calls, repeats)
+        gc.collect()
+        peak_bytes = peak_memory(function) if peak else None
     except Exception as error:  # noqa: BLE001 -- a peer's failure must not end the run
         message = f"{type(error).__name__}: {error}".splitlines()[0][:120]
         return Measurement(label, status=f"error: {message}"), None
     finally:
         function = None  # frees JAX device copies and the like before clean-up
         _release_memory(impl.backend)
-    return Measurement(label, seconds=seconds, cores=cores), value
+    return Measurement(label, seconds=seconds, cores=cores, peak_bytes=peak_bytes), value
 
 
 def _release_memory(backend):
@@ -222,7 +272,7 @@ def run_workload(workload, n_threads, repeats, available):
     inputs = workload.make_inputs(workload.shape, workload.dtype, np.random.default_rng(SEED))
     measure_on_inputs = functools.partial(measure_impl, inputs=inputs, n_threads=n_threads,
                                           calls=workload.calls, repeats=repeats,
-                                          available=available)
+                                          available=available, peak=workload.peak_memory)
 
     cecore, reference = measure_on_inputs(workload.cecore, workload.cecore.label)
     if reference is None:
@@ -246,7 +296,8 @@ def run_workload(workload, n_threads, repeats, available):
 
 
 def _log_measurement(m, workload=None):
-    _log(f"  {m.label:<36} {report.time_text(m.seconds) if m.ok else m.status}")
+    memory = f"  peak +{report.megabytes_text(m.peak_bytes)}" if m.peak_bytes is not None else ""
+    _log(f"  {m.label:<36} {report.time_text(m.seconds) if m.ok else m.status}{memory}")
     if m.mismatch:
         _log(f"  !!! MISMATCH: {m.label} disagrees with cecore on {workload.name}: "
              f"relative difference {m.rel_error:.2e} > {TOLERANCE:g}")

@@ -6,7 +6,10 @@ peers, and its targets. Adding a workload, or a peer to one, is a few lines
 here; the implementations live in peers.py.
 
 Targets: ``speedups`` maps a peer's label to the minimum time(peer) /
-time(cecore); ``floor_max`` is the maximum time(cecore) / time(read floor).
+time(cecore) (below 1: the fraction of the peer's throughput cecore must
+reach); ``floor_max`` is the maximum time(cecore) / time(read floor);
+``memory_max`` maps a peer's label to the maximum peak memory(cecore) /
+peak memory(peer), measured when ``peak_memory`` is set.
 
 For example, the loss-and-gradient workload "cls-grad" below is an ``Impl``
 per library in peers.py (``CECORE_CE_GRAD`` and ``CE_GRAD_PEERS``, whose
@@ -15,6 +18,7 @@ backward) and one entry in ``WORKLOADS``.
 """
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -65,6 +69,8 @@ class Workload:
     read_floor: bool = True  # time the read floor for this workload
     calls: int = 1  # calls per timed sample (> 1 for per-call overhead)
     min_threads: int = 1  # skipped when --threads is lower
+    peak_memory: bool = False  # also measure each implementation's peak memory
+    memory_max: dict = field(default_factory=dict)
 
     def quick(self, shrink=16):
         """This workload with fewer rows and calls, for --quick."""
@@ -103,4 +109,19 @@ WORKLOADS = (
     Workload("train-step", "SGD step, linear 1,024 -> 1,000, F.cross_entropy vs cecore.torch",
              (8_192, 1_000), "float32", linear_model_inputs, peers.CECORE_TORCH_STEP,
              (peers.TORCH_STEP,), speedups={"torch": 1}, read_floor=False),
+    # Evaluation at scale: the Evaluator and the CLI against the bare kernel's throughput
+    Workload("eval", "Evaluator.update over batches vs the bare kernel", (65_536, 1_000),
+             "float32", class_index_inputs, peers.CECORE_EVALUATOR, (peers.CECORE_BARE,),
+             speedups={peers.CECORE_BARE.label: 0.8}),
+    Workload("eval-cli", "cecore eval on a .npy file vs the bare kernel", (65_536, 1_000),
+             "float32", class_index_inputs, peers.CECORE_EVAL_CLI, (peers.CECORE_BARE,),
+             speedups={peers.CECORE_BARE.label: 0.8}),
+    # With --quick (256 rows) one default chunk (64 MB of logits) holds every row, so the
+    # memory targets only mean something at full size (measured: 67 MB vs 524 MB
+    # materialised and 1,048 MB for torch's reference path).
+    Workload("linear", "linear layer + cross-entropy, D = 1,024 (shape: the logits')",
+             (4_096, 32_000), "float32", functools.partial(peers.linear_inputs, d=1_024),
+             peers.CECORE_LINEAR, peers.LINEAR_PEERS, read_floor=False, peak_memory=True,
+             speedups={peers.LINEAR_PEERS[0].label: 0.9},
+             memory_max={peers.LINEAR_PEERS[0].label: 0.25, peers.LINEAR_PEERS[1].label: 0.25}),
 )

@@ -7,6 +7,8 @@ behind a small NumPy API with PyTorch's and SciPy's semantics. See README.md.
 from cecore._config import init_dispatch as _init_dispatch
 from cecore._config import show_config
 from cecore._divergence import cross_entropy_pq, entropy, kl_divergence
+from cecore._evaluate import Evaluator
+from cecore._linear import linear_cross_entropy
 from cecore._losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -19,6 +21,7 @@ from cecore._version import __version__
 _init_dispatch()
 
 __all__ = [
+    "Evaluator",
     "__version__",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
@@ -26,6 +29,7 @@ __all__ = [
     "cross_entropy_pq",
     "entropy",
     "kl_divergence",
+    "linear_cross_entropy",
     "log_softmax",
     "logsumexp",
     "nll_loss",

@@ -14,19 +14,18 @@ slowed by another process does not hold the others up at the end.
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport INFINITY, NAN, exp
+from libc.math cimport exp
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport calloc, free, malloc
 
-from cecore._rowmath cimport (block_lse, cec_dispatch_init, cec_simd_level, row_exp, row_grad,
-                              row_lse, row_sub, row_tdot, row_wsum)
+from cecore._rowmath cimport (cec_dispatch_init, cec_simd_level, row_exp, row_grad, row_sub,
+                              row_tdot, row_wsum)
+from cecore._rows cimport (SMALL_K, Scratch, class_index_loss, logsum_of_probs, lse_rows,
+                           scratch_free, scratch_new, shift_of)
 
 ctypedef fused target_t:
     int32_t
     int64_t
-
-# Rows of at most this many classes go through the packed block path.
-cdef Py_ssize_t SMALL_K = 32
 
 
 def dispatch_init(int requested):
@@ -88,70 +87,6 @@ cdef class _BlockSums:
         return loss, weight, bad
 
 
-cdef inline floating *_row(const floating *x, Py_ssize_t r, Py_ssize_t stride) noexcept nogil:
-    return <floating *> (x + r * stride)
-
-
-cdef void _lse_rows(const floating *x, Py_ssize_t rows, Py_ssize_t stride, Py_ssize_t k,
-                    floating *scratch, floating *rowmax, double *logsum) noexcept nogil:
-    """Row maxima and log-sum-exps for r < rows, split as (see row_lse)
-
-        log sum_j exp(x[r, j]) = _shift(rowmax[r]) + logsum[r]
-
-    Callers form lse - x[r, j] as logsum[r] + (shift - x[r, j]): rounding lse
-    first would lose logsum next to a huge shift.
-    """
-    cdef Py_ssize_t r
-    if k <= SMALL_K:
-        block_lse(x, rows, stride, k, scratch, rowmax, logsum)
-        return
-    for r in range(rows):
-        logsum[r] = row_lse(_row(x, r, stride), k, &rowmax[r])
-
-
-cdef inline double _shift(floating rowmax) noexcept nogil:
-    """The shift of a row: its maximum, or 0 when that is -inf (no finite entry)."""
-    return 0.0 if rowmax == -INFINITY else rowmax
-
-
-cdef inline double _logsum_of_probs(double logsum, double shift) noexcept nogil:
-    """logsum for forming log-probabilities lse - x: NaN when the shift is +inf.
-
-    A row holding +inf has lse = +inf but no log-probabilities (inf - inf);
-    log_softmax, softmax and the losses are NaN for it, as in PyTorch.
-    """
-    return NAN if shift == INFINITY else logsum
-
-
-cdef struct _Scratch:
-    void *packed     # SMALL_K path: rows * k elements
-    void *rowmax     # rows elements
-    double *logsum   # rows doubles
-
-
-cdef _Scratch *_scratch_new(Py_ssize_t rows, Py_ssize_t k, Py_ssize_t itemsize) noexcept nogil:
-    """Per-thread work space, or NULL if out of memory."""
-    cdef _Scratch *s = <_Scratch *> malloc(sizeof(_Scratch))
-    if s == NULL:
-        return NULL
-    # short rows: at least 16 rows' worth (block_lse pads the last rows to a group of 16)
-    s.packed = malloc((max(rows, 16) * k if k <= SMALL_K else 1) * itemsize)
-    s.rowmax = malloc(rows * itemsize)
-    s.logsum = <double *> malloc(rows * sizeof(double))
-    if s.packed == NULL or s.rowmax == NULL or s.logsum == NULL:
-        _scratch_free(s)
-        return NULL
-    return s
-
-
-cdef void _scratch_free(_Scratch *s) noexcept nogil:
-    if s != NULL:
-        free(s.packed)
-        free(s.rowmax)
-        free(s.logsum)
-        free(s)
-
-
 cdef inline Py_ssize_t _stride(Py_ssize_t byte_stride, Py_ssize_t itemsize):
     return byte_stride // itemsize
 
@@ -160,12 +95,12 @@ cdef void _ce_index_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
                           const target_t *target, const double *weight, double weight_total,
                           Py_ssize_t ignore_index, double smoothing, double scale,
                           floating *grad, Py_ssize_t gstride, floating *loss_out,
-                          Py_ssize_t r0, Py_ssize_t r1, _Scratch *s, double *loss_sum,
+                          Py_ssize_t r0, Py_ssize_t r1, Scratch *s, double *loss_sum,
                           double *weight_sum, Py_ssize_t *first_bad) noexcept nogil:
     """Loss (and, if grad != NULL, gradient) of rows r0..r1 with class-index targets.
 
     loss = (1 - eps) w[y] (lse - x[y]) + eps / k sum_j w[j] (lse - x[j])    (PyTorch)
-    with lse - x[j] = logsum + (shift - x[j]) (see _lse_rows)
+    with lse - x[j] = logsum + (shift - x[j]) (see lse_rows in _rows.pxd)
     d loss / d x[j] = scale [((1 - eps) w[y] + eps W / k) softmax(x)[j]
                              - (1 - eps) w[y] [j == y] - eps w[j] / k],  W = sum_j w[j]
     Ignored rows, and rows whose target is out of range (the first is reported
@@ -177,8 +112,7 @@ cdef void _ce_index_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
     cdef double logsum, shift, wy, loss, total = 0.0, wtotal = 0.0
     cdef const floating *xr
     cdef floating *gr
-    _lse_rows(x + r0 * stride, r1 - r0, stride, k, <floating *> s.packed,
-              <floating *> s.rowmax, s.logsum)
+    lse_rows(x + r0 * stride, r1 - r0, stride, k, s)
     for r in range(r0, r1):
         y = target[r]
         xr = x + r * stride
@@ -192,13 +126,10 @@ cdef void _ce_index_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
                 for j in range(k):
                     gr[j] = 0
             continue
-        shift = _shift((<floating *> s.rowmax)[r - r0])
-        logsum = _logsum_of_probs(s.logsum[r - r0], shift)
+        shift = shift_of((<floating *> s.rowmax)[r - r0])
+        logsum = logsum_of_probs(s.logsum[r - r0], shift)
         wy = 1.0 if weight == NULL else weight[y]
-        loss = (1.0 - smoothing) * wy * (logsum + (shift - xr[y]))
-        if smoothing != 0.0:
-            loss = loss + smoothing / k * (logsum * weight_total
-                                           - row_wsum(weight, xr, k, shift))
+        loss = class_index_loss(xr, k, y, logsum, shift, wy, weight, weight_total, smoothing)
         if loss_out != NULL:
             loss_out[r] = <floating> loss
         total = total + loss
@@ -248,13 +179,13 @@ def ce_index_loss(const floating[:, :] logits, const target_t[::1] target,
     cdef Py_ssize_t b
     cdef int failed = 0
     cdef int *failed_flag = &failed  # written from inside the parallel region
-    cdef _Scratch *s = NULL
+    cdef Scratch *s = NULL
     if n == 0:
         return 0.0, 0.0, -1
     # one thread: a plain loop (entering an OpenMP region costs ~1 us per call)
     if n_threads == 1:
         with nogil:
-            s = _scratch_new(brows, k, sizeof(floating))
+            s = scratch_new(brows, k, sizeof(floating))
             if s != NULL:
                 for b in range(nblocks):
                     _ce_index_block(&logits[0, 0], stride, k, &target[0], w, weight_total,
@@ -263,11 +194,11 @@ def ce_index_loss(const floating[:, :] logits, const target_t[::1] target,
                                     &sums.weight[b], &sums.bad[b])
             else:
                 failed_flag[0] = 1
-            _scratch_free(s)
+            scratch_free(s)
     else:
         with nogil, parallel(num_threads=n_threads):
             # assigned inside the parallel block, so each thread has its own
-            s = _scratch_new(brows, k, sizeof(floating))
+            s = scratch_new(brows, k, sizeof(floating))
             if s != NULL:
                 for b in prange(nblocks, schedule="guided"):
                     _ce_index_block(&logits[0, 0], stride, k, &target[0], w, weight_total,
@@ -276,7 +207,7 @@ def ce_index_loss(const floating[:, :] logits, const target_t[::1] target,
                                     &sums.weight[b], &sums.bad[b])
             else:
                 failed_flag[0] = 1
-            _scratch_free(s)
+            scratch_free(s)
     if failed:
         raise MemoryError("cecore: could not allocate kernel scratch space")
     return sums.totals()
@@ -286,7 +217,7 @@ cdef void _ce_prob_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
                          const floating *t, Py_ssize_t tstride, const double *weight,
                          double weight_total, double smoothing, double scale,
                          floating *grad, Py_ssize_t gstride, floating *loss_out,
-                         Py_ssize_t r0, Py_ssize_t r1, _Scratch *s,
+                         Py_ssize_t r0, Py_ssize_t r1, Scratch *s,
                          double *loss_sum) noexcept nogil:
     """Loss (and, if grad != NULL, gradient) of rows r0..r1 with probability targets.
 
@@ -300,13 +231,12 @@ cdef void _ce_prob_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
     cdef double logsum, shift, loss, tw, tx, total = 0.0
     cdef const floating *xr
     cdef const floating *tr
-    _lse_rows(x + r0 * stride, r1 - r0, stride, k, <floating *> s.packed,
-              <floating *> s.rowmax, s.logsum)
+    lse_rows(x + r0 * stride, r1 - r0, stride, k, s)
     for r in range(r0, r1):
         xr = x + r * stride
         tr = t + r * tstride
-        shift = _shift((<floating *> s.rowmax)[r - r0])
-        logsum = _logsum_of_probs(s.logsum[r - r0], shift)
+        shift = shift_of((<floating *> s.rowmax)[r - r0])
+        logsum = logsum_of_probs(s.logsum[r - r0], shift)
         tx = row_tdot(tr, weight, xr, k, shift, &tw)
         loss = (1.0 - smoothing) * (logsum * tw - tx)
         if smoothing != 0.0:
@@ -345,13 +275,13 @@ def ce_prob_loss(const floating[:, :] logits, const floating[:, :] target,
     cdef Py_ssize_t b
     cdef int failed = 0
     cdef int *failed_flag = &failed  # written from inside the parallel region
-    cdef _Scratch *s = NULL
+    cdef Scratch *s = NULL
     if n == 0:
         return 0.0
     # one thread: a plain loop (entering an OpenMP region costs ~1 us per call)
     if n_threads == 1:
         with nogil:
-            s = _scratch_new(brows, k, sizeof(floating))
+            s = scratch_new(brows, k, sizeof(floating))
             if s != NULL:
                 for b in range(nblocks):
                     _ce_prob_block(&logits[0, 0], stride, k, &target[0, 0], tstride, w,
@@ -359,11 +289,11 @@ def ce_prob_loss(const floating[:, :] logits, const floating[:, :] target,
                                    b * brows, min(n, (b + 1) * brows), s, &sums.loss[b])
             else:
                 failed_flag[0] = 1
-            _scratch_free(s)
+            scratch_free(s)
     else:
         with nogil, parallel(num_threads=n_threads):
             # assigned inside the parallel block, so each thread has its own
-            s = _scratch_new(brows, k, sizeof(floating))
+            s = scratch_new(brows, k, sizeof(floating))
             if s != NULL:
                 for b in prange(nblocks, schedule="guided"):
                     _ce_prob_block(&logits[0, 0], stride, k, &target[0, 0], tstride, w,
@@ -371,7 +301,7 @@ def ce_prob_loss(const floating[:, :] logits, const floating[:, :] target,
                                    b * brows, min(n, (b + 1) * brows), s, &sums.loss[b])
             else:
                 failed_flag[0] = 1
-            _scratch_free(s)
+            scratch_free(s)
     if failed:
         raise MemoryError("cecore: could not allocate kernel scratch space")
     return sums.totals()[0]
@@ -425,19 +355,18 @@ def nll_loss(const floating[:, :] log_probs, const target_t[::1] target,
 
 cdef void _softmax_block(const floating *x, Py_ssize_t stride, Py_ssize_t k, floating *out,
                          Py_ssize_t ostride, int mode, Py_ssize_t r0, Py_ssize_t r1,
-                         _Scratch *s) noexcept nogil:
+                         Scratch *s) noexcept nogil:
     """mode 0: lse (out is (n,)); 1: log_softmax; 2: softmax (out is (n, k))."""
     cdef Py_ssize_t r
     cdef double logsum, shift
-    _lse_rows(x + r0 * stride, r1 - r0, stride, k, <floating *> s.packed,
-              <floating *> s.rowmax, s.logsum)
+    lse_rows(x + r0 * stride, r1 - r0, stride, k, s)
     for r in range(r0, r1):
         logsum = s.logsum[r - r0]
-        shift = _shift((<floating *> s.rowmax)[r - r0])
+        shift = shift_of((<floating *> s.rowmax)[r - r0])
         if mode == 0:
             out[r] = <floating> (shift + logsum)
             continue
-        logsum = _logsum_of_probs(logsum, shift)
+        logsum = logsum_of_probs(logsum, shift)
         if mode == 1:
             row_sub(x + r * stride, k, shift, logsum, out + r * ostride)
         else:
@@ -456,13 +385,13 @@ def softmax_rows(const floating[:, :] x, floating[:, :] out, int mode, int n_thr
     cdef Py_ssize_t b
     cdef int failed = 0
     cdef int *failed_flag = &failed  # written from inside the parallel region
-    cdef _Scratch *s = NULL
+    cdef Scratch *s = NULL
     if n == 0:
         return
     # one thread: a plain loop (entering an OpenMP region costs ~1 us per call)
     if n_threads == 1:
         with nogil:
-            s = _scratch_new(brows, k, sizeof(floating))
+            s = scratch_new(brows, k, sizeof(floating))
             if s != NULL:
                 for b in range(nblocks):
                     _softmax_block(&x[0, 0], stride, k, &out[0, 0],
@@ -470,11 +399,11 @@ def softmax_rows(const floating[:, :] x, floating[:, :] out, int mode, int n_thr
                                    b * brows, min(n, (b + 1) * brows), s)
             else:
                 failed_flag[0] = 1
-            _scratch_free(s)
+            scratch_free(s)
     else:
         with nogil, parallel(num_threads=n_threads):
             # assigned inside the parallel block, so each thread has its own
-            s = _scratch_new(brows, k, sizeof(floating))
+            s = scratch_new(brows, k, sizeof(floating))
             if s != NULL:
                 for b in prange(nblocks, schedule="guided"):
                     _softmax_block(&x[0, 0], stride, k, &out[0, 0],
@@ -482,6 +411,6 @@ def softmax_rows(const floating[:, :] x, floating[:, :] out, int mode, int n_thr
                                    b * brows, min(n, (b + 1) * brows), s)
             else:
                 failed_flag[0] = 1
-            _scratch_free(s)
+            scratch_free(s)
     if failed:
         raise MemoryError("cecore: could not allocate kernel scratch space")

@@ -310,9 +310,10 @@ def test_version():
 
 
 def test_public_api():
-    expected = {"__version__", "binary_cross_entropy", "binary_cross_entropy_with_logits",
-                "cross_entropy", "cross_entropy_pq", "entropy", "kl_divergence", "log_softmax",
-                "logsumexp", "nll_loss", "show_config", "softmax"}
+    expected = {"__version__", "Evaluator", "binary_cross_entropy",
+                "binary_cross_entropy_with_logits", "cross_entropy", "cross_entropy_pq",
+                "entropy", "kl_divergence", "linear_cross_entropy", "log_softmax", "logsumexp",
+                "nll_loss", "show_config", "softmax"}
     assert set(cecore.__all__) == expected
     for name in expected:
         assert hasattr(cecore, name)

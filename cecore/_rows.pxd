@@ -1,0 +1,95 @@
+# cython: language_level=3
+"""Row machinery shared by the kernel modules (_softmax_kernels, _eval_kernels).
+
+Per-thread scratch space, the log-sum-exp of a block of rows (split as shift +
+logsum, see row_lse in _rowmath_impl.h) and the class-index cross-entropy of
+one row. Inline, so each module compiles its own copy and calls stay free.
+"""
+
+from cython cimport floating
+from libc.math cimport INFINITY, NAN
+from libc.stdlib cimport free, malloc
+
+from cecore._rowmath cimport block_lse, row_lse, row_wsum
+
+# Rows of at most this many classes go through block_lse (several rows at once).
+cdef enum:
+    SMALL_K = 32
+
+
+cdef struct Scratch:
+    void *packed     # SMALL_K path: at least 16 rows' worth of elements
+    void *rowmax     # rows elements
+    double *logsum   # rows doubles
+
+
+cdef inline void scratch_free(Scratch *s) noexcept nogil:
+    if s != NULL:
+        free(s.packed)
+        free(s.rowmax)
+        free(s.logsum)
+        free(s)
+
+
+cdef inline Scratch *scratch_new(Py_ssize_t rows, Py_ssize_t k,
+                                 Py_ssize_t itemsize) noexcept nogil:
+    """Per-thread work space for blocks of up to `rows` rows, or NULL if out of memory."""
+    cdef Scratch *s = <Scratch *> malloc(sizeof(Scratch))
+    if s == NULL:
+        return NULL
+    # short rows: block_lse pads the last rows of a block to a group of 16
+    s.packed = malloc((max(rows, 16) * k if k <= SMALL_K else 1) * itemsize)
+    s.rowmax = malloc(rows * itemsize)
+    s.logsum = <double *> malloc(rows * sizeof(double))
+    if s.packed == NULL or s.rowmax == NULL or s.logsum == NULL:
+        scratch_free(s)
+        return NULL
+    return s
+
+
+cdef inline void lse_rows(const floating *x, Py_ssize_t rows, Py_ssize_t stride, Py_ssize_t k,
+                          Scratch *s) noexcept nogil:
+    """Row maxima and log-sum-exps of rows r < rows into s, split as (see row_lse)
+
+        log sum_j exp(x[r, j]) = shift_of(rowmax[r]) + logsum[r]
+
+    Callers form lse - x[r, j] as logsum[r] + (shift - x[r, j]): rounding lse
+    first would lose logsum next to a huge shift.
+    """
+    cdef Py_ssize_t r
+    cdef floating *rowmax = <floating *> s.rowmax
+    if k <= SMALL_K:
+        block_lse(x, rows, stride, k, <floating *> s.packed, rowmax, s.logsum)
+        return
+    for r in range(rows):
+        s.logsum[r] = row_lse(x + r * stride, k, &rowmax[r])
+
+
+cdef inline double shift_of(floating rowmax) noexcept nogil:
+    """The shift of a row: its maximum, or 0 when that is -inf (no finite entry)."""
+    return 0.0 if rowmax == -INFINITY else rowmax
+
+
+cdef inline double logsum_of_probs(double logsum, double shift) noexcept nogil:
+    """logsum for forming log-probabilities lse - x: NaN when the shift is +inf.
+
+    A row holding +inf has lse = +inf but no log-probabilities (inf - inf);
+    log_softmax, softmax and the losses are NaN for it, as in PyTorch.
+    """
+    return NAN if shift == INFINITY else logsum
+
+
+cdef inline double class_index_loss(const floating *xr, Py_ssize_t k, Py_ssize_t y,
+                                    double logsum, double shift, double wy,
+                                    const double *weight, double weight_total,
+                                    double smoothing) noexcept nogil:
+    """Cross-entropy of one row with target y (PyTorch semantics):
+
+        (1 - eps) w[y] (lse - x[y]) + eps / k sum_j w[j] (lse - x[j])
+
+    with lse - x[j] = logsum + (shift - x[j]) and logsum from logsum_of_probs.
+    """
+    cdef double loss = (1.0 - smoothing) * wy * (logsum + (shift - xr[y]))
+    if smoothing != 0.0:
+        loss = loss + smoothing / k * (logsum * weight_total - row_wsum(weight, xr, k, shift))
+    return loss

@@ -1,0 +1,373 @@
+"""cecore.Evaluator: streaming cross-entropy and top-k accuracy.
+
+References: cecore.cross_entropy for the loss (itself checked against PyTorch
+and float64 NumPy in test_losses.py), a float64 NumPy formula, and PyTorch's
+cross_entropy / argmax / topk where installed.
+"""
+
+import math
+import pickle
+import zlib
+
+import numpy as np
+import pytest
+
+import cecore
+
+try:
+    import torch
+except ImportError:  # pragma: no cover - torch is optional
+    torch = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="needs torch")
+
+
+@pytest.fixture
+def rng(request):
+    """A generator seeded from the test's id: reproducible, different per test."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+def reference_ranks(logits, target):
+    """rank = #{j : x_j > x_y} + #{j < y : x_j == x_y} per row, NaN above every number."""
+    x = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(target)
+    xy = x[np.arange(len(y)), y][:, None]
+    before = np.arange(x.shape[1])[None, :] < y[:, None]
+    nan, y_nan = np.isnan(x), np.isnan(xy)
+    greater = (x > xy) | (nan & ~y_nan)
+    tie = (x == xy) | (nan & y_nan)
+    return np.sum(greater | (tie & before), axis=1)
+
+
+def reference_result(logits, target, *, weight=None, ignore_index=-100, label_smoothing=0.0,
+                     topk=(1,)):
+    """The expected result() of one update with 2-D logits."""
+    keep = target != ignore_index
+    loss = cecore.cross_entropy(logits.astype(np.float64), target, weight=weight,
+                                ignore_index=ignore_index, label_smoothing=label_smoothing)
+    ranks = reference_ranks(logits[keep], target[keep])
+    count = int(keep.sum())
+    expected = {"loss": float(loss), "bits": float(loss) / math.log(2),
+                "perplexity": math.exp(loss)}
+    for k in topk:
+        expected[f"accuracy@{k}"] = np.sum(ranks < k) / count if count else math.nan
+    expected["count"] = count
+    return expected
+
+
+def assert_result_close(got, expected, rtol):
+    assert list(got) == list(expected)
+    for key, value in expected.items():
+        if key.startswith("accuracy") or key == "count":
+            assert got[key] == value or (math.isnan(value) and math.isnan(got[key])), key
+        else:
+            np.testing.assert_allclose(got[key], value, rtol=rtol, err_msg=key)
+
+
+def make_data(rng, n, k, dtype=np.float32, ignore_fraction=0.1, boost=4.0):
+    """Logits 2 N(0, 1) with the target's logit raised by ``boost`` in half the rows."""
+    logits = (rng.standard_normal((n, k)) * 2).astype(dtype)
+    target = rng.integers(0, k, n)
+    hit = rng.random(n) < 0.5
+    logits[hit, target[hit]] += dtype(boost)
+    target[rng.random(n) < ignore_fraction] = -100
+    return logits, target
+
+
+@pytest.mark.parametrize("k", [1, 3, 16, 32, 33, 1000, 2500])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matches_reference(rng, k, dtype):
+    logits, target = make_data(rng, 300, k, dtype)
+    ev = cecore.Evaluator(topk=(1, 2, 5, 600))
+    ev.update(logits, target)
+    expected = reference_result(logits, target, topk=(1, 2, 5, 600))
+    assert_result_close(ev.result(), expected, rtol=1e-6 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_options_match_cross_entropy(rng, label_smoothing, weighted):
+    logits, target = make_data(rng, 500, 40, np.float64)
+    weight = rng.random(40) + 0.5 if weighted else None
+    target[target == -100] = 7  # ignore_index may be a valid class: those rows are skipped
+    ev = cecore.Evaluator(weight=weight, ignore_index=7, label_smoothing=label_smoothing,
+                          topk=(1, 3))
+    ev.update(logits, target)
+    expected = reference_result(logits, target, weight=weight, ignore_index=7,
+                                label_smoothing=label_smoothing, topk=(1, 3))
+    assert_result_close(ev.result(), expected, rtol=1e-12)
+
+
+@needs_torch
+@pytest.mark.parametrize("weighted", [False, True])
+def test_matches_torch(rng, weighted):
+    logits, target = make_data(rng, 2000, 100, np.float32)
+    weight = (rng.random(100) + 0.5).astype(np.float32) if weighted else None
+    ev = cecore.Evaluator(weight=weight, label_smoothing=0.1, topk=(1, 5))
+    ev.update(logits, target)
+    got = ev.result()
+    x, y = torch.from_numpy(logits.astype(np.float64)), torch.from_numpy(target)
+    w = None if weight is None else torch.from_numpy(weight.astype(np.float64))
+    loss = torch.nn.functional.cross_entropy(x, y, weight=w, label_smoothing=0.1).item()
+    keep = y != -100
+    top5 = torch.topk(x[keep], 5, dim=1).indices  # continuous data: no ties
+    np.testing.assert_allclose(got["loss"], loss, rtol=1e-6)
+    assert got["accuracy@1"] == (x[keep].argmax(1) == y[keep]).double().mean().item()
+    assert got["accuracy@5"] == (top5 == y[keep][:, None]).any(1).double().mean().item()
+    assert got["count"] == keep.sum().item()
+
+
+@needs_torch
+def test_top1_is_torch_argmax_with_ties_nan_and_inf():
+    inf, nan = math.inf, math.nan
+    logits = np.array([
+        [1.0, 1.0, 1.0, 1.0],
+        [0.0, 2.0, 2.0, 1.0],
+        [1.0, nan, 3.0, nan],
+        [nan, nan, nan, nan],
+        [-inf, -inf, -inf, -inf],
+        [1.0, inf, inf, 0.0],
+        [-inf, 0.0, -inf, 0.0],
+    ])
+    argmax = torch.from_numpy(logits).argmax(1).numpy()
+    for dtype in (np.float32, np.float64):
+        for target in (argmax, (argmax + 1) % 4, np.full(7, 3), np.full(7, 2)):
+            ev = cecore.Evaluator(topk=(1, 2, 3))
+            ev.update(logits.astype(dtype), target)
+            ranks = reference_ranks(logits, target)
+            result = ev.result()
+            assert result["accuracy@1"] == np.mean(argmax == target)
+            for k in (1, 2, 3):
+                assert result[f"accuracy@{k}"] == np.mean(ranks < k)
+
+
+def test_ties_go_to_the_lower_index():
+    logits = np.zeros((4, 6), dtype=np.float32)  # every class tied: rank = y
+    ev = cecore.Evaluator(topk=(1, 2, 3))
+    ev.update(logits, np.array([0, 1, 2, 5]))
+    assert ev.result()["accuracy@1"] == 0.25
+    assert ev.result()["accuracy@2"] == 0.5
+    assert ev.result()["accuracy@3"] == 0.75
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rank_counting_stops_at_the_largest_k(rng, dtype):
+    # long rows (several count chunks) and ranks right at the k boundaries, with the
+    # larger logits placed before, after and on both sides of the target
+    k_classes, ks = 3000, (1, 2, 7, 8, 9, 600)
+    rows, targets = [], []
+    for rank in (0, 1, 6, 7, 8, 9, 599, 600, 601, 2999):
+        for layout in ("before", "after", "both"):
+            x = rng.standard_normal(k_classes).astype(dtype)
+            y = {"before": k_classes - 1, "after": 0, "both": k_classes // 2}[layout]
+            x[y] = 10
+            others = np.delete(np.arange(k_classes), y)
+            chosen = rng.choice(others, size=rank, replace=False)
+            x[chosen] = 20
+            rows.append(x)
+            targets.append(y)
+    logits, target = np.array(rows), np.array(targets)
+    ev = cecore.Evaluator(topk=ks)
+    ev.update(logits, target)
+    ranks = reference_ranks(logits, target)
+    for k in ks:
+        assert ev.result()[f"accuracy@{k}"] == np.mean(ranks < k)
+
+
+def test_integer_valued_logits_have_many_ties(rng):
+    logits = rng.integers(-3, 4, size=(3000, 50)).astype(np.float32)
+    target = rng.integers(0, 50, 3000)
+    ev = cecore.Evaluator(topk=(1, 2, 5, 10, 49, 50))
+    ev.update(logits, target)
+    ranks = reference_ranks(logits, target)
+    for k in (1, 2, 5, 10, 49, 50):
+        assert ev.result()[f"accuracy@{k}"] == np.mean(ranks < k)
+
+
+# float32 rows of K <= 32 on AVX-512: see test_row_loss_does_not_depend_on_the_batch
+@pytest.mark.parametrize("k, rtol", [(300, 1e-13), (20, 1e-6)])
+def test_streaming_merged_and_one_shot_agree(rng, k, rtol):
+    logits, target = make_data(rng, 5000, k, np.float32)
+    one_shot = cecore.Evaluator(topk=(1, 5))
+    one_shot.update(logits, target)
+    streamed = cecore.Evaluator(topk=(1, 5))
+    parts = [cecore.Evaluator(topk=(1, 5)) for _ in range(3)]
+    bounds = np.sort(rng.choice(np.arange(1, 5000), size=20, replace=False))
+    for i, (a, b) in enumerate(zip(np.r_[0, bounds], np.r_[bounds, 5000], strict=True)):
+        streamed.update(logits[a:b], target[a:b])
+        parts[i % 3].update(logits[a:b], target[a:b])
+    merged = parts[0].merge(parts[1]).merge(parts[2])
+    want = one_shot.result()
+    for got in (streamed.result(), merged.result()):
+        assert got.keys() == want.keys()
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=rtol, err_msg=key)
+        assert got["count"] == want["count"]
+        assert got["accuracy@5"] == want["accuracy@5"]
+
+
+def test_row_loss_does_not_depend_on_the_batch(rng):
+    logits = rng.standard_normal((3000, 20)).astype(np.float32)  # blocks of 46 rows
+    target = rng.integers(0, 20, 3000)
+    whole = cecore.cross_entropy(logits, target, reduction="none")
+    one_by_one = [cecore.cross_entropy(logits[i:i + 1], target[i:i + 1], reduction="none")[0]
+                  for i in range(3000)]
+    np.testing.assert_array_equal(whole, one_by_one)
+
+
+def test_identical_for_any_thread_count(rng):
+    logits, target = make_data(rng, 20000, 64, np.float32)
+    results = []
+    for n_threads in (1, 2, 3):
+        ev = cecore.Evaluator(topk=(1, 5), n_threads=n_threads, label_smoothing=0.1)
+        ev.update(logits, target)
+        results.append((ev.loss_sum, ev.weight_sum, ev.count, ev.hits))
+    assert results[0] == results[1] == results[2]
+
+
+def test_layouts_and_dtypes(rng):
+    base, target = make_data(rng, 200, 20, np.float64)
+    ev = cecore.Evaluator(topk=(1, 3))
+    ev.update(base, target)
+    want = ev.result()
+    variants = [
+        (base.astype(">f8"), target),  # byte-swapped
+        (np.asfortranarray(base), target.astype(np.int32)),
+        (base[:, ::-1].copy()[:, ::-1], target.astype(np.int16)),  # negative strides
+        (base.T, target, 0),  # classes along axis 0
+        (base.reshape(10, 20, 20).transpose(0, 2, 1), target.reshape(10, 20), 1),
+    ]
+    for logits, t, *axis in variants:
+        ev = cecore.Evaluator(axis=axis[0] if axis else -1, topk=(1, 3))
+        ev.update(logits, t)
+        assert ev.result() == pytest.approx(want, rel=1e-13)
+    readonly = base.copy()
+    readonly.flags.writeable = False
+    ev = cecore.Evaluator(topk=(1, 3))
+    ev.update(readonly, target)
+    assert ev.result() == pytest.approx(want, rel=1e-13)
+
+
+def test_float16_is_evaluated_in_float32(rng):
+    logits, target = make_data(rng, 300, 30, np.float16)
+    ev = cecore.Evaluator(topk=(1, 5))
+    ev.update(logits, target)
+    expected = reference_result(logits.astype(np.float32), target, topk=(1, 5))
+    assert_result_close(ev.result(), expected, rtol=1e-6)
+
+
+def test_empty_and_all_ignored():
+    assert math.isnan(cecore.Evaluator().result()["loss"])
+    ev = cecore.Evaluator(topk=(1, 5))
+    ev.update(np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.int64))
+    ev.update(np.ones((3, 4)), np.full(3, -100))
+    result = ev.result()
+    assert result["count"] == 0
+    assert all(math.isnan(result[key]) for key in ("loss", "bits", "perplexity",
+                                                   "accuracy@1", "accuracy@5"))
+
+
+def test_result_keys_and_units():
+    ev = cecore.Evaluator(topk=[5, 1, 5])  # sorted, repeats dropped
+    assert ev.topk == (1, 5)
+    ev.update(np.log(np.array([[0.5, 0.25, 0.25]])), np.array([1]))
+    result = ev.result()
+    assert list(result) == ["loss", "bits", "perplexity", "accuracy@1", "accuracy@5", "count"]
+    assert result["loss"] == pytest.approx(math.log(4), rel=1e-15)
+    assert result["bits"] == pytest.approx(2.0, rel=1e-15)
+    assert result["perplexity"] == pytest.approx(4.0, rel=1e-15)
+    assert result["accuracy@1"] == 0.0 and result["accuracy@5"] == 1.0
+    no_accuracy = cecore.Evaluator(topk=())
+    no_accuracy.update(np.zeros((2, 3)), np.array([0, 1]))
+    assert list(no_accuracy.result()) == ["loss", "bits", "perplexity", "count"]
+
+
+def test_perplexity_overflows_to_inf():
+    ev = cecore.Evaluator()
+    ev.update(np.array([[0.0, -1000.0]]), np.array([1]))
+    assert ev.result()["loss"] == pytest.approx(1000.0)
+    assert ev.result()["perplexity"] == math.inf
+
+
+def test_pickle_round_trip_and_merge(rng):
+    logits, target = make_data(rng, 400, 10, np.float64)
+    weight = rng.random(10)
+    a = cecore.Evaluator(weight=weight, topk=(1, 2))
+    a.update(logits[:150], target[:150])
+    b = pickle.loads(pickle.dumps(a))
+    assert b.result() == a.result()
+    b.update(logits[150:], target[150:])
+    c = cecore.Evaluator(weight=weight, topk=(1, 2))
+    c.update(logits[150:], target[150:])
+    assert a.merge(c).result() == pytest.approx(b.result(), rel=1e-14)
+
+
+def test_merge_checks_options():
+    with pytest.raises(TypeError, match="can only merge an Evaluator"):
+        cecore.Evaluator().merge({"loss": 1.0})
+    for options in ({"topk": (1, 5)}, {"ignore_index": 0}, {"label_smoothing": 0.1},
+                    {"weight": [1.0, 2.0]}):
+        with pytest.raises(ValueError, match="different options"):
+            cecore.Evaluator().merge(cecore.Evaluator(**options))
+    a = cecore.Evaluator(weight=[1.0, 2.0])
+    a.merge(cecore.Evaluator(weight=np.array([1, 2])))  # same weights, other dtype
+    a.reset()
+    assert a.count == 0 and a.hits == (0,)
+
+
+def test_bad_target_names_it_and_leaves_the_totals_unchanged(rng):
+    logits, target = make_data(rng, 50, 5, np.float32, ignore_fraction=0)
+    ev = cecore.Evaluator()
+    ev.update(logits, target)
+    before = ev.result()
+    bad = target.copy()
+    bad[37] = 5
+    with pytest.raises(ValueError, match=r"target\[37\] = 5 is out of range"):
+        ev.update(logits, bad)
+    bad[37] = -1
+    with pytest.raises(ValueError, match=r"target\[37\] = -1 is out of range"):
+        ev.update(logits, bad)
+    assert ev.result() == before
+
+
+@pytest.mark.parametrize(
+    "options, error, match",
+    [
+        ({"topk": 0}, ValueError, "topk values must be >= 1"),
+        ({"topk": (1, -2)}, ValueError, "topk values must be >= 1"),
+        ({"topk": "1"}, TypeError, "topk must be an integer"),
+        ({"topk": (1.5,)}, TypeError, "topk must be an integer"),
+        ({"label_smoothing": 1.5}, ValueError, "label_smoothing must be in"),
+        ({"ignore_index": 1.0}, TypeError, "ignore_index must be an integer"),
+        ({"axis": "x"}, TypeError, "axis must be an integer"),
+        ({"weight": [[1.0]]}, ValueError, "weight must be 1-D"),
+        ({"weight": ["a"]}, TypeError, "weight must be a real numeric array"),
+        ({"n_threads": 0}, ValueError, "n_threads must be >= 1"),
+    ],
+)
+def test_bad_options(options, error, match):
+    with pytest.raises(error, match=match):
+        cecore.Evaluator(**options)
+
+
+@pytest.mark.parametrize(
+    "logits, target, options, error, match",
+    [
+        (np.zeros((3, 4)), np.zeros(3), {}, TypeError, "integer class indices"),
+        (np.zeros((3, 4)), np.zeros(4, dtype=int), {}, ValueError, r"target has shape \(4,\)"),
+        (np.zeros((3, 4)), np.zeros(3, dtype=int), {"weight": np.ones(3)}, ValueError,
+         r"weight must have shape \(4,\)"),
+        (np.zeros((3, 0)), np.zeros(3, dtype=int), {}, ValueError, "zero classes"),
+        (np.zeros((3, 4)), np.zeros(3, dtype=int), {"axis": 2}, ValueError, "out of range"),
+        (np.zeros((3, 4), dtype=complex), np.zeros(3, dtype=int), {}, TypeError, "complex"),
+    ],
+)
+def test_bad_batches(logits, target, options, error, match):
+    with pytest.raises(error, match=match):
+        cecore.Evaluator(**options).update(logits, target)
+
+
+def test_exported():
+    assert "Evaluator" in cecore.__all__
+    assert repr(cecore.Evaluator(topk=(1, 5))).startswith("Evaluator(count=0")
