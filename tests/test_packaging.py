@@ -119,6 +119,8 @@ def test_mypy_strict_accepts_typed_use_and_rejects_misuse(tmp_path):
 
 
 def test_stubs_match_the_runtime(tmp_path):
-    run = _mypy(["mypy.stubtest", "cecore", "--allowlist", str(HERE / "stubtest_allowlist.txt"),
+    # only the modules with a stub: others (e.g. optional integrations) may not import here
+    stubbed = sorted(f"cecore.{p.stem}" for p in PACKAGE.glob("*.pyi"))
+    run = _mypy(["mypy.stubtest", *stubbed, "--allowlist", str(HERE / "stubtest_allowlist.txt"),
                  "--mypy-config-file", os.devnull], tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
