@@ -1,0 +1,19 @@
+# Stub for the compiled module cecore/_binary_kernels.pyx (private; validated input only).
+from typing import Any, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+_Floats: TypeAlias = npt.NDArray[np.floating[Any]]  # 1-D, contiguous, float32 or float64
+
+BLOCK: int
+
+def dispatch_init(requested: int) -> int: ...
+def bce_logits_loss(
+    logits: _Floats, target: _Floats, pos_weight: _Floats, weight: _Floats, block: int,
+    per_element: bool, loss_out: _Floats, scale: float, grad: _Floats, n_threads: int,
+) -> float: ...
+def bce_probs_loss(
+    probs: _Floats, target: _Floats, weight: _Floats, block: int, per_element: bool,
+    loss_out: _Floats, n_threads: int,
+) -> tuple[float, int]: ...

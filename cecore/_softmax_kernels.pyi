@@ -1,0 +1,25 @@
+# Stub for the compiled module cecore/_softmax_kernels.pyx (private; validated input only).
+from typing import Any, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+_Floats: TypeAlias = npt.NDArray[np.floating[Any]]  # float32 or float64, rows contiguous
+_Targets: TypeAlias = npt.NDArray[np.int32] | npt.NDArray[np.int64]
+
+def dispatch_init(requested: int) -> int: ...
+def simd_level() -> int: ...
+def block_rows(n_rows: int, k: int) -> int: ...
+def ce_index_loss(
+    logits: _Floats, target: _Targets, weight: npt.NDArray[np.float64], ignore_index: int,
+    label_smoothing: float, scale: float, grad: _Floats, loss_out: _Floats, n_threads: int,
+) -> tuple[float, float, int]: ...
+def ce_prob_loss(
+    logits: _Floats, target: _Floats, weight: npt.NDArray[np.float64], label_smoothing: float,
+    scale: float, grad: _Floats, loss_out: _Floats, n_threads: int,
+) -> float: ...
+def nll_loss(
+    log_probs: _Floats, target: _Targets, weight: npt.NDArray[np.float64], ignore_index: int,
+    loss_out: _Floats, n_threads: int,
+) -> tuple[float, float, int]: ...
+def softmax_rows(x: _Floats, out: _Floats, mode: int, n_threads: int) -> None: ...
