@@ -122,5 +122,6 @@ def test_stubs_match_the_runtime(tmp_path):
     # only the modules with a stub: others (e.g. optional integrations) may not import here
     stubbed = sorted(f"cecore.{p.stem}" for p in PACKAGE.glob("*.pyi"))
     run = _mypy(["mypy.stubtest", *stubbed, "--allowlist", str(HERE / "stubtest_allowlist.txt"),
+                 "--ignore-unused-allowlist",  # which Cython attributes exist varies by version
                  "--mypy-config-file", os.devnull], tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
