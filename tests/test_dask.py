@@ -52,10 +52,12 @@ def assert_result_equal(got, want, rtol=1e-13):
 SMALL_K_FLOAT32_RTOL = 1e-6
 
 
-def test_import_cecore_does_not_import_dask():
+def test_import_cecore_does_not_import_dask(tmp_path):
     code = "import sys, cecore; sys.exit('dask' in sys.modules)"
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(cecore.__file__)))
-    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=60).returncode == 0
+    # from an empty directory: `python -c` puts the working directory first on sys.path
+    run = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, timeout=60)
+    assert run.returncode == 0
 
 
 @pytest.mark.parametrize("chunks", [1000, 300, (1, 998, 1), 7])  # 7: a 3-level merge tree
