@@ -116,12 +116,12 @@ WORKLOADS = (
     Workload("eval-cli", "cecore eval on a .npy file vs the bare kernel", (65_536, 1_000),
              "float32", class_index_inputs, peers.CECORE_EVAL_CLI, (peers.CECORE_BARE,),
              speedups={peers.CECORE_BARE.label: 0.8}),
-    # With --quick (256 rows) one default chunk (64 MB of logits) holds every row, so the
+    # The issue asks for a time and peak-memory comparison: time is reported, memory is a
+    # target. With --quick (256 rows) one default chunk (64 MB of logits) holds every row, so the
     # memory targets only mean something at full size (measured: 67 MB vs 524 MB
     # materialised and 1,048 MB for torch's reference path).
     Workload("linear", "linear layer + cross-entropy, D = 1,024 (shape: the logits')",
              (4_096, 32_000), "float32", functools.partial(peers.linear_inputs, d=1_024),
              peers.CECORE_LINEAR, peers.LINEAR_PEERS, read_floor=False, peak_memory=True,
-             speedups={peers.LINEAR_PEERS[0].label: 0.9},
              memory_max={peers.LINEAR_PEERS[0].label: 0.25, peers.LINEAR_PEERS[1].label: 0.25}),
 )
