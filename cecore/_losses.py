@@ -7,7 +7,9 @@ from cecore import _binary_kernels, _softmax_kernels
 from cecore._threads import resolve_n_threads
 from cecore._validation import (
     as_float_array,
+    as_result,
     as_rows,
+    cast,
     check_fraction,
     check_int,
     check_reduction,
@@ -24,8 +26,8 @@ def _reduce(total, normaliser, per_row, reduction, batch_shape, result_dtype):
     if reduction == "none":
         return per_row.reshape(batch_shape).astype(result_dtype, copy=False)
     if reduction == "sum":
-        return result_dtype.type(total)
-    return result_dtype.type(divide(total, normaliser))
+        return as_result(total, result_dtype)
+    return as_result(divide(total, normaliser), result_dtype)
 
 
 _FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -167,7 +169,7 @@ def cross_entropy(
                 f"{logits_shape}"
             )
         t_arr, _ = as_float_array(t, "target")
-        t_rows = as_rows(t_arr.astype(rows.dtype, copy=False), axis)
+        t_rows = as_rows(cast(t_arr, rows.dtype), axis)
         scale = divide(1.0, n) if return_grad and reduction == "mean" else 1.0
         grad_rows, finish = _gradient_buffer(return_grad, out, rows, (t_rows,), logits_shape,
                                              axis, in_dtype)
@@ -213,7 +215,7 @@ def _gradient_buffer(wanted, out, rows, inputs, shape, axis, in_dtype):
     if out is None:
         grad_rows = np.empty_like(rows)
         grad = np.moveaxis(grad_rows.reshape(moved_shape), -1, axis)
-        return grad_rows, lambda: np.ascontiguousarray(grad.astype(in_dtype, copy=False))
+        return grad_rows, lambda: np.ascontiguousarray(cast(grad, in_dtype))
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
     if out.shape != shape or out.dtype != in_dtype:
@@ -242,7 +244,8 @@ def _gradient_buffer(wanted, out, rows, inputs, shape, axis, in_dtype):
     grad_rows = np.empty_like(rows)
 
     def finish():
-        np.copyto(moved, grad_rows.reshape(moved_shape), casting="same_kind")
+        with np.errstate(over="ignore"):
+            np.copyto(moved, grad_rows.reshape(moved_shape), casting="same_kind")
         return out
 
     return grad_rows, finish
@@ -310,7 +313,7 @@ def _bce_inputs(x, target, name, weights):
         raise ValueError(f"target has shape {t.shape}, expected {name}'s shape {arr.shape}")
     dtype = arr.dtype
     x_flat = np.ascontiguousarray(arr).reshape(-1)
-    t_flat = np.ascontiguousarray(t, dtype=dtype).reshape(-1)
+    t_flat = np.ascontiguousarray(cast(t, dtype)).reshape(-1)
     size = x_flat.size
     periods = {
         key: trailing_broadcast(value, arr.shape, key, dtype)
@@ -339,8 +342,8 @@ def _bce_finish(total, losses, size, reduction, shape, result_dtype):
     if reduction == "none":
         return losses.reshape(shape).astype(result_dtype, copy=False)
     if reduction == "sum":
-        return result_dtype.type(total)
-    return result_dtype.type(divide(total, size))
+        return as_result(total, result_dtype)
+    return as_result(divide(total, size), result_dtype)
 
 
 def binary_cross_entropy_with_logits(

@@ -4,7 +4,7 @@ import numpy as np
 
 from cecore import _softmax_kernels
 from cecore._threads import resolve_n_threads
-from cecore._validation import logits_rows
+from cecore._validation import cast, logits_rows
 
 _LSE, _LOG_SOFTMAX, _SOFTMAX = 0, 1, 2
 
@@ -19,7 +19,7 @@ def _row_transform(x, axis, mode, n_threads, name="x"):
     else:
         moved = batch_shape + (k,)
         result = np.moveaxis(out.reshape(moved), -1, axis)
-    return result.astype(in_dtype, copy=False)
+    return cast(result, in_dtype)
 
 
 def logsumexp(x, axis=-1, *, n_threads=None):

@@ -164,6 +164,30 @@ def divide(numerator, denominator):
     return math.copysign(math.inf, numerator) * math.copysign(1.0, denominator)
 
 
+# Doubles at or above this magnitude round to inf in float32 (FLT_MAX + half an ulp).
+_FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
+
+
+def as_result(value, dtype):
+    """The Python float ``value`` as a NumPy scalar of ``dtype`` (float32 or float64).
+
+    A value beyond float32's range becomes +-inf, as in the kernels, without
+    NumPy's "overflow encountered in cast" RuntimeWarning.
+    """
+    if dtype.itemsize == 4 and abs(value) >= _FLOAT32_OVERFLOW:
+        value = math.copysign(math.inf, value)
+    return dtype.type(value)
+
+
+def cast(arr, dtype):
+    """``arr`` as ``dtype`` (no copy if it already is); values out of range become
+    +-inf without a RuntimeWarning (IEEE semantics, as everywhere in cecore)."""
+    if arr.dtype == dtype:
+        return arr
+    with np.errstate(over="ignore"):
+        return arr.astype(dtype)
+
+
 def trailing_broadcast(value, shape, name, dtype):
     """``value`` broadcast over the trailing axes of ``shape`` it spans.
 
@@ -184,7 +208,7 @@ def trailing_broadcast(value, shape, name, dtype):
             f"{name} with shape {v.shape} does not broadcast to the input's shape {shape}"
         ) from None
     trailing = tuple(shape[len(shape) - v.ndim:]) if v.ndim else ()
-    return np.ascontiguousarray(np.broadcast_to(v, trailing), dtype=dtype).reshape(-1)
+    return np.ascontiguousarray(cast(np.broadcast_to(v, trailing), dtype)).reshape(-1)
 
 
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))

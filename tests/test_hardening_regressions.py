@@ -1,0 +1,52 @@
+"""Regression tests for bugs the hardening suites found in cecore's Python layer.
+
+Each test is minimal and deterministic; the fuzz suite
+(tests/test_hardening_fuzz.py) found or would find each of them again.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import cecore
+
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+# -- results that overflow the result dtype --------------------------------
+
+
+@pytest.mark.parametrize("call", [
+    lambda: cecore.cross_entropy(np.array([[F32_MAX, -F32_MAX]] * 3, np.float32),
+                                 np.array([1, 1, 1]), reduction="sum"),
+    lambda: cecore.nll_loss(np.full((3, 2), -F32_MAX, np.float32), np.array([1, 1, 1]),
+                            reduction="sum"),
+    lambda: cecore.binary_cross_entropy_with_logits(np.full(3, F32_MAX, np.float32),
+                                                    np.zeros(3, np.float32), reduction="sum"),
+    lambda: cecore.log_softmax(np.array([65504, -65504], np.float16)),
+    lambda: cecore.cross_entropy(np.zeros((2, 3), np.float32), np.full((2, 3), 1e300)),
+    lambda: cecore.binary_cross_entropy_with_logits(np.zeros(3, np.float32), np.full(3, 1e300)),
+    lambda: cecore.binary_cross_entropy_with_logits(np.zeros(3, np.float32), np.zeros(3),
+                                                    weight=np.full(3, 1e300)),
+], ids=["ce sum", "nll sum", "bce sum", "float16 log_softmax", "ce float64 target",
+        "bce float64 target", "bce float64 weight"])
+def test_overflow_to_inf_is_silent(call):
+    """IEEE overflow gives +-inf (or NaN downstream), as inside the kernels, without
+    NumPy's "overflow encountered in cast" RuntimeWarning (an error under -W error)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = call()
+    assert not np.isfinite(result).all()
+
+
+def test_float32_result_rounding_at_the_overflow_threshold():
+    from cecore._validation import as_result
+
+    f32 = np.dtype(np.float32)
+    below = 2.0**128 - 2.0**104  # the midpoint minus an ulp rounds to FLT_MAX
+    assert as_result(below, f32) == np.float32(F32_MAX)
+    assert as_result(2.0**128 - 2.0**103, f32) == np.inf  # the midpoint rounds to even: inf
+    assert as_result(-1e39, f32) == -np.inf
+    assert np.isnan(as_result(float("nan"), f32))
+    assert as_result(1e300, np.dtype(np.float64)) == 1e300
