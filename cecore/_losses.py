@@ -11,7 +11,7 @@ from cecore._validation import (
     as_rows,
     cast,
     check_fraction,
-    check_int,
+    check_ignore_index,
     check_reduction,
     class_targets,
     class_weight,
@@ -135,7 +135,7 @@ def cross_entropy(
     n, k = rows.shape
     reduction = check_reduction(reduction)
     label_smoothing = check_fraction(label_smoothing, "label_smoothing")
-    ignore_index = check_int(ignore_index, "ignore_index")
+    ignore_index = check_ignore_index(ignore_index)
     w = class_weight(weight, k)
     result_dtype = _result_dtype(rows)
     logits_shape = batch_shape[:axis] + (k,) + batch_shape[axis:]
@@ -276,7 +276,7 @@ def nll_loss(
     rows, batch_shape, axis, _ = logits_rows(log_probs, axis, "log_probs")
     n, k = rows.shape
     reduction = check_reduction(reduction)
-    ignore_index = check_int(ignore_index, "ignore_index")
+    ignore_index = check_ignore_index(ignore_index)
     w = class_weight(weight, k)
     t = np.asarray(target)
     if t.dtype.kind not in "iu":

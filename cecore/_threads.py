@@ -32,6 +32,13 @@ def default_n_threads():
     return 1 if _in_forked_child else _openmp.max_threads()
 
 
+def max_n_threads():
+    """Most threads an explicit ``n_threads`` gets: the CPUs (or OpenMP's default,
+    if larger). More never speeds up a CPU-bound kernel, and a team of tens of
+    thousands makes GNU OpenMP abort the process."""
+    return max(os.cpu_count() or 1, _openmp.max_threads())
+
+
 def resolve_n_threads(n_threads, work):
     """Validate ``n_threads`` and return the thread count for ``work`` elements."""
     if n_threads is None:
@@ -42,4 +49,6 @@ def resolve_n_threads(n_threads, work):
             raise ValueError(f"n_threads must be >= 1 or None, got {n}")
     if _in_forked_child or work < MIN_PARALLEL_WORK:
         return 1
+    if n_threads is not None and n > 2:
+        n = min(n, max_n_threads())
     return n

@@ -82,6 +82,14 @@ def check_int(value, name):
     return value
 
 
+def check_ignore_index(value):
+    """An integer that fits the kernels' 64-bit target type."""
+    value = check_int(value, "ignore_index")
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"ignore_index must fit in a signed 64-bit integer, got {value}")
+    return value
+
+
 def as_rows(arr, axis):
     """View (or copy) ``arr`` as a 2-D array (rows, classes) with ``axis`` last.
 

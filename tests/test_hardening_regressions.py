@@ -4,6 +4,9 @@ Each test is minimal and deterministic; the fuzz suite
 (tests/test_hardening_fuzz.py) found or would find each of them again.
 """
 
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import numpy as np
@@ -50,3 +53,43 @@ def test_float32_result_rounding_at_the_overflow_threshold():
     assert as_result(-1e39, f32) == -np.inf
     assert np.isnan(as_result(float("nan"), f32))
     assert as_result(1e300, np.dtype(np.float64)) == 1e300
+
+
+# -- integer options that do not fit the kernels' C types ------------------
+
+
+@pytest.mark.parametrize("fn", [cecore.cross_entropy, cecore.nll_loss])
+@pytest.mark.parametrize("ignore_index", [2**63, -(2**63) - 1, 2**70])
+def test_ignore_index_beyond_int64_is_a_value_error(fn, ignore_index):
+    with pytest.raises(ValueError, match="ignore_index"):
+        fn(np.zeros((4, 3)), np.array([0, 1, 2, 0]), ignore_index=ignore_index)
+
+
+@pytest.mark.parametrize("fn", [cecore.cross_entropy, cecore.nll_loss])
+def test_ignore_index_at_int64_limits(fn):
+    for ignore_index in (2**63 - 1, -(2**63)):
+        t = np.array([0, 1, ignore_index, 0], dtype=np.int64)
+        got = fn(np.zeros((4, 3)), t, ignore_index=ignore_index, reduction="none")
+        assert got[2] == 0
+
+
+@pytest.mark.parametrize("n_threads", [2**31, 2**40])
+def test_huge_n_threads_is_capped(n_threads):
+    """More threads than CPUs never help; tens of thousands abort GNU OpenMP."""
+    x = np.zeros((200, 200))
+    assert cecore.logsumexp(x, n_threads=n_threads)[0] == pytest.approx(np.log(200))
+    assert cecore.cross_entropy(x, np.zeros(200, int), n_threads=n_threads) == pytest.approx(
+        np.log(200))
+
+
+def test_huge_n_threads_does_not_abort_the_process():
+    """Before the cap, n_threads=100000 on a large input killed the interpreter
+    (libgomp: "Thread creation failed", or a segfault)."""
+    code = textwrap.dedent("""
+        import numpy as np, cecore
+        print(cecore.logsumexp(np.zeros((2000, 100)), n_threads=100000)[0])
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert float(proc.stdout) == pytest.approx(np.log(100))
