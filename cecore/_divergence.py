@@ -6,7 +6,7 @@ import numpy as np
 
 from cecore import _divergence_kernels
 from cecore._threads import resolve_n_threads
-from cecore._validation import as_float_array, as_rows, check_axis
+from cecore._validation import aligned, as_float_array, as_rows, check_axis
 
 _ENTROPY, _CROSS_ENTROPY, _KL = 0, 1, 2
 
@@ -39,7 +39,7 @@ def _check_measure(measure, n_points):
             f"measure must be a scalar or have shape ({n_points},) (one weight per point "
             f"along axis), got {w.shape}"
         )
-    w = np.ascontiguousarray(w, dtype=np.float64)
+    w = aligned(np.ascontiguousarray(w, dtype=np.float64))
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError("measure must hold finite, non-negative weights")
     return w

@@ -6,6 +6,7 @@ import numpy as np
 from cecore import _binary_kernels, _softmax_kernels
 from cecore._threads import resolve_n_threads
 from cecore._validation import (
+    aligned,
     as_float_array,
     as_result,
     as_rows,
@@ -312,8 +313,8 @@ def _bce_inputs(x, target, name, weights):
     if t.shape != arr.shape:
         raise ValueError(f"target has shape {t.shape}, expected {name}'s shape {arr.shape}")
     dtype = arr.dtype
-    x_flat = np.ascontiguousarray(arr).reshape(-1)
-    t_flat = np.ascontiguousarray(cast(t, dtype)).reshape(-1)
+    x_flat = aligned(np.ascontiguousarray(arr)).reshape(-1)
+    t_flat = aligned(np.ascontiguousarray(cast(t, dtype))).reshape(-1)
     size = x_flat.size
     periods = {
         key: trailing_broadcast(value, arr.shape, key, dtype)

@@ -90,6 +90,11 @@ def check_ignore_index(value):
     return value
 
 
+def aligned(arr):
+    """``arr``, copied if its buffer is misaligned for its dtype (C kernels need alignment)."""
+    return arr if arr.flags.aligned else arr.copy()
+
+
 def as_rows(arr, axis):
     """View (or copy) ``arr`` as a 2-D array (rows, classes) with ``axis`` last.
 
@@ -111,7 +116,8 @@ def as_rows(arr, axis):
         or (k > 1 and rows.strides[1] != itemsize)
         or rows.strides[0] % itemsize != 0
     ):
-        rows = np.ascontiguousarray(rows)
+        # ascontiguousarray alone keeps a contiguous but misaligned buffer
+        rows = aligned(np.ascontiguousarray(rows))
     return rows
 
 
@@ -132,7 +138,7 @@ def class_weight(weight, n_classes):
         raise ValueError(
             f"weight must have shape ({n_classes},) (one weight per class), got {w.shape}"
         )
-    return np.ascontiguousarray(w, dtype=np.float64)
+    return aligned(np.ascontiguousarray(w, dtype=np.float64))
 
 
 def class_targets(target, expected_shape, n_classes, ignore_index):
@@ -150,7 +156,7 @@ def class_targets(target, expected_shape, n_classes, ignore_index):
         raise_bad_target(t, bad, n_classes, ignore_index)
     if t.dtype not in (np.int32, np.int64) or not t.dtype.isnative:
         t = t.astype(np.int64)
-    return np.ascontiguousarray(t.reshape(-1))
+    return aligned(np.ascontiguousarray(t.reshape(-1)))
 
 
 def raise_bad_target(target, flat_index, n_classes, ignore_index):
@@ -216,7 +222,7 @@ def trailing_broadcast(value, shape, name, dtype):
             f"{name} with shape {v.shape} does not broadcast to the input's shape {shape}"
         ) from None
     trailing = tuple(shape[len(shape) - v.ndim:]) if v.ndim else ()
-    return np.ascontiguousarray(cast(np.broadcast_to(v, trailing), dtype)).reshape(-1)
+    return aligned(np.ascontiguousarray(cast(np.broadcast_to(v, trailing), dtype))).reshape(-1)
 
 
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))

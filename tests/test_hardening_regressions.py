@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import cecore
+from cecore import _binary_kernels, _divergence_kernels, _softmax_kernels
 
 F32_MAX = float(np.finfo(np.float32).max)
 
@@ -93,3 +94,78 @@ def test_huge_n_threads_does_not_abort_the_process():
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert float(proc.stdout) == pytest.approx(np.log(100))
+
+
+# -- kernels only ever see aligned buffers ---------------------------------
+
+
+def _unaligned(values, dtype):
+    """A contiguous but misaligned copy of ``values`` (NumPy's ALIGNED flag off)."""
+    values = np.asarray(values, dtype=dtype)
+    buf = np.zeros(values.nbytes + 1, dtype=np.uint8)
+    out = np.frombuffer(buf[1:].data, dtype=dtype, count=values.size).reshape(values.shape)
+    out[...] = values
+    assert not out.flags.aligned
+    return out
+
+
+@pytest.fixture
+def aligned_kernels(monkeypatch):
+    """Wrap every kernel entry point to assert that all its array arguments are aligned
+    (C requires it: UBSan reports misaligned loads, and vectorised code may use
+    aligned loads)."""
+    calls = []
+
+    def wrap(module, name):
+        kernel = getattr(module, name)
+
+        def checked(*args):
+            for a in args:
+                if isinstance(a, np.ndarray):
+                    assert a.flags.aligned, f"{name} got a misaligned array"
+            calls.append(name)
+            return kernel(*args)
+
+        monkeypatch.setattr(module, name, checked)
+
+    for name in ("ce_index_loss", "ce_prob_loss", "nll_loss", "softmax_rows"):
+        wrap(_softmax_kernels, name)
+    for name in ("bce_logits_loss", "bce_probs_loss"):
+        wrap(_binary_kernels, name)
+    wrap(_divergence_kernels, "divergence_rows")
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernels_get_aligned_buffers(aligned_kernels, dtype):
+    rng = np.random.default_rng(0)
+    x = _unaligned(rng.standard_normal((50, 7)), dtype)
+    p = _unaligned(rng.random((50, 7)), dtype)
+    t = _unaligned(rng.integers(0, 7, 50), np.int64)
+    w = _unaligned(rng.random(7) + 0.5, np.float64)
+    flat = _unaligned(rng.random(350), dtype)
+    big = _unaligned(rng.random(20000), dtype)  # a weight this long is laid out per element
+    expected = {
+        "ce": cecore.cross_entropy(x.copy(), t.copy(), weight=w.copy()),
+        "nll": cecore.nll_loss(x.copy(), t.copy(), weight=w.copy()),
+        "bce": cecore.binary_cross_entropy_with_logits(flat.copy(), flat.copy(),
+                                                       weight=w[:1].copy()),
+        "bce_grad": cecore.binary_cross_entropy_with_logits(
+            big.copy(), big.copy(), weight=big.copy(), return_grad=True)[0],
+        "bcep": cecore.binary_cross_entropy(flat.copy(), flat.copy()),
+        "ent": cecore.entropy(p.copy(), measure=w.copy()),
+        "kl": cecore.kl_divergence(p.copy(), p.copy()[::-1]),
+    }
+    got = {
+        "ce": cecore.cross_entropy(x, t, weight=w),
+        "nll": cecore.nll_loss(x, t, weight=w),
+        "bce": cecore.binary_cross_entropy_with_logits(flat, flat, weight=w[:1]),
+        "bce_grad": cecore.binary_cross_entropy_with_logits(big, big, weight=big,
+                                                            return_grad=True)[0],
+        "bcep": cecore.binary_cross_entropy(flat, flat),
+        "ent": cecore.entropy(p, measure=w),
+        "kl": cecore.kl_divergence(p, p[::-1]),
+    }
+    assert aligned_kernels  # the wrappers were called
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
