@@ -321,6 +321,8 @@ def _bce_inputs(x, target, name, weights):
         for key, value in weights.items()
         if value is not None
     }
+    if size == 0:  # nothing to weigh (and a weight may have no elements: no period)
+        periods = {}
     period = max((p.size for p in periods.values()), default=1)
     block = _BCE_BLOCK
     laid_out = {key: np.empty(0, dtype) for key in weights}

@@ -96,6 +96,27 @@ def test_huge_n_threads_does_not_abort_the_process():
     assert float(proc.stdout) == pytest.approx(np.log(100))
 
 
+# -- empty inputs with broadcast weights -----------------------------------
+
+
+@pytest.mark.parametrize("shape,wshape", [((3, 0), (0,)), ((3, 0), (3, 0)), ((0, 5), (0, 5)),
+                                          ((0, 5), (5,))])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_bce_of_empty_input_with_weights(shape, wshape, reduction):
+    x = np.zeros(shape)
+    w = np.ones(wshape)
+    a = cecore.binary_cross_entropy_with_logits(x, x, weight=w, pos_weight=w,
+                                                reduction=reduction)
+    b = cecore.binary_cross_entropy(x, x, weight=w, reduction=reduction)
+    for r in (a, b):
+        if reduction == "none":
+            assert r.shape == shape
+        elif reduction == "sum":
+            assert r == 0
+        else:
+            assert np.isnan(r)
+
+
 # -- kernels only ever see aligned buffers ---------------------------------
 
 
