@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from cecore import _divergence_kernels
-from cecore._threads import resolve_n_threads
+from cecore._threads import run_kernel
 from cecore._validation import aligned, as_float_array, as_rows, check_axis
 
 _ENTROPY, _CROSS_ENTROPY, _KL = 0, 1, 2
@@ -67,9 +67,8 @@ def _divergence(kind, p, q, axis, base, measure, n_threads):
     p_rows = rows[0]
     q_rows = rows[1] if q is not None else rows[0]
     out = np.empty(p_rows.shape[0], dtype=dtype)
-    n_negative = _divergence_kernels.divergence_rows(
-        p_rows, q_rows, w, kind, out, resolve_n_threads(n_threads, p_rows.size)
-    )
+    n_negative = run_kernel(_divergence_kernels.divergence_rows, n_threads, p_rows.size,
+                            p_rows, q_rows, w, kind, out)
     if n_negative:
         raise ValueError(
             f"{' and '.join(names)} must be non-negative; found {n_negative} row(s) with "

@@ -4,7 +4,7 @@ binary cross-entropy from probabilities or logits."""
 import numpy as np
 
 from cecore import _binary_kernels, _softmax_kernels
-from cecore._threads import resolve_n_threads
+from cecore._threads import resolve_n_threads, run_kernel
 from cecore._validation import (
     aligned,
     as_float_array,
@@ -141,7 +141,7 @@ def cross_entropy(
     result_dtype = _result_dtype(rows)
     logits_shape = batch_shape[:axis] + (k,) + batch_shape[axis:]
     t = np.asarray(target)
-    n_threads = resolve_n_threads(n_threads, rows.size)
+    resolve_n_threads(n_threads, rows.size)  # validated before any work
     per_row = _per_row_losses(reduction, n, rows.dtype)
 
     if t.dtype.kind in "iu":
@@ -155,8 +155,9 @@ def cross_entropy(
                 scale = divide(1.0, normaliser)
         grad_rows, finish = _gradient_buffer(return_grad, out, rows, (t_flat,), logits_shape,
                                              axis, in_dtype)
-        total, weight_sum, bad = _softmax_kernels.ce_index_loss(
-            rows, t_flat, w, ignore_index, label_smoothing, scale, grad_rows, per_row, n_threads
+        total, weight_sum, bad = run_kernel(
+            _softmax_kernels.ce_index_loss, n_threads, rows.size,
+            rows, t_flat, w, ignore_index, label_smoothing, scale, grad_rows, per_row,
         )
         if bad >= 0:
             raise_bad_target(t, bad, k, ignore_index)
@@ -174,8 +175,8 @@ def cross_entropy(
         scale = divide(1.0, n) if return_grad and reduction == "mean" else 1.0
         grad_rows, finish = _gradient_buffer(return_grad, out, rows, (t_rows,), logits_shape,
                                              axis, in_dtype)
-        total = _softmax_kernels.ce_prob_loss(rows, t_rows, w, label_smoothing, scale,
-                                              grad_rows, per_row, n_threads)
+        total = run_kernel(_softmax_kernels.ce_prob_loss, n_threads, rows.size,
+                           rows, t_rows, w, label_smoothing, scale, grad_rows, per_row)
         loss = _reduce(total, n, per_row, reduction, batch_shape, result_dtype)
         return (loss, finish()) if return_grad else loss
 
@@ -284,9 +285,8 @@ def nll_loss(
         raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}")
     t_flat = class_targets(t, batch_shape, k, ignore_index)
     per_row = _per_row_losses(reduction, n, rows.dtype)
-    total, weight_sum, bad = _softmax_kernels.nll_loss(
-        rows, t_flat, w, ignore_index, per_row, resolve_n_threads(n_threads, n)
-    )
+    total, weight_sum, bad = run_kernel(_softmax_kernels.nll_loss, n_threads, n,
+                                        rows, t_flat, w, ignore_index, per_row)
     if bad >= 0:
         raise_bad_target(t, bad, k, ignore_index)
     return _reduce(total, weight_sum, per_row, reduction, batch_shape, _result_dtype(rows))
@@ -387,9 +387,10 @@ def binary_cross_entropy_with_logits(
     out_rows = out[..., np.newaxis] if isinstance(out, np.ndarray) else out
     grad_rows, finish = _gradient_buffer(return_grad, out_rows, x.reshape(-1, 1), (t,),
                                          shape + (1,), len(shape), in_dtype.newbyteorder("="))
-    total = _binary_kernels.bce_logits_loss(
+    total = run_kernel(
+        _binary_kernels.bce_logits_loss, n_threads, x.size,
         x, t, w["pos_weight"], w["weight"], block, per_element, losses, scale,
-        grad_rows.reshape(-1), resolve_n_threads(n_threads, x.size),
+        grad_rows.reshape(-1),
     )
     loss = _bce_finish(total, losses, x.size, reduction, shape, result_dtype)
     if not return_grad:
@@ -419,9 +420,8 @@ def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", n_thre
         probs, target, "probs", {"weight": weight}
     )
     losses = np.empty(p.size if reduction == "none" else 0, dtype=p.dtype)
-    total, n_bad = _binary_kernels.bce_probs_loss(
-        p, t, w["weight"], block, per_element, losses, resolve_n_threads(n_threads, p.size)
-    )
+    total, n_bad = run_kernel(_binary_kernels.bce_probs_loss, n_threads, p.size,
+                              p, t, w["weight"], block, per_element, losses)
     if n_bad:
         raise ValueError(f"probs must lie in [0, 1]; {n_bad} element(s) are outside")
     return _bce_finish(total, losses, p.size, reduction, shape, result_dtype)
