@@ -683,7 +683,7 @@ BOUNDS = {
     ("softmax", np.float32): (80, None),
     ("softmax", np.float64): (225, None),
     ("cross_entropy (class index)", np.float32): (2.2, 1),
-    ("cross_entropy (class index)", np.float64): (43, 20),
+    ("cross_entropy (class index)", np.float64): (43, 30),
     ("cross_entropy (probabilities)", np.float32): (1, 1),
     ("cross_entropy (probabilities)", np.float64): (64, 60),
     ("nll_loss", np.float32): (0.51, 1),
