@@ -12,7 +12,7 @@ from cecore._validation import (
     as_rows,
     cast,
     check_fraction,
-    check_ignore_index,
+    check_int,
     check_reduction,
     class_targets,
     class_weight,
@@ -136,7 +136,7 @@ def cross_entropy(
     n, k = rows.shape
     reduction = check_reduction(reduction)
     label_smoothing = check_fraction(label_smoothing, "label_smoothing")
-    ignore_index = check_ignore_index(ignore_index)
+    ignore_index = check_int(ignore_index, "ignore_index")
     w = class_weight(weight, k)
     result_dtype = _result_dtype(rows)
     logits_shape = batch_shape[:axis] + (k,) + batch_shape[axis:]
@@ -278,7 +278,7 @@ def nll_loss(
     rows, batch_shape, axis, _ = logits_rows(log_probs, axis, "log_probs")
     n, k = rows.shape
     reduction = check_reduction(reduction)
-    ignore_index = check_ignore_index(ignore_index)
+    ignore_index = check_int(ignore_index, "ignore_index")
     w = class_weight(weight, k)
     t = np.asarray(target)
     if t.dtype.kind not in "iu":
@@ -321,8 +321,6 @@ def _bce_inputs(x, target, name, weights):
         for key, value in weights.items()
         if value is not None
     }
-    if size == 0:  # nothing to weigh (and a weight may have no elements: no period)
-        periods = {}
     period = max((p.size for p in periods.values()), default=1)
     block = _BCE_BLOCK
     laid_out = {key: np.empty(0, dtype) for key in weights}

@@ -82,14 +82,6 @@ def check_int(value, name):
     return value
 
 
-def check_ignore_index(value):
-    """An integer that fits the kernels' 64-bit target type."""
-    value = check_int(value, "ignore_index")
-    if not -(2**63) <= value < 2**63:
-        raise ValueError(f"ignore_index must fit in a signed 64-bit integer, got {value}")
-    return value
-
-
 def aligned(arr):
     """``arr``, copied if its buffer is misaligned for its dtype (C kernels need alignment)."""
     return arr if arr.flags.aligned else arr.copy()
@@ -144,7 +136,8 @@ def class_weight(weight, n_classes):
 def class_targets(target, expected_shape, n_classes, ignore_index):
     """Integer class targets as a flat int32/int64 array matching the logits' rows."""
     t = target
-    if t.dtype == np.int64 and t.ndim == 1 and t.shape == expected_shape and t.flags.c_contiguous:
+    if (t.dtype == np.int64 and t.ndim == 1 and t.shape == expected_shape
+            and t.flags.c_contiguous and t.flags.aligned):
         return t
     if t.shape != expected_shape:
         raise ValueError(
