@@ -76,7 +76,7 @@ def _child(queue, depth):
             report["grandchild"] = inner.get(timeout=TIMEOUT)
             proc.join(TIMEOUT)
         queue.put(report)
-    except BaseException as exc:  # report instead of dying silently
+    except BaseException as exc:  # noqa: BLE001 - report anything instead of dying silently
         queue.put({"error": repr(exc)})
 
 

@@ -19,7 +19,13 @@ import numpy as np
 import pytest
 
 import cecore
-from cecore import _binary_kernels, _divergence_kernels, _softmax_kernels, _threads
+from cecore import (
+    _binary_kernels,
+    _divergence_kernels,
+    _eval_kernels,
+    _softmax_kernels,
+    _threads,
+)
 
 # big enough to run in parallel (>= MIN_PARALLEL_WORK elements) and in many blocks
 N, K = 3000, 97
@@ -36,7 +42,8 @@ def _inputs(seed=0, n=N, k=K, dtype=np.float32):
     p = rng.dirichlet(np.ones(k), n).astype(dtype)
     flat = (rng.standard_normal(n * k) * 3).astype(dtype)
     tflat = rng.random(n * k).astype(dtype)
-    return dict(x=x, y=y, t=t, w=w, p=p, flat=flat, tflat=tflat, pw=rng.random(k) * 2)
+    return dict(x=x, y=y, t=t, w=w, p=p, flat=flat, tflat=tflat, pw=rng.random(k) * 2,
+                proj=rng.standard_normal((50, k)))
 
 
 def _calls(d, n_threads):
@@ -69,7 +76,18 @@ def _calls(d, n_threads):
         "entropy": lambda: cecore.entropy(p, **nt),
         "cross_entropy_pq": lambda: cecore.cross_entropy_pq(p, t, base=2, **nt),
         "kl_divergence": lambda: cecore.kl_divergence(p, t, measure=0.5, **nt),
+        "linear_cross_entropy": lambda: cecore.linear_cross_entropy(
+            x2[:, :64], d["proj"][:, :64].astype(x.dtype), np.arange(x2.shape[0]) % 50,
+            chunk_size=512, **nt),
+        "Evaluator": lambda: _evaluate(x, y, n_threads),
     }
+
+
+def _evaluate(x, y, n_threads):
+    ev = cecore.Evaluator(topk=(1, 5), label_smoothing=0.1, n_threads=n_threads)
+    for part in range(0, x.shape[0], 1000):
+        ev.update(x[part:part + 1000], y[part:part + 1000])
+    return np.array(list(ev.result().values()), dtype=np.float64)
 
 
 def _bytes(result):
@@ -144,7 +162,7 @@ class _Recorder:
         kernels = [(_softmax_kernels, n) for n in ("ce_index_loss", "ce_prob_loss",
                                                     "nll_loss", "softmax_rows")]
         kernels += [(_binary_kernels, "bce_logits_loss"), (_binary_kernels, "bce_probs_loss"),
-                    (_divergence_kernels, "divergence_rows")]
+                    (_divergence_kernels, "divergence_rows"), (_eval_kernels, "eval_index")]
         for module, name in kernels:
             monkeypatch.setattr(module, name, self._wrap(getattr(module, name)))
 
