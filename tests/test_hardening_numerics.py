@@ -71,6 +71,29 @@ def _groups(*cols):
     return uniq, inverse.reshape(-1), counts
 
 
+_GROUP_CACHE = {}
+
+
+def _weighted_groups(cols, w):
+    """Distinct tuples of ``cols`` and, per tuple, the exact sum of the weights ``w``
+    of its elements: sum_j w_j f(cols_j) = sum_g W_g f(g). The grouping is cached
+    (the same rows come back with other weights); W_g is exact because the weights
+    take few distinct values: W_g = sum_v v * count(g, v)."""
+    cols = [np.asarray(c, dtype=np.float64) for c in cols]
+    key = tuple(hash(c.tobytes()) for c in cols)
+    if key not in _GROUP_CACHE:
+        uniq, inverse = np.unique(np.stack(cols, axis=1), axis=0, return_inverse=True)
+        _GROUP_CACHE[key] = uniq, inverse.reshape(-1)
+    uniq, inverse = _GROUP_CACHE[key]
+    wv, widx = np.unique(np.broadcast_to(np.asarray(w, dtype=np.float64), cols[0].shape),
+                         return_inverse=True)
+    counts = np.bincount(inverse * len(wv) + widx.reshape(-1),
+                         minlength=len(uniq) * len(wv)).reshape(len(uniq), len(wv))
+    wv_mpf = [mpf(float(v)) for v in wv]
+    weights = [mpmath.fsum(int(c) * v for c, v in zip(row, wv_mpf) if c) for row in counts]
+    return uniq, weights
+
+
 _LSE_CACHE = {}
 
 
@@ -153,9 +176,9 @@ def ref_ce_index(x, y, weight=None, eps=0.0, ignore_index=-100):
             m, logs = _lse_parts(row)
             loss = (1 - e) * mpf(w[t]) * _lse_minus(m, logs, row[t])
             if eps:
-                uniq, _, counts = _groups(row, w)
-                loss += e / k * mpmath.fsum(int(c) * mpf(wk) * _lse_minus(m, logs, xk)
-                                            for (xk, wk), c in zip(uniq, counts))
+                uniq, weights = _weighted_groups((row,), w)
+                loss += e / k * mpmath.fsum(wk * _lse_minus(m, logs, xk)
+                                            for (xk,), wk in zip(uniq, weights))
             losses.append(loss)
             wsum += mpf(w[t])
     return losses, wsum
@@ -170,12 +193,12 @@ def ref_ce_prob(x, t, weight=None, eps=0.0):
         for row, trow in zip(x, t):
             m, logs = _lse_parts(row)
             total = mpf(0)
-            uniq, _, counts = _groups(row, trow, w)
-            for (xk, tk, wk), c in zip(uniq, counts):
+            uniq, weights = _weighted_groups((row, trow), w)
+            for (xk, tk), wk in zip(uniq, weights):
                 tp = (1 - e) * mpf(tk) + e / k
                 if tp == 0 or wk == 0:
                     continue
-                total += int(c) * mpf(wk) * tp * _lse_minus(m, logs, xk)
+                total += wk * tp * _lse_minus(m, logs, xk)
             losses.append(total)
     return losses
 
@@ -237,9 +260,9 @@ def ref_divergence(kind, p, q, measure, base):
     with mpmath.workprec(PREC):
         lb = mpf(1) if base is None else mpmath.log(mpf(base))
         for prow, qrow in zip(p, q):
-            uniq, _, counts = _groups(prow, qrow, w)
+            uniq, weights = _weighted_groups((prow, qrow), w)
             total, cond = mpf(0), mpf(0)
-            for (pj, qj, wj), c in zip(uniq, counts):
+            for (pj, qj), wj in zip(uniq, weights):
                 pj, qj = mpf(pj), mpf(qj)
                 if pj == 0:
                     continue
@@ -249,10 +272,10 @@ def ref_divergence(kind, p, q, measure, base):
                     term = -pj * mpmath.log(qj) if qj > 0 else mpf("inf")
                 else:
                     term = pj * (mpmath.log(pj) - mpmath.log(qj)) if qj > 0 else mpf("inf")
-                total += int(c) * mpf(wj) * term / lb
-                cond += int(c) * abs(mpf(wj) * term / lb)
+                total += wj * term / lb
+                cond += abs(wj * term / lb)
                 if kind == "kl_divergence":  # log(p/q) is good to ~1 ulp of 1, not of itself
-                    cond += int(c) * mpf(wj) * pj / lb
+                    cond += wj * pj / lb
             values.append(total)
             conds.append(cond)
     return values, conds
