@@ -28,8 +28,8 @@ def _check_topk(topk):
     except TypeError:
         raise TypeError(f"topk must be an integer or a sequence of integers, got {topk!r}") \
             from None
-    if any(k < 1 for k in values):
-        raise ValueError(f"topk values must be >= 1, got {topk!r}")
+    if any(not 1 <= k < 2**63 for k in values):  # the kernel takes int64
+        raise ValueError(f"topk values must be >= 1 and fit in 64 bits, got {topk!r}")
     return tuple(sorted(set(values)))
 
 

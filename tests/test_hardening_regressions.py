@@ -190,3 +190,36 @@ def test_kernels_get_aligned_buffers(aligned_kernels, dtype):
     assert aligned_kernels  # the wrappers were called
     for key in expected:
         np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+
+
+# -- linear_cross_entropy and Evaluator ------------------------------------
+
+
+@pytest.mark.parametrize("n", [0, 3])
+def test_linear_cross_entropy_with_zero_features(n):
+    """D = 0: the logits are the bias alone (reshape(-1, 0) cannot infer the rows)."""
+    bias = np.arange(4.0)
+    got = cecore.linear_cross_entropy(np.zeros((n, 0)), np.zeros((4, 0)), np.zeros(n, int),
+                                      bias=bias, reduction="none")
+    want = cecore.cross_entropy(np.zeros((n, 4)) + bias, np.zeros(n, int), reduction="none")
+    np.testing.assert_array_equal(got, want)
+
+
+def test_linear_cross_entropy_overflow_is_silent():
+    """Logits that overflow in the matrix product give inf/NaN like any other input,
+    without NumPy's RuntimeWarning from inside cecore."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss = cecore.linear_cross_entropy(np.full((2, 2), 1e300), np.full((3, 2), 1e300),
+                                           np.array([0, 1]), bias=np.zeros(3))
+    assert np.isnan(loss)
+
+
+@pytest.mark.parametrize("topk", [(2**63,), 2**70, (1, 2**64)])
+def test_evaluator_topk_beyond_int64_is_a_value_error(topk):
+    """Accepted before, then an OverflowError from the first update()."""
+    with pytest.raises(ValueError, match="topk"):
+        cecore.Evaluator(topk=topk)
+    ev = cecore.Evaluator(topk=(1, 2**63 - 1))
+    ev.update(np.zeros((2, 3)), np.array([0, 1]))
+    assert ev.result()[f"accuracy@{2**63 - 1}"] == 1.0
