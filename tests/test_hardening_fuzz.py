@@ -777,3 +777,130 @@ def test_fuzz_divergences(data):
             scale = np.sum(np.abs(w * pf) * (1 + np.abs(np.log(np.where(pf > 0, pf, 1))) + np.abs(
                 np.log(np.where(qf > 0, qf, 1)))), axis=-1) / abs(log_base) + 1e-300
         check_close(result, ref, want, scale)
+
+
+# ---------------------------------------------------------------------------
+# linear_cross_entropy and Evaluator
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_linear_cross_entropy(data):
+    draw = data.draw
+    lead = draw(shapes(min_dims=0, max_dims=2, max_side=4))
+    d = draw(st.integers(0, 4))
+    hidden = draw(arrays(lead + (d,), values=draw(st.sampled_from(["moderate", "moderate",
+                                                                    "specials"]))))
+    v = draw(st.integers(0, 5))
+    weight = draw(arrays((v, d), values="moderate"))
+    checks = [hidden, weight]
+    if v == 0:
+        checks.append(Arg(None, VALUE))  # no classes
+    if draw(st.integers(0, 5)) == 0:  # a weight of the wrong width or rank
+        weight = Arg(np.ones((v, d + 1)) if draw(st.booleans()) else np.ones(v), VALUE)
+        checks[1] = weight
+    target, kind = _class_target(draw, lead, v)
+    if kind == "prob":
+        target = Arg(np.zeros(lead), TYPE)  # class indices only
+    bias_kind = draw(st.sampled_from(["none", "none", "ok", "bad"]))
+    bias = {"none": Arg(None), "ok": draw(arrays((v,), values="moderate")),
+            "bad": Arg(np.ones(v + 1), VALUE)}[bias_kind]
+    ignore_index = _option(draw, [-100, 0], [1.5], [2**64])
+    _check_indices(target, v, ignore_index)
+    reduction = reduction_arg(draw)
+    chunk_size = _option(draw, [None, 1, 2, 1000], [1.5, "2"], [0, -1])
+    n_threads = n_threads_arg(draw)
+    checks += [target, bias, ignore_index, reduction, chunk_size, n_threads]
+    expect = _expected(*checks)
+    kwargs = dict(bias=bias.value, ignore_index=ignore_index.value, reduction=reduction.value,
+                  chunk_size=chunk_size.value, n_threads=n_threads.value)
+    loss = run(cecore.linear_cross_entropy, (hidden.value, weight.value, target.value), kwargs,
+               expect)
+    if loss is None or expect != OK:
+        return
+    dts = [np.asarray(a).dtype for a in (hidden.value, weight.value, bias.value)
+           if a is not None]
+    rdt = np.dtype(np.float64) if any(t.kind in "iu" or t.itemsize == 8 for t in dts) \
+        else np.dtype(np.float32)
+    if reduction.value == "none":
+        assert loss.shape == lead and loss.dtype == rdt
+    else:
+        assert type(loss) is rdt.type
+    if hidden.values != "moderate" or bias.values != "moderate":
+        return
+    h = _float(hidden.value).reshape(math.prod(lead), d)
+    w = _float(weight.value)
+    z = h @ w.T + (0.0 if bias.value is None else _float(bias.value))
+    tf = np.asarray(target.value).reshape(-1)
+    losses, wsum = ref_cross_entropy_index(z, tf, None, 0.0, int(ignore_index.value))
+    scale = (1 + np.abs(h) @ np.abs(w).T).max(axis=1, initial=1.0) * 4
+    if reduction.value == "none":
+        check_close(loss, losses.reshape(lead), rdt, scale.reshape(lead))
+    elif reduction.value == "sum":
+        check_close(loss, losses.sum(), rdt, scale.sum())
+    else:
+        check_close(loss, _divide(losses.sum(), wsum), rdt,
+                    _divide(scale.sum(), wsum) if wsum else np.inf)
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_evaluator(data):
+    draw = data.draw
+    axis = _option(draw, [-1, 0], [1.5, None], [], [True])
+    weight_kind = draw(st.sampled_from(["none", "none", "ok", "2d", "complex"]))
+    k = draw(st.integers(0, 5))
+    weight = {"none": Arg(None), "ok": Arg(np.linspace(0.5, 2, k)),
+              "2d": Arg(np.ones((k, 1)), VALUE), "complex": Arg(np.ones(k, complex), TYPE)
+              }[weight_kind]
+    ignore_index = _option(draw, [-100, 0], [1.5], [2**63])
+    smoothing = _option(draw, [0.0, 0.1], ["x"], [1.5, -1.0])
+    topk = _option(draw, [(1,), 1, (1, 3), (), (7, 2, 2), [2**62]], ["a", 1.5, (1.5,)],
+                   [0, (1, 0), (-2,), (2**63,), 2**70])
+    n_threads = n_threads_arg(draw)
+    options = [axis, weight, ignore_index, smoothing, topk, n_threads]
+    expect = _expected(*options)
+    ev = run(cecore.Evaluator, (), dict(axis=axis.value, weight=weight.value,
+                                        ignore_index=ignore_index.value,
+                                        label_smoothing=smoothing.value, topk=topk.value,
+                                        n_threads=n_threads.value), expect)
+    if ev is None:
+        return
+    batches = []
+    for _ in range(draw(st.integers(1, 3))):
+        n = draw(st.integers(0, 6))
+        shape = (n, k) if axis.value in (-1, True) else (k, n)
+        logits = draw(arrays(shape, values=draw(st.sampled_from(["moderate", "specials"]))))
+        target, kind = _class_target(draw, (n,), k)
+        if kind == "prob":
+            target = Arg(np.zeros(shape), TYPE)
+        _check_indices(target, k, ignore_index)
+        checks = [logits, target]
+        if k == 0:
+            checks.append(Arg(None, VALUE))  # zero classes
+        if weight.value is not None and weight.status == OK and weight.value.shape != (k,):
+            checks.append(Arg(None, VALUE))
+        before = ev.result()
+        expect = _expected(*checks)
+        if run(ev.update, (logits.value, target.value), {}, expect) is None and expect != OK:
+            after = ev.result()
+            assert repr(after) == repr(before), "a failed update changed the totals"
+            continue
+        if expect == OK:
+            batches.append((logits, target))
+    result = ev.result()
+    assert set(result) >= {"loss", "bits", "perplexity", "count"}
+    if batches and all(lg.values == "moderate" for lg, _ in batches) and axis.status == OK \
+            and weight.status == OK and smoothing.status == OK and ignore_index.status == OK:
+        ax = int(axis.value)
+        x = np.concatenate([np.moveaxis(_float(lg.value), ax, -1) for lg, _ in batches])
+        t = np.concatenate([np.asarray(tg.value).reshape(-1) for _, tg in batches])
+        losses, wsum = ref_cross_entropy_index(
+            x, t, None if weight.value is None else _float(weight.value),
+            float(smoothing.value), int(ignore_index.value))
+        rdt = _result_dtype(*[lg.value for lg, _ in batches])
+        counted = int(np.sum(t != int(ignore_index.value)))
+        assert result["count"] == counted
+        scale = _row_scale(x).sum() * max(k, 1) * 3
+        check_close(result["loss"], _divide(losses.sum(), wsum), rdt,
+                    _divide(scale, abs(wsum)) if wsum else np.inf)
