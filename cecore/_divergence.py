@@ -5,8 +5,8 @@ import math
 import numpy as np
 
 from cecore import _divergence_kernels
-from cecore._threads import resolve_n_threads
-from cecore._validation import as_float_array, as_rows, check_axis
+from cecore._threads import run_kernel
+from cecore._validation import aligned, as_float_array, as_rows, check_axis
 
 _ENTROPY, _CROSS_ENTROPY, _KL = 0, 1, 2
 
@@ -39,7 +39,7 @@ def _check_measure(measure, n_points):
             f"measure must be a scalar or have shape ({n_points},) (one weight per point "
             f"along axis), got {w.shape}"
         )
-    w = np.ascontiguousarray(w, dtype=np.float64)
+    w = aligned(np.ascontiguousarray(w, dtype=np.float64))
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError("measure must hold finite, non-negative weights")
     return w
@@ -67,9 +67,8 @@ def _divergence(kind, p, q, axis, base, measure, n_threads):
     p_rows = rows[0]
     q_rows = rows[1] if q is not None else rows[0]
     out = np.empty(p_rows.shape[0], dtype=dtype)
-    n_negative = _divergence_kernels.divergence_rows(
-        p_rows, q_rows, w, kind, out, resolve_n_threads(n_threads, p_rows.size)
-    )
+    n_negative = run_kernel(_divergence_kernels.divergence_rows, n_threads, p_rows.size,
+                            p_rows, q_rows, w, kind, out)
     if n_negative:
         raise ValueError(
             f"{' and '.join(names)} must be non-negative; found {n_negative} row(s) with "

@@ -6,7 +6,7 @@ import operator
 import numpy as np
 
 from cecore import _eval_kernels, _softmax_kernels
-from cecore._threads import resolve_n_threads
+from cecore._threads import resolve_n_threads, run_kernel
 from cecore._validation import (
     check_fraction,
     check_int,
@@ -28,8 +28,8 @@ def _check_topk(topk):
     except TypeError:
         raise TypeError(f"topk must be an integer or a sequence of integers, got {topk!r}") \
             from None
-    if any(k < 1 for k in values):
-        raise ValueError(f"topk values must be >= 1, got {topk!r}")
+    if any(not 1 <= k < 2**63 for k in values):  # the kernel takes int64
+        raise ValueError(f"topk values must be >= 1 and fit in 64 bits, got {topk!r}")
     return tuple(sorted(set(values)))
 
 
@@ -137,10 +137,10 @@ class Evaluator:
         if target.dtype.kind not in "iu":
             raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
         t_flat = class_targets(target, batch_shape, k, self.ignore_index)
-        loss, weight, count, hits, bad = _eval_kernels.eval_index(
+        loss, weight, count, hits, bad = run_kernel(
+            _eval_kernels.eval_index, self.n_threads, rows.size,
             rows, t_flat, class_weight(self.weight, k), self.ignore_index, self.label_smoothing,
             np.array(self.topk, dtype=np.int64), _softmax_kernels.block_rows(n, k),
-            resolve_n_threads(self.n_threads, rows.size),
         )
         if bad < 0:
             self._add(loss, weight, count, hits)

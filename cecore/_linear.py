@@ -1,10 +1,12 @@
 """Cross-entropy of a linear layer's output without materialising the logits."""
 
+import math
+
 import numpy as np
 
 from cecore import _softmax_kernels
 from cecore._losses import _NO_GRADIENT, _check_class_targets, _reduce, _result_dtype
-from cecore._threads import resolve_n_threads
+from cecore._threads import resolve_n_threads, run_kernel
 from cecore._validation import (
     as_float_array,
     check_int,
@@ -103,7 +105,8 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     batch_shape = h.shape[:-1]
     t_flat = class_targets(t, batch_shape, n_classes, ignore_index)
     _check_class_targets(t, t_flat, n_classes, ignore_index)  # before the expensive part
-    rows = h.reshape(-1, h.shape[-1]).astype(dtype, copy=False)
+    # not reshape(-1, D): NumPy cannot infer the row count when D = 0
+    rows = h.reshape(math.prod(batch_shape), h.shape[-1]).astype(dtype, copy=False)
     w_t = w.astype(dtype, copy=False).T  # a view: BLAS reads the transpose in place
     n = rows.shape[0]
     if chunk_size is None:
@@ -114,17 +117,19 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     buffer = np.empty((chunk, n_classes), dtype=dtype)
     per_row = np.empty(n if reduction == "none" else 0, dtype=dtype)
     no_weight, no_grad = class_weight(None, n_classes), _NO_GRADIENT[dtype]
-    threads = resolve_n_threads(n_threads, buffer.size)
+    resolve_n_threads(n_threads, buffer.size)  # validated before the first product
     total = weight_sum = 0.0
     for first in range(0, n, chunk):
         last = min(n, first + chunk)
         logits = buffer[:last - first]
-        np.matmul(rows[first:last], w_t, out=logits)
-        if bias is not None:
-            logits += bias
-        loss, weights, _ = _softmax_kernels.ce_index_loss(
+        with np.errstate(over="ignore", invalid="ignore"):  # IEEE inf/NaN, as elsewhere
+            np.matmul(rows[first:last], w_t, out=logits)
+            if bias is not None:
+                logits += bias
+        loss, weights, _ = run_kernel(
+            _softmax_kernels.ce_index_loss, n_threads, buffer.size,
             logits, t_flat[first:last], no_weight, ignore_index, 0.0, 1.0, no_grad,
-            per_row[first:last], threads,
+            per_row[first:last],
         )
         total += loss
         weight_sum += weights

@@ -4,10 +4,13 @@ binary cross-entropy from probabilities or logits."""
 import numpy as np
 
 from cecore import _binary_kernels, _softmax_kernels
-from cecore._threads import resolve_n_threads
+from cecore._threads import resolve_n_threads, run_kernel
 from cecore._validation import (
+    aligned,
     as_float_array,
+    as_result,
     as_rows,
+    cast,
     check_fraction,
     check_int,
     check_reduction,
@@ -24,8 +27,8 @@ def _reduce(total, normaliser, per_row, reduction, batch_shape, result_dtype):
     if reduction == "none":
         return per_row.reshape(batch_shape).astype(result_dtype, copy=False)
     if reduction == "sum":
-        return result_dtype.type(total)
-    return result_dtype.type(divide(total, normaliser))
+        return as_result(total, result_dtype)
+    return as_result(divide(total, normaliser), result_dtype)
 
 
 _FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -138,7 +141,7 @@ def cross_entropy(
     result_dtype = _result_dtype(rows)
     logits_shape = batch_shape[:axis] + (k,) + batch_shape[axis:]
     t = np.asarray(target)
-    n_threads = resolve_n_threads(n_threads, rows.size)
+    resolve_n_threads(n_threads, rows.size)  # validated before any work
     per_row = _per_row_losses(reduction, n, rows.dtype)
 
     if t.dtype.kind in "iu":
@@ -152,8 +155,9 @@ def cross_entropy(
                 scale = divide(1.0, normaliser)
         grad_rows, finish = _gradient_buffer(return_grad, out, rows, (t_flat,), logits_shape,
                                              axis, in_dtype)
-        total, weight_sum, bad = _softmax_kernels.ce_index_loss(
-            rows, t_flat, w, ignore_index, label_smoothing, scale, grad_rows, per_row, n_threads
+        total, weight_sum, bad = run_kernel(
+            _softmax_kernels.ce_index_loss, n_threads, rows.size,
+            rows, t_flat, w, ignore_index, label_smoothing, scale, grad_rows, per_row,
         )
         if bad >= 0:
             raise_bad_target(t, bad, k, ignore_index)
@@ -167,12 +171,12 @@ def cross_entropy(
                 f"{logits_shape}"
             )
         t_arr, _ = as_float_array(t, "target")
-        t_rows = as_rows(t_arr.astype(rows.dtype, copy=False), axis)
+        t_rows = as_rows(cast(t_arr, rows.dtype), axis)
         scale = divide(1.0, n) if return_grad and reduction == "mean" else 1.0
         grad_rows, finish = _gradient_buffer(return_grad, out, rows, (t_rows,), logits_shape,
                                              axis, in_dtype)
-        total = _softmax_kernels.ce_prob_loss(rows, t_rows, w, label_smoothing, scale,
-                                              grad_rows, per_row, n_threads)
+        total = run_kernel(_softmax_kernels.ce_prob_loss, n_threads, rows.size,
+                           rows, t_rows, w, label_smoothing, scale, grad_rows, per_row)
         loss = _reduce(total, n, per_row, reduction, batch_shape, result_dtype)
         return (loss, finish()) if return_grad else loss
 
@@ -213,7 +217,7 @@ def _gradient_buffer(wanted, out, rows, inputs, shape, axis, in_dtype):
     if out is None:
         grad_rows = np.empty_like(rows)
         grad = np.moveaxis(grad_rows.reshape(moved_shape), -1, axis)
-        return grad_rows, lambda: np.ascontiguousarray(grad.astype(in_dtype, copy=False))
+        return grad_rows, lambda: np.ascontiguousarray(cast(grad, in_dtype))
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
     if out.shape != shape or out.dtype != in_dtype:
@@ -242,7 +246,8 @@ def _gradient_buffer(wanted, out, rows, inputs, shape, axis, in_dtype):
     grad_rows = np.empty_like(rows)
 
     def finish():
-        np.copyto(moved, grad_rows.reshape(moved_shape), casting="same_kind")
+        with np.errstate(over="ignore"):
+            np.copyto(moved, grad_rows.reshape(moved_shape), casting="same_kind")
         return out
 
     return grad_rows, finish
@@ -280,9 +285,8 @@ def nll_loss(
         raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}")
     t_flat = class_targets(t, batch_shape, k, ignore_index)
     per_row = _per_row_losses(reduction, n, rows.dtype)
-    total, weight_sum, bad = _softmax_kernels.nll_loss(
-        rows, t_flat, w, ignore_index, per_row, resolve_n_threads(n_threads, n)
-    )
+    total, weight_sum, bad = run_kernel(_softmax_kernels.nll_loss, n_threads, n,
+                                        rows, t_flat, w, ignore_index, per_row)
     if bad >= 0:
         raise_bad_target(t, bad, k, ignore_index)
     return _reduce(total, weight_sum, per_row, reduction, batch_shape, _result_dtype(rows))
@@ -309,8 +313,8 @@ def _bce_inputs(x, target, name, weights):
     if t.shape != arr.shape:
         raise ValueError(f"target has shape {t.shape}, expected {name}'s shape {arr.shape}")
     dtype = arr.dtype
-    x_flat = np.ascontiguousarray(arr).reshape(-1)
-    t_flat = np.ascontiguousarray(t, dtype=dtype).reshape(-1)
+    x_flat = aligned(np.ascontiguousarray(arr)).reshape(-1)
+    t_flat = aligned(np.ascontiguousarray(cast(t, dtype))).reshape(-1)
     size = x_flat.size
     periods = {
         key: trailing_broadcast(value, arr.shape, key, dtype)
@@ -339,8 +343,8 @@ def _bce_finish(total, losses, size, reduction, shape, result_dtype):
     if reduction == "none":
         return losses.reshape(shape).astype(result_dtype, copy=False)
     if reduction == "sum":
-        return result_dtype.type(total)
-    return result_dtype.type(divide(total, size))
+        return as_result(total, result_dtype)
+    return as_result(divide(total, size), result_dtype)
 
 
 def binary_cross_entropy_with_logits(
@@ -381,9 +385,10 @@ def binary_cross_entropy_with_logits(
     out_rows = out[..., np.newaxis] if isinstance(out, np.ndarray) else out
     grad_rows, finish = _gradient_buffer(return_grad, out_rows, x.reshape(-1, 1), (t,),
                                          shape + (1,), len(shape), in_dtype.newbyteorder("="))
-    total = _binary_kernels.bce_logits_loss(
+    total = run_kernel(
+        _binary_kernels.bce_logits_loss, n_threads, x.size,
         x, t, w["pos_weight"], w["weight"], block, per_element, losses, scale,
-        grad_rows.reshape(-1), resolve_n_threads(n_threads, x.size),
+        grad_rows.reshape(-1),
     )
     loss = _bce_finish(total, losses, x.size, reduction, shape, result_dtype)
     if not return_grad:
@@ -413,9 +418,8 @@ def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", n_thre
         probs, target, "probs", {"weight": weight}
     )
     losses = np.empty(p.size if reduction == "none" else 0, dtype=p.dtype)
-    total, n_bad = _binary_kernels.bce_probs_loss(
-        p, t, w["weight"], block, per_element, losses, resolve_n_threads(n_threads, p.size)
-    )
+    total, n_bad = run_kernel(_binary_kernels.bce_probs_loss, n_threads, p.size,
+                              p, t, w["weight"], block, per_element, losses)
     if n_bad:
         raise ValueError(f"probs must lie in [0, 1]; {n_bad} element(s) are outside")
     return _bce_finish(total, losses, p.size, reduction, shape, result_dtype)

@@ -3,8 +3,8 @@
 import numpy as np
 
 from cecore import _softmax_kernels
-from cecore._threads import resolve_n_threads
-from cecore._validation import logits_rows
+from cecore._threads import run_kernel
+from cecore._validation import cast, logits_rows
 
 _LSE, _LOG_SOFTMAX, _SOFTMAX = 0, 1, 2
 
@@ -13,13 +13,13 @@ def _row_transform(x, axis, mode, n_threads, name="x"):
     rows, batch_shape, axis, in_dtype = logits_rows(x, axis, name)
     n, k = rows.shape
     out = np.empty((n, 1 if mode == _LSE else k), dtype=rows.dtype)
-    _softmax_kernels.softmax_rows(rows, out, mode, resolve_n_threads(n_threads, rows.size))
+    run_kernel(_softmax_kernels.softmax_rows, n_threads, rows.size, rows, out, mode)
     if mode == _LSE:
         result = out.reshape(batch_shape)
     else:
         moved = batch_shape + (k,)
         result = np.moveaxis(out.reshape(moved), -1, axis)
-    return result.astype(in_dtype, copy=False)
+    return cast(result, in_dtype)
 
 
 def logsumexp(x, axis=-1, *, n_threads=None):

@@ -5,9 +5,16 @@ usable cores; threadpoolctl's limits act on it). Small inputs run on one thread:
 starting a team costs more than it saves. In a process forked from one that had
 used OpenMP threads, every call runs single-threaded: GNU OpenMP's thread pool
 does not survive fork() and a parallel region there would hang.
+
+Calls with ``n_threads=None`` running at the same time (from several Python
+threads, e.g. under an outer thread pool) share the default: each takes the
+threads the others leave free, at least its own, instead of every caller
+starting a full team (8 callers on 8 cores would otherwise run 64 threads).
+An explicit ``n_threads`` is taken as given.
 """
 
 import os
+import threading
 
 from cecore import _openmp
 from cecore._validation import check_int
@@ -32,6 +39,45 @@ def default_n_threads():
     return 1 if _in_forked_child else _openmp.max_threads()
 
 
+def max_n_threads():
+    """Most threads an explicit ``n_threads`` gets: the CPUs (or OpenMP's default,
+    if larger). More never speeds up a CPU-bound kernel, and a team of tens of
+    thousands makes GNU OpenMP abort the process."""
+    return max(os.cpu_count() or 1, _openmp.max_threads())
+
+
+_shared_lock = threading.Lock()
+_shared_in_use = 0  # threads held by running calls that came with n_threads=None
+
+
+def threads_in_use():
+    """Threads currently held by running ``n_threads=None`` calls."""
+    return _shared_in_use
+
+
+def run_kernel(kernel, n_threads, work, *args):
+    """``kernel(*args, n)`` with ``n`` the thread count for ``work`` elements.
+
+    With ``n_threads=None`` the count is taken from OpenMP's default as shared
+    with the other ``n_threads=None`` calls running at the same moment (at
+    least 1: the calling thread's own) and given back when the kernel returns.
+    """
+    if n_threads is not None:
+        return kernel(*args, resolve_n_threads(n_threads, work))
+    if _in_forked_child or work < MIN_PARALLEL_WORK:
+        return kernel(*args, 1)
+    budget = default_n_threads()
+    global _shared_in_use
+    with _shared_lock:
+        n = max(1, budget - _shared_in_use)
+        _shared_in_use += n
+    try:
+        return kernel(*args, n)
+    finally:
+        with _shared_lock:
+            _shared_in_use -= n
+
+
 def resolve_n_threads(n_threads, work):
     """Validate ``n_threads`` and return the thread count for ``work`` elements."""
     if n_threads is None:
@@ -42,4 +88,6 @@ def resolve_n_threads(n_threads, work):
             raise ValueError(f"n_threads must be >= 1 or None, got {n}")
     if _in_forked_child or work < MIN_PARALLEL_WORK:
         return 1
+    if n_threads is not None and n > 2:
+        n = min(n, max_n_threads())
     return n

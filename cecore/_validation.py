@@ -82,6 +82,11 @@ def check_int(value, name):
     return value
 
 
+def aligned(arr):
+    """``arr``, copied if its buffer is misaligned for its dtype (C kernels need alignment)."""
+    return arr if arr.flags.aligned else arr.copy()
+
+
 def as_rows(arr, axis):
     """View (or copy) ``arr`` as a 2-D array (rows, classes) with ``axis`` last.
 
@@ -103,7 +108,8 @@ def as_rows(arr, axis):
         or (k > 1 and rows.strides[1] != itemsize)
         or rows.strides[0] % itemsize != 0
     ):
-        rows = np.ascontiguousarray(rows)
+        # ascontiguousarray alone keeps a contiguous but misaligned buffer
+        rows = aligned(np.ascontiguousarray(rows))
     return rows
 
 
@@ -124,13 +130,14 @@ def class_weight(weight, n_classes):
         raise ValueError(
             f"weight must have shape ({n_classes},) (one weight per class), got {w.shape}"
         )
-    return np.ascontiguousarray(w, dtype=np.float64)
+    return aligned(np.ascontiguousarray(w, dtype=np.float64))
 
 
 def class_targets(target, expected_shape, n_classes, ignore_index):
     """Integer class targets as a flat int32/int64 array matching the logits' rows."""
     t = target
-    if t.dtype == np.int64 and t.ndim == 1 and t.shape == expected_shape and t.flags.c_contiguous:
+    if (t.dtype == np.int64 and t.ndim == 1 and t.shape == expected_shape
+            and t.flags.c_contiguous and t.flags.aligned):
         return t
     if t.shape != expected_shape:
         raise ValueError(
@@ -142,7 +149,7 @@ def class_targets(target, expected_shape, n_classes, ignore_index):
         raise_bad_target(t, bad, n_classes, ignore_index)
     if t.dtype not in (np.int32, np.int64) or not t.dtype.isnative:
         t = t.astype(np.int64)
-    return np.ascontiguousarray(t.reshape(-1))
+    return aligned(np.ascontiguousarray(t.reshape(-1)))
 
 
 def raise_bad_target(target, flat_index, n_classes, ignore_index):
@@ -162,6 +169,30 @@ def divide(numerator, denominator):
     if numerator == 0 or math.isnan(numerator):
         return math.nan
     return math.copysign(math.inf, numerator) * math.copysign(1.0, denominator)
+
+
+# Doubles at or above this magnitude round to inf in float32 (FLT_MAX + half an ulp).
+_FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
+
+
+def as_result(value, dtype):
+    """The Python float ``value`` as a NumPy scalar of ``dtype`` (float32 or float64).
+
+    A value beyond float32's range becomes +-inf, as in the kernels, without
+    NumPy's "overflow encountered in cast" RuntimeWarning.
+    """
+    if dtype.itemsize == 4 and abs(value) >= _FLOAT32_OVERFLOW:
+        value = math.copysign(math.inf, value)
+    return dtype.type(value)
+
+
+def cast(arr, dtype):
+    """``arr`` as ``dtype`` (no copy if it already is); values out of range become
+    +-inf without a RuntimeWarning (IEEE semantics, as everywhere in cecore)."""
+    if arr.dtype == dtype:
+        return arr
+    with np.errstate(over="ignore"):
+        return arr.astype(dtype)
 
 
 def trailing_broadcast(value, shape, name, dtype):
@@ -184,7 +215,7 @@ def trailing_broadcast(value, shape, name, dtype):
             f"{name} with shape {v.shape} does not broadcast to the input's shape {shape}"
         ) from None
     trailing = tuple(shape[len(shape) - v.ndim:]) if v.ndim else ()
-    return np.ascontiguousarray(np.broadcast_to(v, trailing), dtype=dtype).reshape(-1)
+    return aligned(np.ascontiguousarray(cast(np.broadcast_to(v, trailing), dtype))).reshape(-1)
 
 
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))

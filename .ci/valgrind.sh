@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Valgrind memcheck over a few calls of every public function
+# (.ci/valgrind_calls.py), on a release build of cecore made in a scratch copy
+# of the repository, once per SIMD level valgrind can run (baseline, AVX2:
+# valgrind 3.19-3.22 has no AVX-512, and its virtual CPU does not report it).
+#
+#   .ci/valgrind.sh            # PYTHON (default python3) needs numpy, cython, setuptools
+#
+# CPython noise: PYTHONMALLOC=malloc makes memcheck see every Python object
+# allocation; what the interpreter, NumPy and the extension modules' import do
+# anyway is recorded first (--gen-suppressions over `import numpy, cecore`) and
+# suppressed, so only errors that the calls add fail the run. Leaks: only
+# "definitely lost" blocks count (the interpreter leaves reachable memory at
+# exit by design).
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+python=${PYTHON:-python3}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+start=$SECONDS
+
+(cd "$repo" && git ls-files -z --cached --others --exclude-standard \
+    | xargs -0 cp --parents -t "$work")
+cd "$work"
+"$python" setup.py -q build_ext --inplace > build.log 2>&1 || { tail -50 build.log; exit 1; }
+echo "== built in $((SECONDS - start)) s"
+
+export PYTHONMALLOC=malloc
+export PYTHONPATH="$work"  # the scratch build, not an installed cecore
+vg=(valgrind --tool=memcheck --error-exitcode=1 --track-origins=yes --num-callers=30
+    --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite)
+
+echo "== suppressions for the interpreter, NumPy and module import"
+"${vg[@]}" --gen-suppressions=all --log-file="$work/baseline.log" \
+    "$python" -c "import numpy, cecore" || true
+# keep only the suppression blocks ({ ... }) of that log
+awk '/^\{/{keep=1} keep{print} /^\}/{keep=0}' "$work/baseline.log" > "$work/python.supp"
+echo "   $(grep -c '^{' "$work/python.supp" || true) suppression(s) generated"
+
+status=0
+for simd in baseline avx2; do
+    echo "== memcheck, CECORE_SIMD=$simd"
+    if CECORE_SIMD=$simd "${vg[@]}" --suppressions="$work/python.supp" \
+        --log-file="$work/memcheck-$simd.log" "$python" "$work/.ci/valgrind_calls.py"; then
+        grep -E "ERROR SUMMARY|definitely lost" "$work/memcheck-$simd.log" | sed 's/^==[0-9]*== /   /'
+    else
+        status=1
+        echo "   memcheck found errors:"
+        sed 's/^==[0-9]*== /   /' "$work/memcheck-$simd.log" | tail -80
+    fi
+done
+echo "== valgrind.sh: $((SECONDS - start)) s in all, exit status $status"
+exit "$status"

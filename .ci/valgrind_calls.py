@@ -1,0 +1,63 @@
+"""A few calls of every public function, for .ci/valgrind.sh (memcheck).
+
+Small inputs on both dtypes, every kernel path (K <= 32 blocks and longer
+rows, 16-row blocks and their remainder, per-element and periodic BCE
+weights), gradients and out=, strided and float16 inputs, the error paths
+that raise after a kernel ran, and one input large enough to run with
+OpenMP threads.
+"""
+
+import numpy as np
+
+import cecore
+
+rng = np.random.default_rng(0)
+for dtype in (np.float32, np.float64):
+    for n, k in ((37, 5), (20, 33), (3, 300), (1, 1)):
+        x = (rng.standard_normal((n, k)) * 3).astype(dtype)
+        x[0, 0] = -np.inf
+        y = rng.integers(0, k, n)
+        y[-1] = -100
+        t = rng.dirichlet(np.ones(k), n).astype(dtype)
+        w = rng.random(k) + 0.5
+        cecore.logsumexp(x)
+        cecore.log_softmax(x[:, ::-1])
+        cecore.softmax(x.T, axis=0)
+        cecore.cross_entropy(x, y, weight=w, label_smoothing=0.1)
+        cecore.cross_entropy(x, y, reduction="none", return_grad=True)
+        cecore.cross_entropy(x.copy(), y, return_grad=True, out=np.empty_like(x))
+        xc = x.copy()
+        cecore.cross_entropy(xc, y, return_grad=True, out=xc)  # in place
+        cecore.cross_entropy(x, t, label_smoothing=0.2, return_grad=True)
+        cecore.nll_loss(x, y, weight=w, reduction="sum")
+        p = rng.dirichlet(np.ones(k), n).astype(dtype)
+        cecore.entropy(p, base=2)
+        cecore.cross_entropy_pq(p, t, measure=w)
+        cecore.kl_divergence(p, t)
+    flat = rng.standard_normal((50, 7)).astype(dtype)
+    probs = rng.random((50, 7)).astype(dtype)
+    cecore.binary_cross_entropy_with_logits(flat, probs, pos_weight=rng.random(7) * 2)
+    cecore.binary_cross_entropy_with_logits(flat, probs, weight=probs, return_grad=True)
+    big = rng.standard_normal(20000).astype(dtype)  # per-element weights (> one block)
+    cecore.binary_cross_entropy_with_logits(big, np.abs(np.tanh(big)), weight=np.abs(big),
+                                            reduction="none")
+    cecore.binary_cross_entropy(probs, probs[::-1], weight=probs)
+    cecore.log_softmax(flat.astype(np.float16))
+
+# raising after the kernel ran (bad targets, probs outside [0, 1], negative p)
+for call in (lambda: cecore.cross_entropy(np.zeros((4, 3)), np.array([0, 5, 1, 2])),
+             lambda: cecore.nll_loss(np.zeros((4, 3)), np.array([0, 5, 1, 2])),
+             lambda: cecore.binary_cross_entropy(np.array([0.5, 2.0]), np.zeros(2)),
+             lambda: cecore.entropy(np.array([0.5, -0.5]))):
+    try:
+        call()
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("expected ValueError")
+
+# threads: large enough to start an OpenMP team
+x = rng.standard_normal((256, 256)).astype(np.float32)
+cecore.cross_entropy(x, rng.integers(0, 256, 256), n_threads=2, return_grad=True)
+cecore.binary_cross_entropy_with_logits(x, np.abs(np.tanh(x)), n_threads=2)
+print("valgrind_calls: ok, SIMD level in use:", cecore._config.simd_level())
