@@ -13,7 +13,7 @@ import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport isfinite, log
+from libc.math cimport fabs, isfinite, log
 
 cdef enum:
     ENTROPY = 0
@@ -42,7 +42,7 @@ cdef void _rows(const floating *p, Py_ssize_t pstride, const floating *q, Py_ssi
                 const double *w, Py_ssize_t k, int kind, Py_ssize_t r,
                 floating *out, Py_ssize_t *n_negative) noexcept nogil:
     cdef Py_ssize_t j
-    cdef double s = 0.0, pj, qj, term
+    cdef double s = 0.0, c = 0.0, total, pj, qj, term
     cdef Py_ssize_t neg = 0
     cdef const floating *pr = p + r * pstride
     cdef const floating *qr = q + r * qstride
@@ -51,11 +51,19 @@ cdef void _rows(const floating *p, Py_ssize_t pstride, const floating *q, Py_ssi
         qj = qr[j] if kind != ENTROPY else pj
         neg += (pj < 0.0) | (qj < 0.0)
         term = _term(pj, qj, kind)
-        if w == NULL:
-            s += term
-        elif w[j] != 0.0:
-            # a point of measure zero does not count, even where its term is infinite
-            s += w[j] * term
+        if w != NULL:
+            if w[j] == 0.0:
+                continue  # a point of measure zero does not count, even where its term is inf
+            term = w[j] * term
+        # Neumaier's compensated sum: a few ulps for any K (the log per term costs more)
+        total = s + term
+        if fabs(s) >= fabs(term):
+            c += (s - total) + term
+        else:
+            c += (term - total) + s
+        s = total
+    # the compensation means nothing once the sum is infinite or NaN
+    s = s + c if isfinite(s) else s
     # 0.0 - s, not -s: an empty sum is +0, not -0
     out[r] = <floating> (s if kind == KL else 0.0 - s)
     n_negative[0] = neg

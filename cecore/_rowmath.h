@@ -352,7 +352,7 @@ CEC_ATTR_AVX512 static double cec_bce_logits_grad_f32_avx512(const float *x, con
         /* (1 - t) x for x >= 0, p t |x| for x < 0: both terms non-negative */
         __m512 linear = _mm512_mask_blend_ps(neg, _mm512_mul_ps(_mm512_sub_ps(one, ti), xi),
                                              _mm512_mul_ps(_mm512_mul_ps(pi, ti), ax));
-        __m512 lw = _mm512_fmadd_ps(_mm512_sub_ps(pi, one), ti, one);
+        __m512 lw = _mm512_fmadd_ps(pi, ti, _mm512_sub_ps(one, ti));
         __m512 li = _mm512_maskz_mul_ps(m, wi, _mm512_fmadd_ps(lw, cec_log1p_unit16_avx512(e), linear));
         if (out != NULL) {
             _mm512_mask_storeu_ps(out + i, m, li);
@@ -799,7 +799,7 @@ CEC_ATTR_AVX2 static void cec_block_lse_f32_avx2_rows(const float *x, cec_intp r
         T (*row_max)(const T *, cec_intp);                                             \
         double (*row_sumexp)(const T *, cec_intp, T, cec_intp *);                      \
         double (*row_lse)(const T *, cec_intp, T *);                                   \
-        double (*row_wsum)(const double *, const T *, cec_intp, double);               \
+        double (*row_wsum)(const double *, const T *, cec_intp, double, double);       \
         double (*row_tdot)(const T *, const double *, const T *, cec_intp, double, double *); \
         void (*row_exp)(const T *, cec_intp, T, T, T *);                               \
         void (*row_sub)(const T *, cec_intp, double, double, T *);                        \

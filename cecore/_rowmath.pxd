@@ -14,7 +14,8 @@ cdef extern from "_rowmath.h" nogil:
         float (*row_max)(const float *, cec_intp) noexcept nogil
         double (*row_sumexp)(const float *, cec_intp, float, cec_intp *) noexcept nogil
         double (*row_lse)(const float *, cec_intp, float *) noexcept nogil
-        double (*row_wsum)(const double *, const float *, cec_intp, double) noexcept nogil
+        double (*row_wsum)(const double *, const float *, cec_intp, double,
+                           double) noexcept nogil
         double (*row_tdot)(const float *, const double *, const float *, cec_intp, double,
                            double *) noexcept nogil
         void (*row_exp)(const float *, cec_intp, float, float, float *) noexcept nogil
@@ -34,7 +35,8 @@ cdef extern from "_rowmath.h" nogil:
         double (*row_max)(const double *, cec_intp) noexcept nogil
         double (*row_sumexp)(const double *, cec_intp, double, cec_intp *) noexcept nogil
         double (*row_lse)(const double *, cec_intp, double *) noexcept nogil
-        double (*row_wsum)(const double *, const double *, cec_intp, double) noexcept nogil
+        double (*row_wsum)(const double *, const double *, cec_intp, double,
+                           double) noexcept nogil
         double (*row_tdot)(const double *, const double *, const double *, cec_intp, double,
                            double *) noexcept nogil
         void (*row_exp)(const double *, cec_intp, double, double, double *) noexcept nogil
@@ -77,11 +79,11 @@ cdef inline double row_lse(const floating *x, Py_ssize_t n, floating *rowmax) no
 
 
 cdef inline double row_wsum(const double *w, const floating *x, Py_ssize_t n,
-                            double shift) noexcept nogil:
+                            double shift, double c) noexcept nogil:
     if floating is float:
-        return cec_ops_f32.row_wsum(w, x, n, shift)
+        return cec_ops_f32.row_wsum(w, x, n, shift, c)
     else:
-        return cec_ops_f64.row_wsum(w, x, n, shift)
+        return cec_ops_f64.row_wsum(w, x, n, shift, c)
 
 
 cdef inline double row_tdot(const floating *t, const double *w, const floating *x,

@@ -146,20 +146,25 @@ CEC_ATTR static double CEC_FN(row_lse)(const CEC_T *x, cec_intp n, CEC_T *rowmax
     return log1p(rest + (double)(ties - 1));
 }
 
-/* sum_i (x_i - shift) (w == NULL) or sum_i w_i (x_i - shift), in double. */
-CEC_ATTR static double CEC_FN(row_wsum)(const double *w, const CEC_T *x, cec_intp n, double shift)
+/*
+ * sum_i c (x_i - shift) (w == NULL) or sum_i c w_i (x_i - shift), in double.
+ * With c = 1/n this is a mean, which cannot overflow where the sum of logits
+ * near the dtype's maximum would.
+ */
+CEC_ATTR static double CEC_FN(row_wsum)(const double *w, const CEC_T *x, cec_intp n, double shift,
+                                        double c)
 {
     double s = 0.0;
     if (w == NULL) {
 #pragma omp simd reduction(+ : s)
         for (cec_intp i = 0; i < n; i++) {
-            s += (double)x[i] - shift;
+            s += c * ((double)x[i] - shift);
         }
     }
     else {
 #pragma omp simd reduction(+ : s)
         for (cec_intp i = 0; i < n; i++) {
-            s += w[i] * ((double)x[i] - shift);
+            s += (c * w[i]) * ((double)x[i] - shift);
         }
     }
     return s;
@@ -353,6 +358,7 @@ CEC_ATTR static void CEC_FN(block_lse)(const CEC_T *x, cec_intp rows, cec_intp s
  * evaluated as a sum of non-negative terms (for t in [0, 1], p >= 0):
  *   x >= 0:  (1 - t) x   + (1 + (p - 1) t) log1p(e^-|x|)
  *   x <  0:  p t |x|     + (1 + (p - 1) t) log1p(e^-|x|)
+ * with 1 + (p - 1) t formed as (1 - t) + p t (exact for small p and t ~ 1).
  * PyTorch's (1 - t) x + (1 + (p - 1) t)(max(-x, 0) + log1p(e^-|x|)) cancels
  * to 0 for confident correct predictions; this form keeps full relative
  * accuracy. pw, w, out and grad may be NULL (weights then 1). With grad, also
@@ -380,7 +386,7 @@ CEC_ATTR static double CEC_FN(bce_logits_grad)(const CEC_T *x, const CEC_T *t, c
             CEC_T ax = xi < 0 ? -xi : xi;
             CEC_T e = CEC_EXP(-ax);
             CEC_T linear = xi < 0 ? pi * ti * ax : ((CEC_T)1 - ti) * xi;
-            CEC_T lw = (CEC_T)1 + (pi - (CEC_T)1) * ti;
+            CEC_T lw = ((CEC_T)1 - ti) + pi * ti;
             CEC_T li = wc[i] * (linear + lw * CEC_LOG1P_UNIT(e));
             CEC_T sig = (xi < 0 ? e : (CEC_T)1) / ((CEC_T)1 + e);
             loss[i] = li;
@@ -416,7 +422,7 @@ CEC_ATTR static double CEC_FN(bce_logits)(const CEC_T *x, const CEC_T *t, const 
             CEC_T xi = xc[i], ti = tc[i], pi = pc[i];
             CEC_T ax = xi < 0 ? -xi : xi;
             CEC_T linear = xi < 0 ? pi * ti * ax : ((CEC_T)1 - ti) * xi;
-            CEC_T lw = (CEC_T)1 + (pi - (CEC_T)1) * ti;
+            CEC_T lw = ((CEC_T)1 - ti) + pi * ti;
             CEC_T li = wc[i] * (linear + lw * CEC_LOG1P_UNIT(CEC_EXP(-ax)));
             loss[i] = li;
             s += (double)li;

@@ -91,5 +91,7 @@ cdef inline double class_index_loss(const floating *xr, Py_ssize_t k, Py_ssize_t
     """
     cdef double loss = (1.0 - smoothing) * wy * (logsum + (shift - xr[y]))
     if smoothing != 0.0:
-        loss = loss + smoothing / k * (logsum * weight_total - row_wsum(weight, xr, k, shift))
+        # as eps (logsum W / k - mean_j w[j] (x[j] - shift)): no overflow near the dtype's max
+        loss = loss + smoothing * (logsum * (weight_total / k)
+                                   - row_wsum(weight, xr, k, shift, 1.0 / k))
     return loss

@@ -240,8 +240,8 @@ cdef void _ce_prob_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
         tx = row_tdot(tr, weight, xr, k, shift, &tw)
         loss = (1.0 - smoothing) * (logsum * tw - tx)
         if smoothing != 0.0:
-            loss = loss + smoothing / k * (logsum * weight_total
-                                           - row_wsum(weight, xr, k, shift))
+            loss = loss + smoothing * (logsum * (weight_total / k)
+                                       - row_wsum(weight, xr, k, shift, 1.0 / k))
         if grad != NULL:
             row_grad(xr, tr, weight, k, <floating> shift,
                      <floating> (scale * ((1.0 - smoothing) * tw + smoothing * weight_total / k)

@@ -778,11 +778,6 @@ def test_large_row_maximum(function, dtype):
     assert not _exceeding(results, BOUNDS[(function, dtype)])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kernel: bce_logits/bce_logits_grad weigh log1p(e^-|x|) by "
-    "lw = 1 + (p - 1) t, which loses relative accuracy when lw is small "
-    "(p = pos_weight << 1, t ~ 1): p - 1 is rounded next to 1 (230-245 ulps "
-    "at p = 1e-3, both dtypes); (1 - t) + p t keeps it"))
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_bce_with_logits_small_pos_weight(dtype):
     x = _as(dtype, np.linspace(-3, 20, 64))
@@ -793,11 +788,6 @@ def test_bce_with_logits_small_pos_weight(dtype):
     assert ulp_errors(got, *_dd(exact), dtype, _floor_tiny(dtype)).max() <= 4
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kernel: _divergence_kernels._rows adds K terms one after another in double; "
-    "for float64 input at K = 1e6 the sum is off by 360 (KL) to 7000 "
-    "(cross_entropy_pq) ulps, relative up to 1.6e-12. Compensated (Neumaier) "
-    "summation, cheap next to the libm log per term, would keep it to a few ulps"))
 @pytest.mark.parametrize("function", ["entropy", "cross_entropy_pq", "kl_divergence"])
 def test_divergence_of_long_float64_rows(function):
     results = measure(function, np.float64, long_prob_rows)
@@ -811,10 +801,6 @@ def test_divergence_of_long_float64_rows_is_close(function):
     assert not _exceeding(results, (10_000, None))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kernel: the label-smoothing term is formed as lse * sum(w) - sum(w * x) "
-    "in double, which overflows to inf for float64 logits near -DBL_MAX although "
-    "the loss (eps / K) sum w (lse - x) is finite"))
 @pytest.mark.parametrize("target", ["class index", "probabilities"])
 def test_label_smoothing_near_dbl_max(target):
     big = np.finfo(np.float64).max
