@@ -68,7 +68,8 @@ def _cecore_runtime():
     if sys.platform == "darwin":
         matches = [i for i in openmp if Path(i["filepath"]).name == runtime]
     else:
-        matches = [i for i in openmp if os.path.realpath(i["filepath"]) == os.path.realpath(runtime)]
+        matches = [i for i in openmp
+                   if os.path.realpath(i["filepath"]) == os.path.realpath(runtime)]
     assert len(matches) == 1, f"{runtime} is not (or more than once) in {openmp}"
     return matches[0]
 
