@@ -124,7 +124,7 @@ def test_grandchildren_finish_too():
     assert report["grandchild"]["digest"] == parent
 
 
-def test_children_of_a_parent_that_never_used_threads():
+def test_children_of_a_parent_that_never_used_threads(tmp_path):
     """Forked before any parallel region: still fine (and still single-threaded)."""
     import subprocess
     import textwrap
@@ -141,7 +141,8 @@ def test_children_of_a_parent_that_never_used_threads():
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.abspath(cecore.__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    # from an empty directory: `python -c` puts the working directory first on sys.path
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=3 * TIMEOUT, env=env)
+                          timeout=3 * TIMEOUT, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("ok")
