@@ -48,7 +48,12 @@ for so in cecore/*.so; do
 done
 libasan=$("$cc" -print-file-name=libasan.so)
 [ -e "$libasan" ] || { echo "libasan not found via $cc -print-file-name"; exit 1; }
-echo "   built in $((SECONDS - start)) s; preloading $libasan"
+# libstdc++ too: a C++ extension (PyTorch) that throws needs ASan's __cxa_throw
+# interceptor, which only finds the real one if libstdc++ is loaded at start
+preload=$libasan
+libstdcxx=$(readlink -f "$("$cc" -print-file-name=libstdc++.so)")
+[ -e "$libstdcxx" ] && preload="$preload $libstdcxx"
+echo "   built in $((SECONDS - start)) s; preloading $preload"
 
 logs="$work/sanitizer-logs"
 mkdir -p "$logs"
@@ -72,7 +77,7 @@ if [ $# -eq 0 ]; then
 fi
 echo "== pytest $* (under ASan + UBSan)"
 status=0
-LD_PRELOAD="$libasan" "$python" -m pytest -q -p no:cacheprovider --durations=15 "$@" \
+LD_PRELOAD="$preload" "$python" -m pytest -q -p no:cacheprovider --durations=15 "$@" \
     || status=$?
 
 reports=$(find "$logs" -type f -size +0 | sort)
