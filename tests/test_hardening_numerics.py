@@ -711,7 +711,7 @@ BOUNDS = {
     ("softmax", np.float32): (80, None),
     ("softmax", np.float64): (160, None),
     ("cross_entropy (class index)", np.float32): (2, 1),
-    ("cross_entropy (class index)", np.float64): (3.5, 6.6),
+    ("cross_entropy (class index)", np.float64): (5, 6.6),
     ("cross_entropy (probabilities)", np.float32): (1.6, 1),
     ("cross_entropy (probabilities)", np.float64): (30, 14),
     ("nll_loss", np.float32): (0.51, 1),
