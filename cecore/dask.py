@@ -112,9 +112,9 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
 
 
 def _loss(evaluator, reduction, dtype):
-    if reduction == "sum":
-        return dtype.type(evaluator.loss_sum)
-    return dtype.type(evaluator.result()["loss"])
+    value = evaluator.loss_sum if reduction == "sum" else evaluator.result()["loss"]
+    with np.errstate(over="ignore"):  # past float32's range is inf, as in cross_entropy
+        return np.asarray(value, dtype=np.float64).astype(dtype)[()]
 
 
 def _as_dask(array, name):

@@ -100,6 +100,18 @@ def test_cross_entropy_matches_in_memory(rng, reduction, dtype):
         np.testing.assert_allclose(got, want, rtol=rtol)
 
 
+@pytest.mark.parametrize("reduction, expected", [("mean", np.float32(3e38)), ("sum", np.inf)])
+def test_float32_result_overflows_to_inf_like_in_memory(reduction, expected):
+    # float64 partial sums past float32's range: inf, not an overflow warning
+    logits = np.zeros((4, 2), np.float32)
+    logits[:, 1] = 3e38
+    target = np.zeros(4, np.int64)
+    want = cecore.cross_entropy(logits, target, reduction=reduction)
+    got = cecore_dask.cross_entropy(da.from_array(logits, chunks=2), target,
+                                    reduction=reduction).compute(scheduler="threads")
+    assert got.dtype == want.dtype == np.float32 and got == want == expected
+
+
 def test_class_axis_other_than_last(rng):
     logits, target = make_data(rng, n=600, k=12, dtype=np.float64)
     stored = logits.reshape(200, 3, 12).transpose(0, 2, 1)  # (N, K, d)

@@ -108,6 +108,7 @@ def _mypy(args, cwd):
 def test_mypy_strict_accepts_typed_use_and_rejects_misuse(tmp_path):
     # Against the installed package (py.typed + stubs), not a source tree:
     # mypy runs in an empty directory and gets no search path of its own.
+    _metadata()  # an in-place build is not on mypy's search path
     (tmp_path / "misuse.py").write_text(MISUSE)
     example = HERE / "typing_example.py"
     run = _mypy(["mypy", "--strict", "--cache-dir", str(tmp_path / "cache"), str(example),
