@@ -332,7 +332,12 @@ CEC_ATTR static void CEC_FN(block_lse)(const CEC_T *x, cec_intp rows, cec_intp s
     {
         CEC_FN(block_lse_packed)(x, rows, stride, k, scratch, rowmax, lse);
     }
+    int any_inf = 0;
+#pragma omp simd reduction(| : any_inf)
     for (cec_intp r = 0; r < rows; r++) {
+        any_inf |= rowmax[r] == CEC_INFINITY;
+    }
+    for (cec_intp r = 0; any_inf && r < rows; r++) {
         /* a +inf maximum: lse = +inf unless the row holds a NaN (see row_lse) */
         if (rowmax[r] == CEC_INFINITY) {
             lse[r] = CEC_FN(row_has_nan)(x + r * stride, k) ? (double)NAN : 0.0;

@@ -113,6 +113,10 @@ cdef void _ce_index_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
     cdef const floating *xr
     cdef floating *gr
     lse_rows(x + r0 * stride, r1 - r0, stride, k, s)
+    if grad == NULL and smoothing == 0.0:
+        _ce_index_plain(x, stride, k, target, weight, ignore_index, loss_out, r0, r1, s,
+                        loss_sum, weight_sum, first_bad)
+        return
     for r in range(r0, r1):
         y = target[r]
         xr = x + r * stride
@@ -140,6 +144,39 @@ cdef void _ce_index_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
                                  * exp(-logsum)),
                      0, <floating> (scale * smoothing / k), gr)
             gr[y] = gr[y] - <floating> (scale * (1.0 - smoothing) * wy)
+    loss_sum[0] = total
+    weight_sum[0] = wtotal
+
+
+cdef void _ce_index_plain(const floating *x, Py_ssize_t stride, Py_ssize_t k,
+                          const target_t *target, const double *weight,
+                          Py_ssize_t ignore_index, floating *loss_out, Py_ssize_t r0,
+                          Py_ssize_t r1, Scratch *s, double *loss_sum, double *weight_sum,
+                          Py_ssize_t *first_bad) noexcept nogil:
+    """_ce_index_block's losses without smoothing or gradient, s holding the rows' lse.
+
+    The same arithmetic as class_index_loss with eps = 0, in a loop without
+    calls: there GCC keeps the sums in registers, where the general loop (which
+    calls row_wsum and row_grad) spills them, and a sum carried through memory
+    costs ~2 ns a row, a third of the time for K = 10.
+    """
+    cdef Py_ssize_t r, y
+    cdef double shift, wy, loss, total = 0.0, wtotal = 0.0
+    for r in range(r0, r1):
+        y = target[r]
+        if y == ignore_index or y < 0 or y >= k:
+            if y != ignore_index and first_bad[0] < 0:
+                first_bad[0] = r
+            if loss_out != NULL:
+                loss_out[r] = 0
+            continue
+        shift = shift_of((<floating *> s.rowmax)[r - r0])
+        wy = 1.0 if weight == NULL else weight[y]
+        loss = wy * (logsum_of_probs(s.logsum[r - r0], shift) + (shift - x[r * stride + y]))
+        if loss_out != NULL:
+            loss_out[r] = <floating> loss
+        total = total + loss
+        wtotal = wtotal + wy
     loss_sum[0] = total
     weight_sum[0] = wtotal
 
