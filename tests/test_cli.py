@@ -7,19 +7,12 @@ import os
 import subprocess
 import sys
 import tracemalloc
-import zlib
 
 import numpy as np
 import pytest
 
 import cecore
 from cecore.__main__ import evaluate_files, main
-
-
-@pytest.fixture
-def rng(request):
-    """A generator seeded from the test's id: reproducible, different per test."""
-    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
 def save(tmp_path, **arrays):

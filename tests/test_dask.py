@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import zlib
 
 import numpy as np
 import pytest
@@ -14,12 +13,6 @@ da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 cecore_dask = pytest.importorskip("cecore.dask")
 from dask.delayed import Delayed  # noqa: E402
-
-
-@pytest.fixture
-def rng(request):
-    """A generator seeded from the test's id: reproducible, different per test."""
-    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
 def make_data(rng, n=1000, k=40, dtype=np.float32):

@@ -7,7 +7,6 @@ cross_entropy / argmax / topk where installed.
 
 import math
 import pickle
-import zlib
 
 import numpy as np
 import pytest
@@ -20,12 +19,6 @@ except ImportError:  # pragma: no cover - torch is optional
     torch = None
 
 needs_torch = pytest.mark.skipif(torch is None, reason="needs torch")
-
-
-@pytest.fixture
-def rng(request):
-    """A generator seeded from the test's id: reproducible, different per test."""
-    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
 def reference_ranks(logits, target):

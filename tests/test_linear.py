@@ -1,7 +1,6 @@
 """cecore.linear_cross_entropy: cross_entropy(hidden @ weight.T + bias) in blocks of rows."""
 
 import tracemalloc
-import zlib
 
 import numpy as np
 import pytest
@@ -30,12 +29,6 @@ def one_blas_thread():
         return
     with threadpool_limits(1, user_api="blas"):
         yield
-
-
-@pytest.fixture
-def rng(request):
-    """A generator seeded from the test's id: reproducible, different per test."""
-    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
 def make_inputs(rng, batch_shape=(300,), d=24, v=50, dtype=np.float32, bias=True):
