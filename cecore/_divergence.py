@@ -6,7 +6,15 @@ import numpy as np
 
 from cecore import _divergence_kernels
 from cecore._threads import run_kernel
-from cecore._validation import aligned, as_float_array, as_rows, check_axis
+from cecore._validation import (
+    aligned,
+    as_float_array,
+    as_rows,
+    asarray,
+    check_axis,
+    check_real,
+    check_real_number,
+)
 
 _ENTROPY, _CROSS_ENTROPY, _KL = 0, 1, 2
 
@@ -14,10 +22,7 @@ _ENTROPY, _CROSS_ENTROPY, _KL = 0, 1, 2
 def _check_base(base):
     if base is None:
         return 1.0
-    try:
-        b = float(base)
-    except (TypeError, ValueError):
-        raise TypeError(f"base must be a positive number or None, got {base!r}") from None
+    b = check_real_number(base, "base", "a positive number or None")
     if not (b > 0.0 and b != 1.0 and math.isfinite(b)):
         raise ValueError(f"base must be positive, finite and != 1, got {base}")
     return math.log(b)
@@ -27,11 +32,8 @@ def _check_measure(measure, n_points):
     """Weights of the base measure: empty (counting measure) or (n_points,) float64."""
     if measure is None:
         return np.empty(0)
-    w = np.asarray(measure)
-    if w.dtype.kind == "c":
-        raise TypeError(f"measure must be real, got complex dtype {w.dtype}")
-    if w.dtype.kind not in "fiub":
-        raise TypeError(f"measure must be a real numeric array, got dtype {w.dtype}")
+    w = asarray(measure, "measure")
+    check_real(w, "measure", "fiub")
     if w.ndim == 0:
         w = np.full(n_points, w, dtype=np.float64)
     if w.shape != (n_points,):
@@ -46,10 +48,11 @@ def _check_measure(measure, n_points):
 
 
 def _divergence(kind, p, q, axis, base, measure, n_threads):
-    names = ("p",) if q is None else ("p", "q")
-    arrays = [as_float_array(p, "p")[0]] + ([] if q is None else [as_float_array(q, "q")[0]])
+    two = kind != _ENTROPY  # q is only read (and must be an array) for two distributions
+    names = ("p", "q") if two else ("p",)
+    arrays = [as_float_array(p, "p")[0]] + ([as_float_array(q, "q")[0]] if two else [])
     dtype = np.result_type(*arrays)
-    if q is not None:
+    if two:
         try:
             arrays = np.broadcast_arrays(*arrays)
         except ValueError:
@@ -57,7 +60,7 @@ def _divergence(kind, p, q, axis, base, measure, n_threads):
                 f"p with shape {arrays[0].shape} and q with shape {arrays[1].shape} "
                 "do not broadcast together"
             ) from None
-    axis = check_axis(axis, arrays[0].ndim, names[-1] if q is not None else "p")
+    axis = check_axis(axis, arrays[0].ndim, names[-1])
     k = arrays[0].shape[axis]
     if k == 0:
         raise ValueError(f"p has no elements along axis {axis}")
@@ -65,7 +68,7 @@ def _divergence(kind, p, q, axis, base, measure, n_threads):
     w = _check_measure(measure, k)
     rows = [as_rows(a.astype(dtype, copy=False), axis) for a in arrays]
     p_rows = rows[0]
-    q_rows = rows[1] if q is not None else rows[0]
+    q_rows = rows[-1]
     out = np.empty(p_rows.shape[0], dtype=dtype)
     n_negative = run_kernel(_divergence_kernels.divergence_rows, n_threads, p_rows.size,
                             p_rows, q_rows, w, kind, out)

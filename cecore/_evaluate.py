@@ -8,6 +8,7 @@ import numpy as np
 from cecore import _eval_kernels, _softmax_kernels
 from cecore._threads import resolve_n_threads, run_kernel
 from cecore._validation import (
+    asarray,
     check_fraction,
     check_int,
     class_targets,
@@ -22,8 +23,10 @@ LN2 = math.log(2.0)
 
 def _check_topk(topk):
     """``topk`` (an int or ints >= 1) as a sorted tuple without repeats."""
-    values = (topk,) if isinstance(topk, int) else topk
     try:
+        values = [topk] if hasattr(topk, "__index__") else list(topk)
+        if any(isinstance(k, (bool, np.bool_)) for k in values):
+            raise TypeError
         values = [operator.index(k) for k in values]
     except TypeError:
         raise TypeError(f"topk must be an integer or a sequence of integers, got {topk!r}") \
@@ -121,7 +124,7 @@ class Evaluator:
         :func:`cecore.cross_entropy` (a target out of range is named with its
         index in this batch); a batch that raises leaves the totals unchanged.
         """
-        target = np.asarray(target)
+        target = asarray(target, "target")
         bad, n_classes = self._update(logits, target)
         if bad >= 0:
             raise_bad_target(target, bad, n_classes, self.ignore_index)
@@ -134,8 +137,6 @@ class Evaluator:
         """
         rows, batch_shape, _, _ = logits_rows(logits, self.axis, "logits")
         n, k = rows.shape
-        if target.dtype.kind not in "iu":
-            raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
         t_flat = class_targets(target, batch_shape, k, self.ignore_index)
         loss, weight, count, hits, bad = run_kernel(
             _eval_kernels.eval_index, self.n_threads, rows.size,

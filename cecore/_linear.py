@@ -9,6 +9,7 @@ from cecore._losses import _NO_GRADIENT, _check_class_targets, _reduce, _result_
 from cecore._threads import resolve_n_threads, run_kernel
 from cecore._validation import (
     as_float_array,
+    asarray,
     check_int,
     check_reduction,
     class_targets,
@@ -102,9 +103,7 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
         bias = bias.astype(dtype, copy=False)
     reduction = check_reduction(reduction)
     ignore_index = check_int(ignore_index, "ignore_index")
-    t = np.asarray(target)
-    if t.dtype.kind not in "iu":
-        raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}")
+    t = asarray(target, "target")
     batch_shape = h.shape[:-1]
     t_flat = class_targets(t, batch_shape, n_classes, ignore_index)
     _check_class_targets(t, t_flat, n_classes, ignore_index)  # before the expensive part

@@ -10,9 +10,12 @@ from cecore._validation import (
     as_float_array,
     as_result,
     as_rows,
+    asarray,
     cast,
+    check_bool,
     check_fraction,
     check_int,
+    check_real,
     check_reduction,
     class_targets,
     class_weight,
@@ -137,10 +140,11 @@ def cross_entropy(
     reduction = check_reduction(reduction)
     label_smoothing = check_fraction(label_smoothing, "label_smoothing")
     ignore_index = check_int(ignore_index, "ignore_index")
+    return_grad = check_bool(return_grad, "return_grad")
     w = class_weight(weight, k)
     result_dtype = _result_dtype(rows)
     logits_shape = batch_shape[:axis] + (k,) + batch_shape[axis:]
-    t = np.asarray(target)
+    t = asarray(target, "target")
     resolve_n_threads(n_threads, rows.size)  # validated before any work
     per_row = _per_row_losses(reduction, n, rows.dtype)
 
@@ -280,9 +284,7 @@ def nll_loss(
     reduction = check_reduction(reduction)
     ignore_index = check_int(ignore_index, "ignore_index")
     w = class_weight(weight, k)
-    t = np.asarray(target)
-    if t.dtype.kind not in "iu":
-        raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}")
+    t = asarray(target, "target")
     t_flat = class_targets(t, batch_shape, k, ignore_index)
     per_row = _per_row_losses(reduction, n, rows.dtype)
     total, weight_sum, bad = run_kernel(_softmax_kernels.nll_loss, n_threads, n,
@@ -305,11 +307,8 @@ def _bce_inputs(x, target, name, weights):
     weight tiled to the block) or, when ``per_element``, of x's size.
     """
     arr, _ = as_float_array(x, name)
-    t = np.asarray(target)
-    if t.dtype.kind == "c":
-        raise TypeError(f"target must be real, got complex dtype {t.dtype}")
-    if t.dtype.kind not in "fiub":
-        raise TypeError(f"target must be a real numeric array, got dtype {t.dtype}")
+    t = asarray(target, "target")
+    check_real(t, "target", "fiub")
     if t.shape != arr.shape:
         raise ValueError(f"target has shape {t.shape}, expected {name}'s shape {arr.shape}")
     dtype = arr.dtype
@@ -328,7 +327,8 @@ def _bce_inputs(x, target, name, weights):
         return x_flat, t_flat, block, laid_out, False, arr.shape, _result_dtype(x_flat)
     per_element = period > _BCE_BLOCK
     if not per_element:
-        block = period * (_BCE_BLOCK // period)
+        # whole periods, at most _BCE_BLOCK elements, no more than the input holds
+        block = period * min(_BCE_BLOCK // period, -(-size // period))
         for key, p in periods.items():
             laid_out[key] = np.tile(p, block // p.size)
     else:
@@ -337,14 +337,6 @@ def _bce_inputs(x, target, name, weights):
                 np.broadcast_to(p, (size // p.size, p.size))
             ).reshape(-1)
     return x_flat, t_flat, block, laid_out, per_element, arr.shape, _result_dtype(x_flat)
-
-
-def _bce_finish(total, losses, size, reduction, shape, result_dtype):
-    if reduction == "none":
-        return losses.reshape(shape).astype(result_dtype, copy=False)
-    if reduction == "sum":
-        return as_result(total, result_dtype)
-    return as_result(divide(total, size), result_dtype)
 
 
 def binary_cross_entropy_with_logits(
@@ -374,13 +366,14 @@ def binary_cross_entropy_with_logits(
     0.693147
     """
     reduction = check_reduction(reduction)
+    return_grad = check_bool(return_grad, "return_grad")
+    logits = asarray(logits, "logits")
     x, t, block, w, per_element, shape, result_dtype = _bce_inputs(
         logits, target, "logits", {"weight": weight, "pos_weight": pos_weight}
     )
     losses = np.empty(x.size if reduction == "none" else 0, dtype=x.dtype)
     scale = divide(1.0, x.size) if reduction == "mean" else 1.0
-    in_dtype = np.asarray(logits).dtype
-    in_dtype = in_dtype if in_dtype.kind == "f" else x.dtype
+    in_dtype = logits.dtype if logits.dtype.kind == "f" else x.dtype
     # element-wise: rows of length 1 along a new last axis
     out_rows = out[..., np.newaxis] if isinstance(out, np.ndarray) else out
     grad_rows, finish = _gradient_buffer(return_grad, out_rows, x.reshape(-1, 1), (t,),
@@ -390,7 +383,7 @@ def binary_cross_entropy_with_logits(
         x, t, w["pos_weight"], w["weight"], block, per_element, losses, scale,
         grad_rows.reshape(-1),
     )
-    loss = _bce_finish(total, losses, x.size, reduction, shape, result_dtype)
+    loss = _reduce(total, x.size, losses, reduction, shape, result_dtype)
     if not return_grad:
         return loss
     grad = finish()
@@ -422,4 +415,4 @@ def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", n_thre
                               p, t, w["weight"], block, per_element, losses)
     if n_bad:
         raise ValueError(f"probs must lie in [0, 1]; {n_bad} element(s) are outside")
-    return _bce_finish(total, losses, p.size, reduction, shape, result_dtype)
+    return _reduce(total, p.size, losses, reduction, shape, result_dtype)

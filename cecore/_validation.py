@@ -13,18 +13,31 @@ import numpy as np
 REDUCTIONS = ("none", "mean", "sum")
 
 
+def asarray(x, name):
+    """``np.asarray(x)``, with NumPy's error for ragged nested sequences naming ``name``."""
+    try:
+        return np.asarray(x)
+    except ValueError as error:
+        raise ValueError(f"{name} must be a rectangular array ({error})") from None
+
+
+def check_real(arr, name, kinds="fiu"):
+    """Raise TypeError unless ``arr``'s dtype kind is one of ``kinds`` (real numbers)."""
+    if arr.dtype.kind == "c":
+        raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
+    if arr.dtype.kind not in kinds:
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+
+
 def as_float_array(x, name):
     """``x`` as a native-endian float32/float64 array (float16 and integers are promoted).
 
     Returns ``(array, result_dtype)`` where ``result_dtype`` is the dtype results
     are reported in: float64 for float64 (and integer) input, float32 otherwise.
     """
-    arr = np.asarray(x)
+    arr = asarray(x, name)
+    check_real(arr, name)
     kind = arr.dtype.kind
-    if kind == "c":
-        raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
-    if kind not in "fiu":
-        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
     if kind in "iu":
         arr = arr.astype(np.float64)
     elif arr.dtype.itemsize < 4:
@@ -38,10 +51,7 @@ def as_float_array(x, name):
 
 def check_axis(axis, ndim, name):
     """Normalise ``axis`` for an array of ``ndim`` dimensions called ``name``."""
-    try:
-        axis = operator.index(axis)
-    except TypeError:
-        raise TypeError(f"axis must be an integer, got {type(axis).__name__}") from None
+    axis = check_int(axis, "axis")
     if ndim == 0:
         raise ValueError(f"{name} must have at least one dimension (the class axis)")
     if not -ndim <= axis < ndim:
@@ -50,34 +60,49 @@ def check_axis(axis, ndim, name):
 
 
 def check_reduction(reduction):
-    if reduction not in REDUCTIONS:
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return reduction
 
 
 def check_fraction(value, name):
     """A float in [0, 1]."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a float in [0, 1], got {value!r}") from None
+    value = check_real_number(value, name, "a float in [0, 1]")
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value}")
     return value
 
 
-_INT64 = np.iinfo(np.int64)
+def check_real_number(value, name, what):
+    """``value`` as a Python float; TypeError (saying ``what`` was expected) for
+    anything but a real number: strings and bools are not numbers here."""
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be {what}, got {value!r}") from None
+
+
+def check_bool(value, name):
+    """``value`` as a bool; TypeError for anything else (a truthy array or string)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 
 
 def check_int(value, name):
     """An integer that fits in 64 bits (what the kernels take)."""
-    if isinstance(value, bool):
+    if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got bool")
     try:
         value = operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if not _INT64.min <= value <= _INT64.max:
+    if not _INT64_MIN <= value <= _INT64_MAX:
         raise ValueError(f"{name} must fit in a 64-bit signed integer, got {value}")
     return value
 
@@ -121,11 +146,8 @@ def class_weight(weight, n_classes):
     """Class weights as a contiguous float64 array of length ``n_classes`` (empty if None)."""
     if weight is None:
         return _NO_WEIGHT
-    w = np.asarray(weight)
-    if w.dtype.kind == "c":
-        raise TypeError(f"weight must be real, got complex dtype {w.dtype}")
-    if w.dtype.kind not in "fiub":
-        raise TypeError(f"weight must be a real numeric array, got dtype {w.dtype}")
+    w = asarray(weight, "weight")
+    check_real(w, "weight", "fiub")
     if w.shape != (n_classes,):
         raise ValueError(
             f"weight must have shape ({n_classes},) (one weight per class), got {w.shape}"
@@ -136,6 +158,8 @@ def class_weight(weight, n_classes):
 def class_targets(target, expected_shape, n_classes, ignore_index):
     """Integer class targets as a flat int32/int64 array matching the logits' rows."""
     t = target
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}")
     if (t.dtype == np.int64 and t.ndim == 1 and t.shape == expected_shape
             and t.flags.c_contiguous and t.flags.aligned):
         return t
@@ -152,10 +176,13 @@ def class_targets(target, expected_shape, n_classes, ignore_index):
     return aligned(np.ascontiguousarray(t.reshape(-1)))
 
 
-def raise_bad_target(target, flat_index, n_classes, ignore_index):
+def raise_bad_target(target, flat_index, n_classes, ignore_index, first_row=0):
+    """Raise ValueError naming ``target.flat[flat_index]`` by its index; when ``target``
+    is a block of rows of a larger array, ``first_row`` is the block's first row."""
     index = np.unravel_index(flat_index, target.shape) if target.ndim else ()
     value = target[index]
-    where = "target[" + ", ".join(str(int(i)) for i in index) + "]" if index else "target"
+    shown = (index[0] + first_row, *index[1:]) if index else ()
+    where = "target[" + ", ".join(str(int(i)) for i in shown) + "]" if index else "target"
     raise ValueError(
         f"{where} = {value} is out of range: class indices must be in [0, {n_classes}) "
         f"or equal ignore_index ({ignore_index})"
@@ -202,11 +229,8 @@ def trailing_broadcast(value, shape, name, dtype):
     of ``shape``: element i of a flattened array of ``shape`` pairs with element
     ``i % C``. Raises ValueError if ``value`` does not broadcast to ``shape``.
     """
-    v = np.asarray(value)
-    if v.dtype.kind == "c":
-        raise TypeError(f"{name} must be real, got complex dtype {v.dtype}")
-    if v.dtype.kind not in "fiub":
-        raise TypeError(f"{name} must be a real numeric array, got dtype {v.dtype}")
+    v = asarray(value, name)
+    check_real(v, name, "fiub")
     try:
         if np.broadcast_shapes(v.shape, shape) != tuple(shape):
             raise ValueError
@@ -241,7 +265,7 @@ def logits_rows(x, axis, name):
         and x.flags.aligned
     ):
         return x, (x.shape[0],), 1, x.dtype
-    given = np.asarray(x)
+    given = asarray(x, name)
     arr, _ = as_float_array(given, name)
     axis = check_axis(axis, arr.ndim, name)
     if arr.shape[axis] == 0:

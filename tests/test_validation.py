@@ -335,3 +335,91 @@ def test_errors_do_not_modify_inputs():
 def test_ignore_index_out_of_int64_range(value):
     with pytest.raises(ValueError, match="ignore_index"):
         cecore.cross_entropy(np.zeros((2, 3)), np.array([0, 1]), ignore_index=value)
+
+
+# ------------------------------------------------- review fixes: each failed before
+
+
+@pytest.mark.parametrize("name", WITH_AXIS)
+@pytest.mark.parametrize("axis", [True, np.True_], ids=["bool", "np-bool"])
+def test_bool_axis_rejected(name, axis):
+    # was read as axis 1 (bool is an int to operator.index)
+    with pytest.raises(TypeError, match="axis must be an integer, got bool"):
+        CALLS[name](axis=axis)
+
+
+@pytest.mark.parametrize("value", ["0.5", b"0.5", True, np.True_],
+                         ids=["str", "bytes", "bool", "np-bool"])
+def test_label_smoothing_must_be_a_number(value):
+    with pytest.raises(TypeError, match="label_smoothing must be a float in"):
+        cecore.cross_entropy(X, T, label_smoothing=value)
+    with pytest.raises(TypeError, match="label_smoothing must be a float in"):
+        cecore.Evaluator(label_smoothing=value)
+
+
+@pytest.mark.parametrize("name", ["entropy", "cross_entropy_pq", "kl_divergence"])
+@pytest.mark.parametrize("base", ["2", True], ids=["str", "bool"])
+def test_base_must_be_a_number(name, base):
+    with pytest.raises(TypeError, match="base must be a positive number or None"):
+        CALLS[name](base=base)
+
+
+@pytest.mark.parametrize("name", WITH_REDUCTION)
+def test_reduction_must_be_a_string(name):
+    # an array gave NumPy's "truth value of an array is ambiguous"
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        CALLS[name](reduction=np.array(["mean", "sum"]))
+
+
+@pytest.mark.parametrize("fn", [
+    lambda **kw: cecore.cross_entropy(X, T, **kw),
+    lambda **kw: cecore.binary_cross_entropy_with_logits(X, B, **kw),
+], ids=["cross_entropy", "binary_cross_entropy_with_logits"])
+@pytest.mark.parametrize("value", ["no", 1, np.array([1, 0]), None])
+def test_return_grad_must_be_a_bool(fn, value):
+    # "no" and 1 returned a (loss, grad) tuple
+    with pytest.raises(TypeError, match="return_grad must be True or False"):
+        fn(return_grad=value)
+
+
+def test_return_grad_accepts_numpy_bools():
+    loss, grad = cecore.cross_entropy(X, T, return_grad=np.True_)
+    assert grad.shape == X.shape
+    assert np.isscalar(cecore.cross_entropy(X, T, return_grad=np.False_))
+
+
+@pytest.mark.parametrize("name", ["cross_entropy_pq", "kl_divergence"])
+def test_q_none_is_rejected(name):
+    # was read as "no q": H(p) and zeros came back
+    fn = getattr(cecore, name)
+    with pytest.raises(TypeError, match="q must be a real numeric array"):
+        fn(P, None)
+
+
+@pytest.mark.parametrize(("call", "name"), [
+    (lambda bad: cecore.cross_entropy(bad, [0, 1]), "logits"),
+    (lambda bad: cecore.cross_entropy([[0.0, 1.0], [1.0, 0.0]], bad), "target"),
+    (lambda bad: cecore.softmax(bad), "x"),
+    (lambda bad: cecore.cross_entropy(X, T, weight=bad), "weight"),
+    (lambda bad: cecore.binary_cross_entropy_with_logits(X, B, pos_weight=bad), "pos_weight"),
+    (lambda bad: cecore.entropy(bad), "p"),
+    (lambda bad: cecore.entropy(P, measure=bad), "measure"),
+    (lambda bad: cecore.Evaluator().update(bad, [0, 1]), "logits"),
+], ids=["logits", "target", "softmax", "weight", "pos_weight", "entropy", "measure",
+        "evaluator"])
+def test_ragged_sequences_name_the_argument(call, name):
+    # NumPy's own "setting an array element with a sequence" named nothing
+    with pytest.raises(ValueError, match=rf"^{name} must be a rectangular array"):
+        call([[1.0, 2.0], [3.0]])
+
+
+@pytest.mark.parametrize("topk", [np.int64(5), [np.int32(1), 5]])
+def test_evaluator_topk_accepts_numpy_integers(topk):
+    # np.int64(5) was rejected as "not an integer"
+    assert cecore.Evaluator(topk=topk).topk[-1] == 5
+
+
+@pytest.mark.parametrize("topk", [True, [True, 2], np.True_])
+def test_evaluator_topk_rejects_bools(topk):
+    with pytest.raises(TypeError, match="topk must be an integer"):
+        cecore.Evaluator(topk=topk)
