@@ -152,7 +152,6 @@ def evaluate_files(logits_path, targets_path, *, axis=-1, ignore_index=-100,
     row_bytes = logits.nbytes // n_batch if n_batch else 0
     if batch_rows is None:
         batch_rows = max(1, BATCH_BYTES // max(row_bytes, 1))
-    inner = targets.size // n_batch if n_batch else 0  # targets per batch row
     stream = sys.stderr if progress is True else progress or None
     bar = Progress(n_batch, row_bytes, stream)
     start = time.perf_counter()
@@ -166,7 +165,7 @@ def evaluate_files(logits_path, targets_path, *, axis=-1, ignore_index=-100,
                 batch = (logits[index], targets[first:last])
             bad, n_classes = evaluator._update(*batch)
             if bad >= 0:
-                raise_bad_target(targets, first * inner + bad, n_classes, ignore_index)
+                raise_bad_target(batch[1], bad, n_classes, ignore_index, first)
             bar.update(last)
     finally:
         bar.close()

@@ -190,12 +190,15 @@ def cross_entropy(
     )
 
 
-def _check_class_targets(target, t_flat, n_classes, ignore_index):
-    """Raise for the first out-of-range target; return the mask of counted positions."""
+def _check_class_targets(target, t_flat, n_classes, ignore_index, first_row=0):
+    """Raise for the first out-of-range target; return the mask of counted positions.
+
+    ``first_row``: where ``target`` starts in a larger array (see raise_bad_target).
+    """
     counted = t_flat != ignore_index
     bad = np.flatnonzero(counted & ((t_flat < 0) | (t_flat >= n_classes)))
     if bad.size:
-        raise_bad_target(target, int(bad[0]), n_classes, ignore_index)
+        raise_bad_target(target, int(bad[0]), n_classes, ignore_index, first_row)
     return counted
 
 

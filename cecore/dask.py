@@ -15,7 +15,9 @@ import numpy as np
 
 import cecore
 from cecore._evaluate import Evaluator
+from cecore._losses import _check_class_targets
 from cecore._validation import (
+    as_result,
     check_axis,
     check_int,
     check_reduction,
@@ -100,12 +102,16 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
     dtype = np.dtype(np.float32 if logits.dtype.kind == "f" and logits.dtype.itemsize < 8
                      else np.float64)  # that of cecore.cross_entropy's result
     if reduction == "none":
-        logits, target, axis, _ = _aligned(logits, target, axis, {**options, "topk": ()})
+        logits, target, axis, row_axis = _aligned(logits, target, axis,
+                                                  {**options, "topk": ()})
         indices = tuple(range(logits.ndim))
         out_indices = indices[:axis] + indices[axis + 1:]
-        return da.blockwise(cecore.cross_entropy, out_indices, logits, indices, target,
-                            out_indices, dtype=dtype, concatenate=True, axis=axis,
-                            reduction="none", **options)
+        # each block's first row, paired with the blocks by position (one per row chunk)
+        starts = np.cumsum((0,) + logits.chunks[row_axis][:-1])
+        first_rows = da.from_array(starts, chunks=1)
+        return da.blockwise(_cross_entropy_block, out_indices, logits, indices, target,
+                            out_indices, first_rows, (out_indices[0],), dtype=dtype,
+                            concatenate=True, align_arrays=False, axis=axis, **options)
     tree = _evaluator_tree(logits, target, axis, split_every, {**options, "topk": ()})
     value = dask.delayed(_loss, pure=True)(tree, reduction, dtype)
     return da.from_delayed(value, shape=(), dtype=dtype)
@@ -113,8 +119,19 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
 
 def _loss(evaluator, reduction, dtype):
     value = evaluator.loss_sum if reduction == "sum" else evaluator.result()["loss"]
-    with np.errstate(over="ignore"):  # past float32's range is inf, as in cross_entropy
-        return np.asarray(value, dtype=np.float64).astype(dtype)[()]
+    return as_result(value, dtype)
+
+
+def _cross_entropy_block(logits, target, first_row, *, axis, ignore_index, **options):
+    """Per-row losses of one block; a bad target is named by its index in the whole array."""
+    try:
+        return cecore.cross_entropy(logits, target, axis=axis, ignore_index=ignore_index,
+                                    reduction="none", **options)
+    except ValueError:
+        n_classes = logits.shape[axis]
+        _check_class_targets(target, target.reshape(-1), n_classes, ignore_index,
+                             first_row=int(first_row[0]))
+        raise
 
 
 def _as_dask(array, name):
@@ -163,24 +180,11 @@ def _aligned(logits, target, axis, options):
     return logits, target, axis, row_axis
 
 
-class _Shifted:
-    """A block of ``target`` seen as the whole array, for raise_bad_target's message."""
-
-    def __init__(self, block, first_row, n_rows):
-        self.block, self.first_row = block, first_row
-        self.shape, self.ndim = (n_rows, *block.shape[1:]), block.ndim
-
-    def __getitem__(self, index):
-        return self.block[(index[0] - self.first_row, *index[1:])]
-
-
-def _evaluate_block(logits, target, first_row, n_rows, options):
+def _evaluate_block(logits, target, first_row, options):
     evaluator = Evaluator(**options)
     bad, n_classes = evaluator._update(logits, target)
     if bad >= 0:
-        inner = target.size // target.shape[0]  # bad >= 0: the block has rows
-        raise_bad_target(_Shifted(target, first_row, n_rows), first_row * inner + bad,
-                         n_classes, options["ignore_index"])
+        raise_bad_target(target, bad, n_classes, options["ignore_index"], first_row)
     return evaluator
 
 
@@ -200,8 +204,7 @@ def _evaluator_tree(logits, target, axis, split_every, options):
     options = {**options, "axis": axis}
     starts = np.cumsum((0,) + logits.chunks[row_axis])
     parts = [
-        dask.delayed(_evaluate_block, pure=True)(block, target_block, int(first),
-                                                 int(starts[-1]), options)
+        dask.delayed(_evaluate_block, pure=True)(block, target_block, int(first), options)
         for block, target_block, first in zip(logits.to_delayed().ravel(),
                                               target.to_delayed().ravel(), starts[:-1],
                                               strict=True)

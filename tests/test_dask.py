@@ -151,6 +151,24 @@ def test_bad_target_is_named_by_its_index_at_compute_time(rng):
         lazy.compute(scheduler="sync")
 
 
+@pytest.mark.parametrize("axis", [1, 0])
+def test_bad_target_in_per_row_losses_is_named_by_its_index_in_the_whole_array(rng, axis):
+    # reduction="none" named it by its index in its chunk (target[5] for target[777])
+    logits, target = make_data(rng)
+    target[777] = 40
+    stored = logits if axis == 1 else np.ascontiguousarray(logits.T)
+    chunks = (100, 40) if axis == 1 else (40, 100)
+    lazy = cecore_dask.cross_entropy(da.from_array(stored, chunks=chunks), target, axis=axis,
+                                     reduction="none")
+    with pytest.raises(ValueError, match=r"target\[777\] = 40 is out of range"):
+        lazy.compute(scheduler="sync")
+    target[777] = 3  # and with valid targets the blocks line up with their rows
+    np.testing.assert_array_equal(
+        cecore_dask.cross_entropy(da.from_array(stored, chunks=chunks), target, axis=axis,
+                                  reduction="none").compute(scheduler="sync"),
+        cecore.cross_entropy(stored, target, axis=axis, reduction="none"))
+
+
 @pytest.mark.parametrize(
     "make, error, match",
     [
