@@ -25,6 +25,9 @@ accuracy of tiny outputs) has its own tests.
 
 import _reference as ref
 import numpy as np
+import pytest
+
+import cecore
 
 
 def unit_roundoff(dtype):
@@ -164,3 +167,21 @@ def variants(x):
         assert not unaligned.flags.aligned
         out.append(("unaligned", unaligned))
     return out
+
+
+def evaluator_result(logits, target, **options):
+    """Evaluator(**options).result() after one in-memory update."""
+    ev = cecore.Evaluator(**options)
+    ev.update(logits, target)
+    return ev.result()
+
+
+def assert_metrics_equal(got, want, rtol=1e-13, other_keys=False):
+    """Evaluator metrics: the same keys in order (``other_keys``: ``got`` may hold
+    more, e.g. the CLI's file information), counts exactly, sums to ``rtol``."""
+    assert [k for k in got if k in want or not other_keys] == list(want)
+    for key, value in want.items():
+        if key == "count" or key.startswith("accuracy"):
+            assert got[key] == value, key
+        else:
+            assert got[key] == pytest.approx(value, rel=rtol), key

@@ -4,12 +4,14 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tracemalloc
 
 import numpy as np
 import pytest
+from _helpers import assert_metrics_equal, evaluator_result
 
 import cecore
 from cecore.__main__ import evaluate_files, main
@@ -40,27 +42,14 @@ def run_json(capsys, *argv):
     return json.loads(out)
 
 
-def expected_result(logits, target, **options):
-    ev = cecore.Evaluator(**options)
-    ev.update(logits, target)
-    return ev.result()
-
-
-def assert_metrics_equal(got, want, rtol=1e-12):
-    for key, value in want.items():
-        if key == "count" or key.startswith("accuracy"):
-            assert got[key] == value, key
-        else:
-            assert got[key] == pytest.approx(value, rel=rtol), key
-
-
 @pytest.mark.parametrize("batch_rows", [None, 1, 64, 999, 5000])
 def test_json_matches_the_evaluator_in_memory(tmp_path, capsys, rng, batch_rows):
     logits, target = make_data(rng)
     paths = save(tmp_path, logits=logits, targets=target)
     extra = [] if batch_rows is None else ["--batch-rows", str(batch_rows)]
     got = run_json(capsys, *paths, "--topk", "1,5", *extra)
-    assert_metrics_equal(got, expected_result(logits, target, topk=(1, 5)))
+    assert_metrics_equal(got, evaluator_result(logits, target, topk=(1, 5)), rtol=1e-12,
+                         other_keys=True)
     assert got["positions"] == 1000
     assert got["logits_shape"] == [1000, 50] and got["logits_dtype"] == "float32"
     assert got["targets_dtype"] == "int64"
@@ -75,7 +64,7 @@ def test_dtypes(tmp_path, capsys, rng, dtype, target_dtype):
     target = np.where(target < 0, 19, target).astype(target_dtype)
     paths = save(tmp_path, logits=logits, targets=target)
     got = run_json(capsys, *paths, "--batch-rows", "30")
-    assert_metrics_equal(got, expected_result(logits, target))
+    assert_metrics_equal(got, evaluator_result(logits, target), rtol=1e-12, other_keys=True)
 
 
 def test_options(tmp_path, capsys, rng):
@@ -84,8 +73,8 @@ def test_options(tmp_path, capsys, rng):
     paths = save(tmp_path, logits=logits, targets=target)
     got = run_json(capsys, *paths, "--ignore-index", "3", "--label-smoothing", "0.2",
                    "--topk", "5,1,2", "--threads", "2", "--batch-rows", "100")
-    want = expected_result(logits, target, ignore_index=3, label_smoothing=0.2, topk=(1, 2, 5))
-    assert_metrics_equal(got, want)
+    want = evaluator_result(logits, target, ignore_index=3, label_smoothing=0.2, topk=(1, 2, 5))
+    assert_metrics_equal(got, want, rtol=1e-12, other_keys=True)
     assert list(got)[-5:] == ["perplexity", "accuracy@1", "accuracy@2", "accuracy@5", "count"]
 
 
@@ -107,7 +96,7 @@ def test_class_axis_other_than_last(tmp_path, capsys, rng, axis):
         stored_target = target.reshape(200, 3)
     paths = save(tmp_path, logits=stored, targets=stored_target)
     got = run_json(capsys, *paths, "--axis", str(axis), "--batch-rows", "7")
-    assert_metrics_equal(got, expected_result(logits, target))
+    assert_metrics_equal(got, evaluator_result(logits, target), rtol=1e-12, other_keys=True)
 
 
 def test_single_row(tmp_path, capsys):
@@ -127,7 +116,7 @@ def test_table(tmp_path, capsys, rng):
     names = [line.split()[0] for line in captured.out.splitlines()]
     assert names == ["logits", "targets", "loss", "bits", "perplexity", "accuracy@1",
                      "accuracy@5", "count", "throughput"]
-    result = expected_result(logits, target, topk=(1, 5))
+    result = evaluator_result(logits, target, topk=(1, 5))
     assert f"{result['loss']:.6f} nats" in captured.out
     assert f"{result['count']:,} of 1,000 positions" in captured.out
     assert "GB/s" in captured.out
@@ -276,6 +265,36 @@ def test_errors_exit_non_zero_without_traceback_in_a_subprocess(tmp_path):
     assert done.returncode == 1
     assert done.stderr == "cecore eval: error: cannot read LOGITS missing.npy: " \
                           "No such file or directory\n"
+
+
+def test_batch_rows_and_threads_reach_the_evaluator(tmp_path, capsys, rng, monkeypatch):
+    paths = save(tmp_path, **dict(zip(("logits", "targets"), make_data(rng, n=1000),
+                                      strict=True)))
+    seen = []
+    update = cecore.Evaluator._update
+
+    def recording(self, logits, target):
+        seen.append((logits.shape[0], self.n_threads))
+        return update(self, logits, target)
+
+    monkeypatch.setattr(cecore.Evaluator, "_update", recording)
+    run_json(capsys, *paths, "--batch-rows", "300", "--threads", "2")
+    assert seen == [(300, 2), (300, 2), (300, 2), (100, 2)]
+
+
+def test_demo_command(capsys, monkeypatch):
+    import cecore.__main__ as cli
+
+    cli.demo(n_rows=512, n_classes=10)
+    out = capsys.readouterr().out
+    loss, reference = (float(v) for v in
+                       re.search(r"loss\s+(\S+) nats \(float64 NumPy reference (\S+)\)",
+                                 out).groups())
+    assert loss == pytest.approx(reference, rel=1e-6)
+    assert "512 x 10 float32" in out
+    calls = []
+    monkeypatch.setattr(cli, "demo", lambda: calls.append("demo"))
+    assert main(["demo"]) == 0 and calls == ["demo"]
 
 
 def test_other_commands_remain(capsys):

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from _helpers import assert_metrics_equal, evaluator_result
 
 import cecore
 
@@ -21,22 +22,6 @@ def make_data(rng, n=1000, k=40, dtype=np.float32):
     logits[np.arange(n), target] += dtype(2)
     target[rng.random(n) < 0.1] = -100
     return logits, target
-
-
-def in_memory(logits, target, **options):
-    ev = cecore.Evaluator(**options)
-    ev.update(logits, target)
-    return ev.result()
-
-
-def assert_result_equal(got, want, rtol=1e-13):
-    """Counts exactly, sums to float64 rounding (by default)."""
-    assert list(got) == list(want)
-    for key, value in want.items():
-        if key == "count" or key.startswith("accuracy"):
-            assert got[key] == value, key
-        else:
-            assert got[key] == pytest.approx(value, rel=rtol), key
 
 
 # Float32 rows of at most 32 classes: on AVX-512 the kernel computes a row's log-sum-exp
@@ -55,13 +40,13 @@ def test_import_cecore_does_not_import_dask(tmp_path):
 
 @pytest.mark.parametrize("chunks", [1000, 300, (1, 998, 1), 7])  # 7: a 3-level merge tree
 @pytest.mark.parametrize("k", [20, 40])
-def test_evaluate_matches_in_memory(rng, chunks, k):
+def test_evaluate_matches_evaluator_result(rng, chunks, k):
     logits, target = make_data(rng, k=k)
     lazy = cecore_dask.evaluate(da.from_array(logits, chunks=(chunks, k)), target,
                                 topk=(1, 5))
     assert isinstance(lazy, Delayed)
     with dask.config.set(scheduler="threads"):
-        assert_result_equal(lazy.compute(), in_memory(logits, target, topk=(1, 5)),
+        assert_metrics_equal(lazy.compute(), evaluator_result(logits, target, topk=(1, 5)),
                             rtol=SMALL_K_FLOAT32_RTOL if k <= 32 else 1e-13)
 
 
@@ -73,17 +58,19 @@ def test_options_and_dask_targets(rng):
     dask_target = da.from_array(target, chunks=333)  # rechunked to the logits' rows
     got = cecore_dask.evaluate(da.from_array(logits, chunks=(250, 40)), dask_target,
                                split_every=2, n_threads=1, **options).compute()
-    assert_result_equal(got, in_memory(logits, target, **options))
+    assert_metrics_equal(got, evaluator_result(logits, target, **options))
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-def test_cross_entropy_matches_in_memory(rng, reduction, dtype):
+def test_cross_entropy_matches_evaluator_result(rng, reduction, dtype):
     logits, target = make_data(rng, dtype=dtype)
+    target[target == -100] = 3  # ignored below
+    options = {"weight": rng.random(40) + 0.5, "ignore_index": 3, "label_smoothing": 0.1}
     lazy = cecore_dask.cross_entropy(da.from_array(logits, chunks=(128, 40)), target,
-                                     reduction=reduction, label_smoothing=0.1)
+                                     reduction=reduction, **options)
     assert isinstance(lazy, da.Array)
-    want = cecore.cross_entropy(logits, target, reduction=reduction, label_smoothing=0.1)
+    want = cecore.cross_entropy(logits, target, reduction=reduction, **options)
     got = lazy.compute(scheduler="threads")
     assert got.dtype == want.dtype and np.shape(got) == np.shape(want)
     if reduction == "none":
@@ -94,7 +81,7 @@ def test_cross_entropy_matches_in_memory(rng, reduction, dtype):
 
 
 @pytest.mark.parametrize("reduction, expected", [("mean", np.float32(3e38)), ("sum", np.inf)])
-def test_float32_result_overflows_to_inf_like_in_memory(reduction, expected):
+def test_float32_result_overflows_to_inf_like_evaluator_result(reduction, expected):
     # float64 partial sums past float32's range: inf, not an overflow warning
     logits = np.zeros((4, 2), np.float32)
     logits[:, 1] = 3e38
@@ -109,14 +96,14 @@ def test_class_axis_other_than_last(rng):
     logits, target = make_data(rng, n=600, k=12, dtype=np.float64)
     stored = logits.reshape(200, 3, 12).transpose(0, 2, 1)  # (N, K, d)
     arrays = da.from_array(stored, chunks=(64, 12, 3)), target.reshape(200, 3)
-    assert_result_equal(cecore_dask.evaluate(*arrays, axis=1).compute(),
-                        in_memory(logits, target))
+    assert_metrics_equal(cecore_dask.evaluate(*arrays, axis=1).compute(),
+                        evaluator_result(logits, target))
     none = cecore_dask.cross_entropy(*arrays, axis=1, reduction="none").compute()
     np.testing.assert_array_equal(none, cecore.cross_entropy(stored, target.reshape(200, 3),
                                                              axis=1, reduction="none"))
     classes_first = da.from_array(np.ascontiguousarray(logits.T), chunks=(12, 100))
-    assert_result_equal(cecore_dask.evaluate(classes_first, target, axis=0).compute(),
-                        in_memory(logits, target))
+    assert_metrics_equal(cecore_dask.evaluate(classes_first, target, axis=0).compute(),
+                        evaluator_result(logits, target))
 
 
 def test_nothing_is_computed_until_compute(rng):
@@ -227,7 +214,7 @@ def test_distributed_cluster_of_processes(rng, client):
     result = client.compute(cecore_dask.evaluate(*arrays, topk=(1, 5), n_threads=1)).result()
     threaded = cecore_dask.evaluate(*arrays, topk=(1, 5)).compute(scheduler="threads")
     assert result == threaded  # the same tree of float64 sums on any scheduler
-    assert_result_equal(result, in_memory(logits, target, topk=(1, 5)))
+    assert_metrics_equal(result, evaluator_result(logits, target, topk=(1, 5)))
     loss = client.compute(cecore_dask.cross_entropy(*arrays, n_threads=1)).result()
     assert loss == pytest.approx(cecore.cross_entropy(logits, target), rel=1e-7)
     per_row = client.compute(cecore_dask.cross_entropy(*arrays, reduction="none")).result()

@@ -78,7 +78,7 @@ def _calls(d, n_threads):
         "kl_divergence": lambda: cecore.kl_divergence(p, t, measure=0.5, **nt),
         "linear_cross_entropy": lambda: cecore.linear_cross_entropy(
             x2[:, :64], d["proj"][:, :64].astype(x.dtype), np.arange(x2.shape[0]) % 50,
-            chunk_size=512, **nt),
+            chunk_size=1000, **nt),  # 1,000 x 50 logits per block: parallel
         "Evaluator": lambda: _evaluate(x, y, n_threads),
     }
 
@@ -222,6 +222,20 @@ def test_explicit_n_threads_is_honoured_under_a_pool(monkeypatch):
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda _: cecore.logsumexp(d["x"], n_threads=2), range(8)))
     assert set(rec.counts) == {min(2, _threads.max_n_threads())}
+
+
+def test_explicit_n_threads_reaches_every_kernel(monkeypatch):
+    """n_threads=2 is what each public function hands its kernel (a function that
+    ignored it would still pass the bitwise tests above)."""
+    if _threads.max_n_threads() < 2:
+        pytest.skip("needs 2 threads")
+    rec = _Recorder(monkeypatch)
+    for name, call in _calls(_inputs(seed=9), 2).items():
+        if name.startswith("nll"):
+            continue  # its work is counted in rows: 3,000 rows stay on one thread
+        rec.counts.clear()
+        call()
+        assert rec.counts and max(rec.counts) == 2, (name, rec.counts)
 
 
 def test_shared_threads_given_back_after_errors():

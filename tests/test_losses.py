@@ -474,7 +474,10 @@ def test_all_neg_inf_row_gives_nan_like_torch(k):
     got = cecore.cross_entropy(logits, target, reduction="none")
     assert np.isnan(got[1])
     np.testing.assert_allclose(got[[0, 2]], math.log(k), rtol=1e-15)
-    torch = pytest.importorskip("torch")
+    try:  # the checks above ran: a missing torch must not report them as skipped
+        import torch
+    except ImportError:
+        return
     want = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(target),
                                              reduction="none").numpy()
     assert np.isnan(want[1])
@@ -831,7 +834,10 @@ def test_bce_with_logits_gradient(rng, dt, reduction, w):
                                                     **kw)
     assert g2 is inplace
     np.testing.assert_array_equal(inplace, grad)
-    torch = pytest.importorskip("torch")
+    try:  # the checks above ran: a missing torch must not report them as skipped
+        import torch
+    except ImportError:
+        return
     if dtype == np.float64:
         tx = torch.tensor(x, requires_grad=True)
         tw = None if weight is None else torch.as_tensor(np.asarray(weight, np.float64))

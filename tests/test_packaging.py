@@ -73,16 +73,6 @@ def test_type_information_is_installed():
     assert not missing, f"no stub for {missing} in {PACKAGE}"
 
 
-def test_show_config(capsys):
-    cecore.show_config()
-    out = capsys.readouterr().out
-    fields = dict(line.strip().split(": ", 1) for line in out.splitlines())
-    assert fields["version"] == cecore.__version__
-    assert fields["simd"] in ("baseline", "avx2", "avx512")
-    assert int(fields["default_n_threads"]) >= 1
-    assert fields["compiler"] and fields["openmp"]
-
-
 def test_typing_example_runs(capsys):
     runpy.run_path(str(HERE / "typing_example.py"), run_name="__main__")
     assert "perplexity" in capsys.readouterr().out

@@ -113,13 +113,3 @@ def test_threadpool_limits_cap_default_threads_results_unchanged(select):
         for f, want in zip(calls, expected):
             np.testing.assert_array_equal(f(), want, strict=True)  # bitwise: any thread count
     assert _threads.default_n_threads() == before
-
-
-def test_omp_num_threads_sets_the_default():
-    code = "import cecore._threads as t; print(t.default_n_threads())"
-    # the cecore under test, whether installed or built in place
-    env = dict(os.environ, OMP_NUM_THREADS="3",
-               PYTHONPATH=os.path.dirname(os.path.dirname(cecore.__file__)))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True, cwd=os.path.dirname(os.path.abspath(__file__)))
-    assert out.stdout.strip() == "3"

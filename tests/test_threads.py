@@ -110,18 +110,6 @@ def test_bitwise_identical_for_any_thread_count(case):
         assert np.asarray(got).tobytes() == np.asarray(first).tobytes(), f"n_threads={nt}"
 
 
-def test_threadpoolctl_limit_is_honoured_and_results_unchanged(rng):
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    x = rng.normal(size=(8192, 10)).astype(np.float32)
-    y = rng.integers(0, 10, size=8192)
-    want = cecore.cross_entropy(x, y, n_threads=1)
-    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
-        if _config.config()["openmp"] != "none (built without OpenMP)":
-            assert _config.config()["default_n_threads"] == 1
-        assert cecore.cross_entropy(x, y).tobytes() == want.tobytes()
-    assert cecore.cross_entropy(x, y).tobytes() == want.tobytes()
-
-
 # ---------------------------------------------------------------------------
 # subprocesses: environment read at import
 
@@ -235,35 +223,6 @@ def test_omp_num_threads_sets_the_default(tmp_path):
     proc = _run(code, {"OMP_NUM_THREADS": "3"}, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "3"
-
-
-@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin",
-                    reason="needs fork() (and GNU/LLVM OpenMP on Linux)")
-def test_forked_child_runs_single_threaded_without_hanging(tmp_path):
-    # a parallel call in the parent, then calls in a forked child: must not hang
-    code = """
-        import os, sys
-        import numpy as np
-        import cecore
-        from cecore import _threads
-        x = np.random.default_rng(0).normal(size=(8192, 10))
-        y = np.arange(8192) % 10
-        parent = cecore.cross_entropy(x, y, n_threads=2)
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            ok = (cecore.cross_entropy(x, y, n_threads=2) == parent
-                  and _threads.default_n_threads() == 1)
-            os.write(w, b"ok" if ok else b"bad")
-            os._exit(0)
-        os.close(w)
-        msg = os.read(r, 10)
-        os.waitpid(pid, 0)
-        print(msg.decode())
-    """
-    proc = _run(code, {}, tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "ok"
 
 
 # ---------------------------------------------------------------------------
