@@ -274,7 +274,9 @@ def _training_step(module):
 
     The inputs are (features, class targets, weight, bias); each implementation
     starts from its own copy of the same weight and bias, so the first step's
-    result (loss and updated weight) is comparable. Every call is one step:
+    result (loss and the weight's gradient) is comparable; the gradient, not the
+    updated weight, which its starting value dominates (a gradient 1% off would
+    change the weight by ~7e-5, inside the check's tolerance). Every call is one step:
     zero_grad, forward, loss, backward, update.
     """
 
@@ -294,7 +296,7 @@ def _training_step(module):
             loss = cross_entropy(model(features), target)
             loss.backward()
             optimizer.step()
-            return loss, model.weight
+            return loss, model.weight.grad
 
         return step
 
@@ -417,9 +419,10 @@ def _cecore_linear(inputs, n_threads):
     import cecore
 
     hidden, weight, target = inputs
+    # n_threads bounds the BLAS; the kernel keeps its default (one thread: the BLAS's
+    # threads still spin on the other cores between products, see its docstring)
     return _numpy_blas_threads(
-        lambda: cecore.linear_cross_entropy(hidden, weight, target, n_threads=n_threads),
-        n_threads)
+        lambda: cecore.linear_cross_entropy(hidden, weight, target), n_threads)
 
 
 def _cecore_materialised_linear(inputs, n_threads):
