@@ -26,7 +26,7 @@ from libc.stdint cimport int32_t, int64_t
 
 from cecore._rowmath cimport cec_dispatch_init
 from cecore._rows cimport (Scratch, class_index_loss, logsum_of_probs, lse_rows, scratch_free,
-                           scratch_new, shift_of)
+                           scratch_new, shift_of, total_weight)
 
 ctypedef fused target_t:
     int32_t
@@ -98,11 +98,11 @@ cdef Py_ssize_t _rank_nan(const floating *x, Py_ssize_t k, Py_ssize_t y) noexcep
     return c
 
 
-cdef void _eval_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
-                      const target_t *target, const double *weight, double weight_total,
-                      Py_ssize_t ignore_index, double smoothing, const int64_t *topk,
-                      Py_ssize_t ntopk, Py_ssize_t r0, Py_ssize_t r1, Scratch *s,
-                      double *sums, int64_t *counts, Py_ssize_t *first_bad) noexcept nogil:
+cdef inline void _eval_rows(const floating *x, Py_ssize_t stride, Py_ssize_t k,
+                            const target_t *target, const double *weight, double weight_total,
+                            Py_ssize_t ignore_index, double smoothing, const int64_t *topk,
+                            Py_ssize_t ntopk, Py_ssize_t r0, Py_ssize_t r1, Scratch *s,
+                            double *sums, int64_t *counts, Py_ssize_t *first_bad) noexcept nogil:
     """Rows r0..r1: sums = (loss, weight of counted rows), counts = (count, hits@topk[i]).
 
     The loss of a row is that of _softmax_kernels.ce_index_loss (class_index_loss).
@@ -113,7 +113,6 @@ cdef void _eval_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
     cdef double logsum, shift, wy, loss, total = 0.0, wtotal = 0.0
     cdef const floating *xr
     cdef floating *rowmax = <floating *> s.rowmax
-    lse_rows(x + r0 * stride, r1 - r0, stride, k, s)
     for i in range(ntopk):
         kmax = max(kmax, topk[i])
     for r in range(r0, r1):
@@ -141,6 +140,22 @@ cdef void _eval_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
     sums[1] = wtotal
 
 
+cdef void _eval_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
+                      const target_t *target, const double *weight, double weight_total,
+                      Py_ssize_t ignore_index, double smoothing, const int64_t *topk,
+                      Py_ssize_t ntopk, Py_ssize_t r0, Py_ssize_t r1, Scratch *s,
+                      double *sums, int64_t *counts, Py_ssize_t *first_bad) noexcept nogil:
+    lse_rows(x + r0 * stride, r1 - r0, stride, k, s)
+    # constant arguments: the inlined loop has no calls, its sums stay in registers
+    # (see _ce_index_block in _softmax_kernels.pyx)
+    if ntopk == 0 and smoothing == 0.0:
+        _eval_rows(x, stride, k, target, weight, weight_total, ignore_index, 0.0, NULL, 0,
+                   r0, r1, s, sums, counts, first_bad)
+    else:
+        _eval_rows(x, stride, k, target, weight, weight_total, ignore_index, smoothing, topk,
+                   ntopk, r0, r1, s, sums, counts, first_bad)
+
+
 def eval_index(const floating[:, :] logits, const target_t[::1] target,
                const double[::1] weight, Py_ssize_t ignore_index, double label_smoothing,
                const int64_t[::1] topk, Py_ssize_t block_rows, int n_threads):
@@ -162,16 +177,12 @@ def eval_index(const floating[:, :] logits, const target_t[::1] target,
     cdef Py_ssize_t[::1] bad = np.full(nblocks, -1, dtype=np.intp)
     cdef const double *w = &weight[0] if weight.shape[0] > 0 else NULL
     cdef const int64_t *tk = &topk[0] if ntopk > 0 else NULL
-    cdef double weight_total = k
+    cdef double weight_total = total_weight(w, k)
     cdef double loss_sum = 0.0, weight_sum = 0.0
-    cdef Py_ssize_t b, j, first_bad = -1
+    cdef Py_ssize_t b, first_bad = -1
     cdef int failed = 0
     cdef int *failed_flag = &failed  # written from inside the parallel region
     cdef Scratch *s = NULL
-    if w != NULL:
-        weight_total = 0.0
-        for j in range(k):
-            weight_total += w[j]
     if n > 0:
         with nogil, parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
             # assigned inside the parallel block, so each thread has its own

@@ -473,7 +473,7 @@ CEC_ATTR_AVX512 static void cec_expsum_inplace_f32_avx512(float *a, cec_intp n)
 }
 
 /*
- * exp(d) for 8 doubles with d <= 0 (or NaN), ~1 ulp: d = (k/8) ln2 + r with
+ * exp(d) for 8 doubles with d <= 0 (or NaN), < 2 ulp: d = (k/8) ln2 + r with
  * k = round(8 d / ln2) and a Cody-Waite split of ln2/8 (k * hi is exact for
  * |k| < 2^20), so |r| <= ln2/16 and a degree-8 Taylor polynomial is exact to
  * < 2^-58; 2^(k/8) = 2^floor(k/8) * 2^((k mod 8)/8), the second factor from

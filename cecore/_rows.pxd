@@ -65,6 +65,17 @@ cdef inline void lse_rows(const floating *x, Py_ssize_t rows, Py_ssize_t stride,
         s.logsum[r] = row_lse(x + r * stride, k, &rowmax[r])
 
 
+cdef inline double total_weight(const double *w, Py_ssize_t k) noexcept nogil:
+    """sum_j w[j], or k without weights (W in the label-smoothing terms)."""
+    cdef double total = 0.0
+    cdef Py_ssize_t j
+    if w == NULL:
+        return k
+    for j in range(k):
+        total += w[j]
+    return total
+
+
 cdef inline double shift_of(floating rowmax) noexcept nogil:
     """The shift of a row: its maximum, or 0 when that is -inf (no finite entry)."""
     return 0.0 if rowmax == -INFINITY else rowmax

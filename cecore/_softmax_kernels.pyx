@@ -21,7 +21,7 @@ from libc.stdlib cimport calloc, free, malloc
 from cecore._rowmath cimport (cec_dispatch_init, cec_simd_level, row_exp, row_grad, row_sub,
                               row_tdot, row_wsum)
 from cecore._rows cimport (SMALL_K, Scratch, class_index_loss, logsum_of_probs, lse_rows,
-                           scratch_free, scratch_new, shift_of)
+                           scratch_free, scratch_new, shift_of, total_weight)
 
 ctypedef fused target_t:
     int32_t
@@ -91,32 +91,16 @@ cdef inline Py_ssize_t _stride(Py_ssize_t byte_stride, Py_ssize_t itemsize):
     return byte_stride // itemsize
 
 
-cdef void _ce_index_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
-                          const target_t *target, const double *weight, double weight_total,
-                          Py_ssize_t ignore_index, double smoothing, double scale,
-                          floating *grad, Py_ssize_t gstride, floating *loss_out,
-                          Py_ssize_t r0, Py_ssize_t r1, Scratch *s, double *loss_sum,
-                          double *weight_sum, Py_ssize_t *first_bad) noexcept nogil:
-    """Loss (and, if grad != NULL, gradient) of rows r0..r1 with class-index targets.
-
-    loss = (1 - eps) w[y] (lse - x[y]) + eps / k sum_j w[j] (lse - x[j])    (PyTorch)
-    with lse - x[j] = logsum + (shift - x[j]) (see lse_rows in _rows.pxd)
-    d loss / d x[j] = scale [((1 - eps) w[y] + eps W / k) softmax(x)[j]
-                             - (1 - eps) w[y] [j == y] - eps w[j] / k],  W = sum_j w[j]
-    Ignored rows, and rows whose target is out of range (the first is reported
-    in first_bad), contribute 0. With a gradient the caller validates targets
-    first: grad may alias x, and a row's loss is computed before its gradient
-    overwrites it.
-    """
+cdef inline void _ce_index_rows(const floating *x, Py_ssize_t stride, Py_ssize_t k,
+                                const target_t *target, const double *weight, double weight_total,
+                                Py_ssize_t ignore_index, double smoothing, double scale,
+                                floating *grad, Py_ssize_t gstride, floating *loss_out,
+                                Py_ssize_t r0, Py_ssize_t r1, Scratch *s, double *loss_sum,
+                                double *weight_sum, Py_ssize_t *first_bad) noexcept nogil:
     cdef Py_ssize_t r, j, y
     cdef double logsum, shift, wy, loss, total = 0.0, wtotal = 0.0
     cdef const floating *xr
     cdef floating *gr
-    lse_rows(x + r0 * stride, r1 - r0, stride, k, s)
-    if grad == NULL and smoothing == 0.0:
-        _ce_index_plain(x, stride, k, target, weight, ignore_index, loss_out, r0, r1, s,
-                        loss_sum, weight_sum, first_bad)
-        return
     for r in range(r0, r1):
         y = target[r]
         xr = x + r * stride
@@ -148,48 +132,33 @@ cdef void _ce_index_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
     weight_sum[0] = wtotal
 
 
-cdef void _ce_index_plain(const floating *x, Py_ssize_t stride, Py_ssize_t k,
-                          const target_t *target, const double *weight,
-                          Py_ssize_t ignore_index, floating *loss_out, Py_ssize_t r0,
-                          Py_ssize_t r1, Scratch *s, double *loss_sum, double *weight_sum,
-                          Py_ssize_t *first_bad) noexcept nogil:
-    """_ce_index_block's losses without smoothing or gradient, s holding the rows' lse.
+cdef void _ce_index_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
+                          const target_t *target, const double *weight, double weight_total,
+                          Py_ssize_t ignore_index, double smoothing, double scale,
+                          floating *grad, Py_ssize_t gstride, floating *loss_out,
+                          Py_ssize_t r0, Py_ssize_t r1, Scratch *s, double *loss_sum,
+                          double *weight_sum, Py_ssize_t *first_bad) noexcept nogil:
+    """Loss (and, if grad != NULL, gradient) of rows r0..r1 with class-index targets.
 
-    The same arithmetic as class_index_loss with eps = 0, in a loop without
-    calls: there GCC keeps the sums in registers, where the general loop (which
-    calls row_wsum and row_grad) spills them, and a sum carried through memory
-    costs ~2 ns a row, a third of the time for K = 10.
+    loss = (1 - eps) w[y] (lse - x[y]) + eps / k sum_j w[j] (lse - x[j])    (PyTorch)
+    with lse - x[j] = logsum + (shift - x[j]) (see lse_rows in _rows.pxd)
+    d loss / d x[j] = scale [((1 - eps) w[y] + eps W / k) softmax(x)[j]
+                             - (1 - eps) w[y] [j == y] - eps w[j] / k],  W = sum_j w[j]
+    Ignored rows, and rows whose target is out of range (the first is reported
+    in first_bad), contribute 0. With a gradient the caller validates targets
+    first: grad may alias x, and a row's loss is computed before its gradient
+    overwrites it.
     """
-    cdef Py_ssize_t r, y
-    cdef double shift, wy, loss, total = 0.0, wtotal = 0.0
-    for r in range(r0, r1):
-        y = target[r]
-        if y == ignore_index or y < 0 or y >= k:
-            if y != ignore_index and first_bad[0] < 0:
-                first_bad[0] = r
-            if loss_out != NULL:
-                loss_out[r] = 0
-            continue
-        shift = shift_of((<floating *> s.rowmax)[r - r0])
-        wy = 1.0 if weight == NULL else weight[y]
-        loss = wy * (logsum_of_probs(s.logsum[r - r0], shift) + (shift - x[r * stride + y]))
-        if loss_out != NULL:
-            loss_out[r] = <floating> loss
-        total = total + loss
-        wtotal = wtotal + wy
-    loss_sum[0] = total
-    weight_sum[0] = wtotal
-
-
-cdef double _total_weight(const double *w, Py_ssize_t k) noexcept nogil:
-    """sum_j w[j], or k without weights."""
-    cdef double total = 0.0
-    cdef Py_ssize_t j
-    if w == NULL:
-        return k
-    for j in range(k):
-        total += w[j]
-    return total
+    lse_rows(x + r0 * stride, r1 - r0, stride, k, s)
+    # Inlined with constant NULL/0 the loop has no calls left, so GCC keeps its sums in
+    # registers; the general loop spills them (~2 ns a row: a third of the time at K = 10).
+    if grad == NULL and smoothing == 0.0:
+        _ce_index_rows(x, stride, k, target, weight, weight_total, ignore_index, 0.0, 0.0,
+                       NULL, 0, loss_out, r0, r1, s, loss_sum, weight_sum, first_bad)
+    else:
+        _ce_index_rows(x, stride, k, target, weight, weight_total, ignore_index, smoothing,
+                       scale, grad, gstride, loss_out, r0, r1, s, loss_sum, weight_sum,
+                       first_bad)
 
 
 def ce_index_loss(const floating[:, :] logits, const target_t[::1] target,
@@ -212,7 +181,7 @@ def ce_index_loss(const floating[:, :] logits, const target_t[::1] target,
     cdef floating *out = &loss_out[0] if loss_out.shape[0] > 0 else NULL
     cdef floating *g = &grad[0, 0] if grad.shape[0] > 0 else NULL
     cdef Py_ssize_t gstride = _stride(grad.strides[0], sizeof(floating)) if g != NULL else 0
-    cdef double weight_total = _total_weight(w, k)
+    cdef double weight_total = total_weight(w, k)
     cdef Py_ssize_t b
     cdef int failed = 0
     cdef int *failed_flag = &failed  # written from inside the parallel region
@@ -308,7 +277,7 @@ def ce_prob_loss(const floating[:, :] logits, const floating[:, :] target,
     cdef floating *out = &loss_out[0] if loss_out.shape[0] > 0 else NULL
     cdef floating *g = &grad[0, 0] if grad.shape[0] > 0 else NULL
     cdef Py_ssize_t gstride = _stride(grad.strides[0], sizeof(floating)) if g != NULL else 0
-    cdef double weight_total = _total_weight(w, k)
+    cdef double weight_total = total_weight(w, k)
     cdef Py_ssize_t b
     cdef int failed = 0
     cdef int *failed_flag = &failed  # written from inside the parallel region
