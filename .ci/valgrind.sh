@@ -14,6 +14,7 @@
 # exit by design).
 set -euo pipefail
 
+command -v valgrind > /dev/null || { echo "valgrind.sh: valgrind is not installed"; exit 1; }
 repo=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-python3}
 work=$(mktemp -d)
