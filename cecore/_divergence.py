@@ -8,12 +8,14 @@ from cecore import _divergence_kernels
 from cecore._threads import run_kernel
 from cecore._validation import (
     aligned,
-    as_float_array,
+    as_logits_array,
     as_rows,
     asarray,
     check_axis,
     check_real,
     check_real_number,
+    compute_dtype,
+    kernel_array,
 )
 
 _ENTROPY, _CROSS_ENTROPY, _KL = 0, 1, 2
@@ -50,8 +52,10 @@ def _check_measure(measure, n_points):
 def _divergence(kind, p, q, axis, base, measure, n_threads):
     two = kind != _ENTROPY  # q is only read (and must be an array) for two distributions
     names = ("p", "q") if two else ("p",)
-    arrays = [as_float_array(p, "p")[0]] + ([as_float_array(q, "q")[0]] if two else [])
-    dtype = np.result_type(*arrays)
+    arrays = [as_logits_array(p, "p")[0]] + ([as_logits_array(q, "q")[0]] if two else [])
+    # one type for both (16-bit stays 16-bit when both are); results in the compute type
+    dtype = arrays[0].dtype if len({a.dtype for a in arrays}) == 1 else np.result_type(*arrays)
+    result_dtype = compute_dtype(dtype)
     if two:
         try:
             arrays = np.broadcast_arrays(*arrays)
@@ -69,16 +73,17 @@ def _divergence(kind, p, q, axis, base, measure, n_threads):
     rows = [as_rows(a.astype(dtype, copy=False), axis) for a in arrays]
     p_rows = rows[0]
     q_rows = rows[-1]
-    out = np.empty(p_rows.shape[0], dtype=dtype)
+    out = np.empty(p_rows.shape[0], dtype=result_dtype)
+    p_kernel, half = kernel_array(p_rows)
     n_negative = run_kernel(_divergence_kernels.divergence_rows, n_threads, p_rows.size,
-                            p_rows, q_rows, w, kind, out)
+                            p_kernel, kernel_array(q_rows)[0], half, w, kind, out)
     if n_negative:
         raise ValueError(
             f"{' and '.join(names)} must be non-negative; found {n_negative} row(s) with "
             "negative entries"
         )
     if log_base != 1.0:
-        out /= dtype.type(log_base)
+        out /= result_dtype.type(log_base)
     batch_shape = arrays[0].shape[:axis] + arrays[0].shape[axis + 1:]
     return out.reshape(batch_shape)[()]
 

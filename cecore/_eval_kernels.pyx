@@ -20,13 +20,13 @@ added in block order, so results are bitwise identical for any thread count.
 
 import numpy as np
 
-from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint16_t
 
-from cecore._rowmath cimport cec_dispatch_init
+from cecore._rowmath cimport (HALF_BF16, cec_bf16_t, cec_dispatch_init, cec_f16_t, is_f64, load,
+                              logit_t, storage_t)
 from cecore._rows cimport (Scratch, class_index_loss, logsum_of_probs, lse_rows, scratch_free,
-                           scratch_new, shift_of, total_weight)
+                           scratch_new, scratch_rowmax, shift_of, total_weight)
 
 ctypedef fused target_t:
     int32_t
@@ -41,22 +41,38 @@ def dispatch_init(int requested):
     return cec_dispatch_init(requested)
 
 
-cdef int _count_at_least(const floating *x, int n, floating v, bint strict) noexcept nogil:
+cdef int _count_at_least(const logit_t *x, int n, double v, bint strict) noexcept nogil:
     """#{j < n : x_j > v} if strict else #{j < n : x_j >= v} (a vectorisable loop).
 
-    int, not Py_ssize_t: 32-bit lanes match float's, so it vectorises twice as wide.
+    int, not Py_ssize_t: 32-bit lanes match float's, so it vectorises twice as wide;
+    v is compared in x's compute type (float, or double for double).
     """
     cdef int j, c = 0
-    if strict:
+    cdef float vf = <float> v
+    if logit_t is double:
+        if strict:
+            for j in range(n):
+                c += x[j] > v
+        else:
+            for j in range(n):
+                c += x[j] >= v
+    elif logit_t is float:
+        if strict:
+            for j in range(n):
+                c += x[j] > vf
+        else:
+            for j in range(n):
+                c += x[j] >= vf
+    elif strict:
         for j in range(n):
-            c += x[j] > v
+            c += <float> load(x, j) > vf
     else:
         for j in range(n):
-            c += x[j] >= v
+            c += <float> load(x, j) >= vf
     return c
 
 
-cdef Py_ssize_t _count_chunked(const floating *x, Py_ssize_t n, floating v, bint strict,
+cdef Py_ssize_t _count_chunked(const logit_t *x, Py_ssize_t n, double v, bint strict,
                                Py_ssize_t c, Py_ssize_t limit) noexcept nogil:
     """c + _count_at_least(x, n, v, strict), or any value >= limit once it gets there."""
     cdef Py_ssize_t j0 = 0, length
@@ -67,14 +83,14 @@ cdef Py_ssize_t _count_chunked(const floating *x, Py_ssize_t n, floating v, bint
     return c
 
 
-cdef Py_ssize_t _rank(const floating *x, Py_ssize_t k, Py_ssize_t y, floating rowmax,
+cdef Py_ssize_t _rank(const logit_t *x, Py_ssize_t k, Py_ssize_t y, double rowmax,
                       Py_ssize_t limit) noexcept nogil:
     """Rank of x[y] in a row without NaN: exact when below limit, else some value >= limit.
 
     rank = #{j < y : x_j >= x_y} + #{j > y : x_j > x_y}; when x_y is the row
     maximum nothing is greater, so only the earlier elements can count (ties).
     """
-    cdef floating v = x[y]
+    cdef double v = load(x, y)
     cdef Py_ssize_t c
     if v < rowmax and limit == 1:
         return 1
@@ -84,21 +100,21 @@ cdef Py_ssize_t _rank(const floating *x, Py_ssize_t k, Py_ssize_t y, floating ro
     return _count_chunked(x + y + 1, k - y - 1, v, True, c, limit)
 
 
-cdef Py_ssize_t _rank_nan(const floating *x, Py_ssize_t k, Py_ssize_t y) noexcept nogil:
+cdef Py_ssize_t _rank_nan(const logit_t *x, Py_ssize_t k, Py_ssize_t y) noexcept nogil:
     """Rank of x[y] in a row that may hold NaN, which sorts above every number."""
-    cdef floating v = x[y], a
+    cdef double v = load(x, y), a
     cdef bint v_nan = v != v
     cdef Py_ssize_t j, c = 0
     for j in range(y):
-        a = x[j]
+        a = load(x, j)
         c += a >= v or a != a
     for j in range(y + 1, k):
-        a = x[j]
+        a = load(x, j)
         c += a > v or (a != a and not v_nan)
     return c
 
 
-cdef inline void _eval_rows(const floating *x, Py_ssize_t stride, Py_ssize_t k,
+cdef inline void _eval_rows(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
                             const target_t *target, const double *weight, double weight_total,
                             Py_ssize_t ignore_index, double smoothing, const int64_t *topk,
                             Py_ssize_t ntopk, Py_ssize_t r0, Py_ssize_t r1, Scratch *s,
@@ -111,8 +127,7 @@ cdef inline void _eval_rows(const floating *x, Py_ssize_t stride, Py_ssize_t k,
     """
     cdef Py_ssize_t r, y, i, rank, kmax = 0
     cdef double logsum, shift, wy, loss, total = 0.0, wtotal = 0.0
-    cdef const floating *xr
-    cdef floating *rowmax = <floating *> s.rowmax
+    cdef const logit_t *xr
     for i in range(ntopk):
         kmax = max(kmax, topk[i])
     for r in range(r0, r1):
@@ -122,7 +137,7 @@ cdef inline void _eval_rows(const floating *x, Py_ssize_t stride, Py_ssize_t k,
                 first_bad[0] = r
             continue
         xr = x + r * stride
-        shift = shift_of(rowmax[r - r0])
+        shift = shift_of(scratch_rowmax(s, r - r0))
         logsum = logsum_of_probs(s.logsum[r - r0], shift)
         wy = 1.0 if weight == NULL else weight[y]
         loss = class_index_loss(xr, k, y, logsum, shift, wy, weight, weight_total, smoothing)
@@ -133,14 +148,14 @@ cdef inline void _eval_rows(const floating *x, Py_ssize_t stride, Py_ssize_t k,
             continue
         # a NaN in the row makes its logsum NaN; only such rows need the NaN order
         rank = (_rank_nan(xr, k, y) if s.logsum[r - r0] != s.logsum[r - r0]
-                else _rank(xr, k, y, rowmax[r - r0], kmax))
+                else _rank(xr, k, y, scratch_rowmax(s, r - r0), kmax))
         for i in range(ntopk):
             counts[1 + i] += rank < topk[i]
     sums[0] = total
     sums[1] = wtotal
 
 
-cdef void _eval_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
+cdef void _eval_block(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
                       const target_t *target, const double *weight, double weight_total,
                       Py_ssize_t ignore_index, double smoothing, const int64_t *topk,
                       Py_ssize_t ntopk, Py_ssize_t r0, Py_ssize_t r1, Scratch *s,
@@ -156,12 +171,38 @@ cdef void _eval_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
                    ntopk, r0, r1, s, sums, counts, first_bad)
 
 
-def eval_index(const floating[:, :] logits, const target_t[::1] target,
+cdef _eval(const logit_t *x, Py_ssize_t n, Py_ssize_t k, Py_ssize_t stride,
+           const target_t *target, const double *w, Py_ssize_t ignore_index,
+           double label_smoothing, const int64_t *tk, Py_ssize_t ntopk, Py_ssize_t brows,
+           double[:, ::1] sums, int64_t[:, ::1] counts, Py_ssize_t[::1] bad, int n_threads):
+    cdef Py_ssize_t nblocks = sums.shape[0]
+    cdef double weight_total = total_weight(w, k)
+    cdef Py_ssize_t b
+    cdef int failed = 0
+    cdef int *failed_flag = &failed  # written from inside the parallel region
+    cdef Scratch *s = NULL
+    with nogil, parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
+        # assigned inside the parallel block, so each thread has its own
+        s = scratch_new(brows, k, is_f64(x))
+        if s != NULL:
+            for b in prange(nblocks, schedule="guided"):
+                _eval_block(x, stride, k, target, w, weight_total, ignore_index,
+                            label_smoothing, tk, ntopk, b * brows, min(n, (b + 1) * brows), s,
+                            &sums[b, 0], &counts[b, 0], &bad[b])
+        else:
+            failed_flag[0] = 1
+        scratch_free(s)
+    if failed:
+        raise MemoryError("cecore: could not allocate kernel scratch space")
+
+
+def eval_index(const storage_t[:, :] logits, int half, const target_t[::1] target,
                const double[::1] weight, Py_ssize_t ignore_index, double label_smoothing,
                const int64_t[::1] topk, Py_ssize_t block_rows, int n_threads):
     """Evaluation totals of logits (n, k) against class indices (n,).
 
-    weight: class weights (k,) or empty; topk: the k of each accuracy (>= 1);
+    half: what uint16 logits hold (HALF_BF16 or HALF_F16); weight: class
+    weights (k,) or empty; topk: the k of each accuracy (>= 1);
     block_rows: rows per block (a function of the shape only). Returns
     ``(loss_sum, weight_sum, count, hits, first_bad)``: the sum of the losses
     and of the target weights over counted rows (float64, in block order), the
@@ -169,7 +210,7 @@ def eval_index(const floating[:, :] logits, const target_t[::1] target,
     and the first row whose target is out of range (or -1).
     """
     cdef Py_ssize_t n = logits.shape[0], k = logits.shape[1], ntopk = topk.shape[0]
-    cdef Py_ssize_t stride = logits.strides[0] // sizeof(floating)
+    cdef Py_ssize_t stride = logits.strides[0] // sizeof(storage_t)
     cdef Py_ssize_t brows = max(1, block_rows)
     cdef Py_ssize_t nblocks = (n + brows - 1) // brows
     cdef double[:, ::1] sums = np.zeros((nblocks, 2))
@@ -177,27 +218,21 @@ def eval_index(const floating[:, :] logits, const target_t[::1] target,
     cdef Py_ssize_t[::1] bad = np.full(nblocks, -1, dtype=np.intp)
     cdef const double *w = &weight[0] if weight.shape[0] > 0 else NULL
     cdef const int64_t *tk = &topk[0] if ntopk > 0 else NULL
-    cdef double weight_total = total_weight(w, k)
     cdef double loss_sum = 0.0, weight_sum = 0.0
     cdef Py_ssize_t b, first_bad = -1
-    cdef int failed = 0
-    cdef int *failed_flag = &failed  # written from inside the parallel region
-    cdef Scratch *s = NULL
     if n > 0:
-        with nogil, parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
-            # assigned inside the parallel block, so each thread has its own
-            s = scratch_new(brows, k, sizeof(floating))
-            if s != NULL:
-                for b in prange(nblocks, schedule="guided"):
-                    _eval_block(&logits[0, 0], stride, k, &target[0], w, weight_total,
-                                ignore_index, label_smoothing, tk, ntopk, b * brows,
-                                min(n, (b + 1) * brows), s, &sums[b, 0], &counts[b, 0],
-                                &bad[b])
+        if storage_t is uint16_t:
+            if half == HALF_BF16:
+                _eval(<const cec_bf16_t *> &logits[0, 0], n, k, stride, &target[0], w,
+                      ignore_index, label_smoothing, tk, ntopk, brows, sums, counts, bad,
+                      n_threads)
             else:
-                failed_flag[0] = 1
-            scratch_free(s)
-    if failed:
-        raise MemoryError("cecore: could not allocate kernel scratch space")
+                _eval(<const cec_f16_t *> &logits[0, 0], n, k, stride, &target[0], w,
+                      ignore_index, label_smoothing, tk, ntopk, brows, sums, counts, bad,
+                      n_threads)
+        else:
+            _eval(&logits[0, 0], n, k, stride, &target[0], w, ignore_index, label_smoothing,
+                  tk, ntopk, brows, sums, counts, bad, n_threads)
     for b in range(nblocks):
         loss_sum += sums[b, 0]
         weight_sum += sums[b, 1]

@@ -14,6 +14,7 @@ from cecore._validation import (
     class_targets,
     class_weight,
     divide,
+    kernel_array,
     logits_rows,
     raise_bad_target,
 )
@@ -140,7 +141,8 @@ class Evaluator:
         t_flat = class_targets(target, batch_shape, k, self.ignore_index)
         loss, weight, count, hits, bad = run_kernel(
             _eval_kernels.eval_index, self.n_threads, rows.size,
-            rows, t_flat, class_weight(self.weight, k), self.ignore_index, self.label_smoothing,
+            *kernel_array(rows), t_flat, class_weight(self.weight, k), self.ignore_index,
+            self.label_smoothing,
             np.array(self.topk, dtype=np.int64), _softmax_kernels.block_rows(n, k),
         )
         if bad < 0:

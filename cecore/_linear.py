@@ -5,15 +5,18 @@ import math
 import numpy as np
 
 from cecore import _softmax_kernels
-from cecore._losses import _NO_GRADIENT, _check_class_targets, _reduce, _result_dtype
+from cecore._losses import _check_class_targets, _reduce, _result_dtype
 from cecore._threads import resolve_n_threads, run_kernel
 from cecore._validation import (
+    HALF_NONE,
     as_float_array,
+    as_logits_array,
     asarray,
     check_int,
     check_reduction,
     class_targets,
     class_weight,
+    compute_dtype,
 )
 
 # Bytes of logits computed at a time when chunk_size is None.
@@ -83,7 +86,9 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     >>> bool(np.isclose(loss, cecore.cross_entropy(h @ w.T, y)))
     True
     """
-    h, _ = as_float_array(hidden, "hidden")
+    # 16-bit hidden states are converted a chunk at a time, the weight once (BLAS
+    # multiplies float32/float64)
+    h, _ = as_logits_array(hidden, "hidden")
     w, _ = as_float_array(weight, "weight")
     if h.ndim == 0:
         raise ValueError("hidden must have at least one dimension (the features)")
@@ -93,7 +98,7 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     n_classes = w.shape[0]
     if n_classes == 0:
         raise ValueError("weight has zero rows (classes)")
-    dtype = np.result_type(h.dtype, w.dtype)
+    dtype = np.result_type(compute_dtype(h.dtype), w.dtype)
     if bias is not None:
         bias, _ = as_float_array(bias, "bias")
         if bias.shape != (n_classes,):
@@ -108,7 +113,7 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     t_flat = class_targets(t, batch_shape, n_classes, ignore_index)
     _check_class_targets(t, t_flat, n_classes, ignore_index)  # before the expensive part
     # not reshape(-1, D): NumPy cannot infer the row count when D = 0
-    rows = h.reshape(math.prod(batch_shape), h.shape[-1]).astype(dtype, copy=False)
+    rows = h.reshape(math.prod(batch_shape), h.shape[-1])
     w_t = w.astype(dtype, copy=False).T  # a view: BLAS reads the transpose in place
     n = rows.shape[0]
     if chunk_size is None:
@@ -118,7 +123,7 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     chunk = max(1, min(chunk_size, n))
     buffer = np.empty((chunk, n_classes), dtype=dtype)
     per_row = np.empty(n if reduction == "none" else 0, dtype=dtype)
-    no_weight, no_grad = class_weight(None, n_classes), _NO_GRADIENT[dtype]
+    no_weight, no_grad = class_weight(None, n_classes), buffer[:0, :0]
     if n_threads is None:
         n_threads = 1  # the BLAS's threads hold the other cores (see the docstring)
     resolve_n_threads(n_threads, buffer.size)  # validated before the first product
@@ -127,12 +132,12 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
         last = min(n, first + chunk)
         logits = buffer[:last - first]
         with np.errstate(over="ignore", invalid="ignore"):  # IEEE inf/NaN, as elsewhere
-            np.matmul(rows[first:last], w_t, out=logits)
+            np.matmul(rows[first:last].astype(dtype, copy=False), w_t, out=logits)
             if bias is not None:
                 logits += bias
         loss, weights, _ = run_kernel(
             _softmax_kernels.ce_index_loss, n_threads, buffer.size,
-            logits, t_flat[first:last], no_weight, ignore_index, 0.0, 1.0, no_grad,
+            logits, HALF_NONE, t_flat[first:last], no_weight, ignore_index, 0.0, 1.0, no_grad,
             per_row[first:last],
         )
         total += loss

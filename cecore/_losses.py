@@ -8,6 +8,7 @@ from cecore._threads import resolve_n_threads, run_kernel
 from cecore._validation import (
     aligned,
     as_float_array,
+    as_logits_array,
     as_result,
     as_rows,
     asarray,
@@ -19,7 +20,10 @@ from cecore._validation import (
     check_reduction,
     class_targets,
     class_weight,
+    compute_dtype,
     divide,
+    is_bfloat16,
+    kernel_array,
     logits_rows,
     raise_bad_target,
     trailing_broadcast,
@@ -39,7 +43,8 @@ _NO_PER_ROW = {_FLOAT32: np.empty(0, _FLOAT32), _FLOAT64: np.empty(0, _FLOAT64)}
 
 
 def _result_dtype(rows):
-    return _FLOAT64 if rows.dtype == _FLOAT64 else _FLOAT32
+    """float64 for float64 input, float32 for float32 and 16-bit input."""
+    return compute_dtype(rows.dtype)
 
 
 def _per_row_losses(reduction, n, dtype):
@@ -146,7 +151,8 @@ def cross_entropy(
     logits_shape = batch_shape[:axis] + (k,) + batch_shape[axis:]
     t = asarray(target, "target")
     resolve_n_threads(n_threads, rows.size)  # validated before any work
-    per_row = _per_row_losses(reduction, n, rows.dtype)
+    per_row = _per_row_losses(reduction, n, result_dtype)
+    x, half = kernel_array(rows)
 
     if t.dtype.kind in "iu":
         t_flat = class_targets(t, batch_shape, k, ignore_index)
@@ -161,26 +167,28 @@ def cross_entropy(
                                              axis, in_dtype)
         total, weight_sum, bad = run_kernel(
             _softmax_kernels.ce_index_loss, n_threads, rows.size,
-            rows, t_flat, w, ignore_index, label_smoothing, scale, grad_rows, per_row,
+            x, half, t_flat, w, ignore_index, label_smoothing, scale,
+            kernel_array(grad_rows)[0], per_row,
         )
         if bad >= 0:
             raise_bad_target(t, bad, k, ignore_index)
         loss = _reduce(total, weight_sum, per_row, reduction, batch_shape, result_dtype)
         return (loss, finish()) if return_grad else loss
 
-    if t.dtype.kind == "f":
+    if t.dtype.kind == "f" or is_bfloat16(t.dtype):
         if t.shape != logits_shape:
             raise ValueError(
                 f"probability target has shape {t.shape}, expected the logits' shape "
                 f"{logits_shape}"
             )
         t_arr, _ = as_float_array(t, "target")
-        t_rows = as_rows(cast(t_arr, rows.dtype), axis)
+        t_rows = as_rows(cast(t_arr, result_dtype), axis)
         scale = divide(1.0, n) if return_grad and reduction == "mean" else 1.0
         grad_rows, finish = _gradient_buffer(return_grad, out, rows, (t_rows,), logits_shape,
                                              axis, in_dtype)
         total = run_kernel(_softmax_kernels.ce_prob_loss, n_threads, rows.size,
-                           rows, t_rows, w, label_smoothing, scale, grad_rows, per_row)
+                           x, half, t_rows, w, label_smoothing, scale,
+                           kernel_array(grad_rows)[0], per_row)
         loss = _reduce(total, n, per_row, reduction, batch_shape, result_dtype)
         return (loss, finish()) if return_grad else loss
 
@@ -202,7 +210,6 @@ def _check_class_targets(target, t_flat, n_classes, ignore_index, first_row=0):
     return counted
 
 
-_NO_GRADIENT = {np.dtype(t): np.empty((0, 0), dtype=t) for t in (np.float32, np.float64)}
 
 
 def _gradient_buffer(wanted, out, rows, inputs, shape, axis, in_dtype):
@@ -218,7 +225,7 @@ def _gradient_buffer(wanted, out, rows, inputs, shape, axis, in_dtype):
     if not wanted:
         if out is not None:
             raise ValueError("out is only used with return_grad=True")
-        return _NO_GRADIENT[rows.dtype], None
+        return np.empty((0, 0), rows.dtype), None
     k = rows.shape[1]
     moved_shape = shape[:axis] + shape[axis + 1:] + (k,)
     if out is None:
@@ -289,9 +296,9 @@ def nll_loss(
     w = class_weight(weight, k)
     t = asarray(target, "target")
     t_flat = class_targets(t, batch_shape, k, ignore_index)
-    per_row = _per_row_losses(reduction, n, rows.dtype)
+    per_row = _per_row_losses(reduction, n, _result_dtype(rows))
     total, weight_sum, bad = run_kernel(_softmax_kernels.nll_loss, n_threads, n,
-                                        rows, t_flat, w, ignore_index, per_row)
+                                        *kernel_array(rows), t_flat, w, ignore_index, per_row)
     if bad >= 0:
         raise_bad_target(t, bad, k, ignore_index)
     return _reduce(total, weight_sum, per_row, reduction, batch_shape, _result_dtype(rows))
@@ -309,12 +316,13 @@ def _bce_inputs(x, target, name, weights):
     where each laid-out weight is empty (absent), of length ``block`` (a periodic
     weight tiled to the block) or, when ``per_element``, of x's size.
     """
-    arr, _ = as_float_array(x, name)
+    arr, dtype = as_logits_array(x, name)  # dtype: what targets and weights compute in
     t = asarray(target, "target")
     check_real(t, "target", "fiub")
     if t.shape != arr.shape:
         raise ValueError(f"target has shape {t.shape}, expected {name}'s shape {arr.shape}")
-    dtype = arr.dtype
+    if is_bfloat16(t.dtype):
+        t = t.astype(dtype)
     x_flat = aligned(np.ascontiguousarray(arr)).reshape(-1)
     t_flat = aligned(np.ascontiguousarray(cast(t, dtype))).reshape(-1)
     size = x_flat.size
@@ -374,17 +382,17 @@ def binary_cross_entropy_with_logits(
     x, t, block, w, per_element, shape, result_dtype = _bce_inputs(
         logits, target, "logits", {"weight": weight, "pos_weight": pos_weight}
     )
-    losses = np.empty(x.size if reduction == "none" else 0, dtype=x.dtype)
+    losses = np.empty(x.size if reduction == "none" else 0, dtype=result_dtype)
     scale = divide(1.0, x.size) if reduction == "mean" else 1.0
-    in_dtype = logits.dtype if logits.dtype.kind == "f" else x.dtype
+    in_dtype = x.dtype
     # element-wise: rows of length 1 along a new last axis
     out_rows = out[..., np.newaxis] if isinstance(out, np.ndarray) else out
     grad_rows, finish = _gradient_buffer(return_grad, out_rows, x.reshape(-1, 1), (t,),
-                                         shape + (1,), len(shape), in_dtype.newbyteorder("="))
+                                         shape + (1,), len(shape), in_dtype)
     total = run_kernel(
         _binary_kernels.bce_logits_loss, n_threads, x.size,
-        x, t, w["pos_weight"], w["weight"], block, per_element, losses, scale,
-        grad_rows.reshape(-1),
+        *kernel_array(x), t, w["pos_weight"], w["weight"], block, per_element, losses, scale,
+        kernel_array(grad_rows.reshape(-1))[0],
     )
     loss = _reduce(total, x.size, losses, reduction, shape, result_dtype)
     if not return_grad:
@@ -413,9 +421,9 @@ def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", n_thre
     p, t, block, w, per_element, shape, result_dtype = _bce_inputs(
         probs, target, "probs", {"weight": weight}
     )
-    losses = np.empty(p.size if reduction == "none" else 0, dtype=p.dtype)
+    losses = np.empty(p.size if reduction == "none" else 0, dtype=result_dtype)
     total, n_bad = run_kernel(_binary_kernels.bce_probs_loss, n_threads, p.size,
-                              p, t, w["weight"], block, per_element, losses)
+                              *kernel_array(p), t, w["weight"], block, per_element, losses)
     if n_bad:
         raise ValueError(f"probs must lie in [0, 1]; {n_bad} element(s) are outside")
     return _reduce(total, p.size, losses, reduction, shape, result_dtype)

@@ -3,12 +3,24 @@
 
 Every kernel module cimports this file; each compiles the header once, and
 calls ``cec_dispatch_init`` at import to select the ISA variant.
+
+Logits come in four storage types (``logit_t``): float, double, and the 16-bit
+``cec_bf16_t`` / ``cec_f16_t`` (structs holding the bits, so that nothing can
+compute on them unconverted). Element values are read with ``load``; whole rows
+go through the wrappers below, which take scalars as double and pointers to
+the compute type (float, or double for double input) as ``void *``. Python
+hands 16-bit arrays over as uint16 views (``storage_t``) plus a ``half`` code.
 """
 
-from cython cimport floating
+from libc.stdint cimport uint16_t
 
 cdef extern from "_rowmath.h" nogil:
     ctypedef Py_ssize_t cec_intp
+
+    ctypedef struct cec_bf16_t:
+        uint16_t bits
+    ctypedef struct cec_f16_t:
+        uint16_t bits
 
     ctypedef struct cec_ops_f32_t:
         float (*row_max)(const float *, cec_intp) noexcept nogil
@@ -20,6 +32,8 @@ cdef extern from "_rowmath.h" nogil:
                            double *) noexcept nogil
         void (*row_exp)(const float *, cec_intp, float, float, float *) noexcept nogil
         void (*row_sub)(const float *, cec_intp, double, double, float *) noexcept nogil
+        void (*row_exp_f32)(const float *, cec_intp, float, float, float *) noexcept nogil
+        void (*row_sub_f32)(const float *, cec_intp, double, double, float *) noexcept nogil
         void (*row_grad)(const float *, const float *, const double *, cec_intp, float, float,
                          float, float, float *) noexcept nogil
         void (*block_lse)(const float *, cec_intp, cec_intp, cec_intp, float *, float *,
@@ -41,20 +55,69 @@ cdef extern from "_rowmath.h" nogil:
                            double *) noexcept nogil
         void (*row_exp)(const double *, cec_intp, double, double, double *) noexcept nogil
         void (*row_sub)(const double *, cec_intp, double, double, double *) noexcept nogil
-        void (*row_grad)(const double *, const double *, const double *, cec_intp, double,
-                         double, double, double, double *) noexcept nogil
+        void (*row_exp_f32)(const double *, cec_intp, double, double, float *) noexcept nogil
+        void (*row_sub_f32)(const double *, cec_intp, double, double, float *) noexcept nogil
+        void (*row_grad)(const double *, const double *, const double *, cec_intp, double, double,
+                         double, double, double *) noexcept nogil
         void (*block_lse)(const double *, cec_intp, cec_intp, cec_intp, double *, double *,
                           double *) noexcept nogil
         double (*bce_logits)(const double *, const double *, const double *, const double *,
                              cec_intp, double *) noexcept nogil
-        double (*bce_probs)(const double *, const double *, const double *, cec_intp,
-                            double *, cec_intp *) noexcept nogil
-        double (*bce_logits_grad)(const double *, const double *, const double *,
-                                  const double *, cec_intp, double, double *,
-                                  double *) noexcept nogil
+        double (*bce_probs)(const double *, const double *, const double *, cec_intp, double *,
+                            cec_intp *) noexcept nogil
+        double (*bce_logits_grad)(const double *, const double *, const double *, const double *,
+                                  cec_intp, double, double *, double *) noexcept nogil
+
+    ctypedef struct cec_ops_bf16_t:
+        float (*row_max)(const cec_bf16_t *, cec_intp) noexcept nogil
+        double (*row_sumexp)(const cec_bf16_t *, cec_intp, float, cec_intp *) noexcept nogil
+        double (*row_lse)(const cec_bf16_t *, cec_intp, float *) noexcept nogil
+        double (*row_wsum)(const double *, const cec_bf16_t *, cec_intp, double,
+                           double) noexcept nogil
+        double (*row_tdot)(const float *, const double *, const cec_bf16_t *, cec_intp, double,
+                           double *) noexcept nogil
+        void (*row_exp)(const cec_bf16_t *, cec_intp, float, float, cec_bf16_t *) noexcept nogil
+        void (*row_sub)(const cec_bf16_t *, cec_intp, double, double, cec_bf16_t *) noexcept nogil
+        void (*row_exp_f32)(const cec_bf16_t *, cec_intp, float, float, float *) noexcept nogil
+        void (*row_sub_f32)(const cec_bf16_t *, cec_intp, double, double, float *) noexcept nogil
+        void (*row_grad)(const cec_bf16_t *, const float *, const double *, cec_intp, float, float,
+                         float, float, cec_bf16_t *) noexcept nogil
+        void (*block_lse)(const cec_bf16_t *, cec_intp, cec_intp, cec_intp, float *, float *,
+                          double *) noexcept nogil
+        double (*bce_logits)(const cec_bf16_t *, const float *, const float *, const float *,
+                             cec_intp, float *) noexcept nogil
+        double (*bce_probs)(const cec_bf16_t *, const float *, const float *, cec_intp, float *,
+                            cec_intp *) noexcept nogil
+        double (*bce_logits_grad)(const cec_bf16_t *, const float *, const float *, const float *,
+                                  cec_intp, float, float *, cec_bf16_t *) noexcept nogil
+
+    ctypedef struct cec_ops_f16_t:
+        float (*row_max)(const cec_f16_t *, cec_intp) noexcept nogil
+        double (*row_sumexp)(const cec_f16_t *, cec_intp, float, cec_intp *) noexcept nogil
+        double (*row_lse)(const cec_f16_t *, cec_intp, float *) noexcept nogil
+        double (*row_wsum)(const double *, const cec_f16_t *, cec_intp, double,
+                           double) noexcept nogil
+        double (*row_tdot)(const float *, const double *, const cec_f16_t *, cec_intp, double,
+                           double *) noexcept nogil
+        void (*row_exp)(const cec_f16_t *, cec_intp, float, float, cec_f16_t *) noexcept nogil
+        void (*row_sub)(const cec_f16_t *, cec_intp, double, double, cec_f16_t *) noexcept nogil
+        void (*row_exp_f32)(const cec_f16_t *, cec_intp, float, float, float *) noexcept nogil
+        void (*row_sub_f32)(const cec_f16_t *, cec_intp, double, double, float *) noexcept nogil
+        void (*row_grad)(const cec_f16_t *, const float *, const double *, cec_intp, float, float,
+                         float, float, cec_f16_t *) noexcept nogil
+        void (*block_lse)(const cec_f16_t *, cec_intp, cec_intp, cec_intp, float *, float *,
+                          double *) noexcept nogil
+        double (*bce_logits)(const cec_f16_t *, const float *, const float *, const float *,
+                             cec_intp, float *) noexcept nogil
+        double (*bce_probs)(const cec_f16_t *, const float *, const float *, cec_intp, float *,
+                            cec_intp *) noexcept nogil
+        double (*bce_logits_grad)(const cec_f16_t *, const float *, const float *, const float *,
+                                  cec_intp, float, float *, cec_f16_t *) noexcept nogil
 
     cec_ops_f32_t cec_ops_f32
     cec_ops_f64_t cec_ops_f64
+    cec_ops_bf16_t cec_ops_bf16
+    cec_ops_f16_t cec_ops_f16
     int cec_simd_level
     int cec_simd_supported()
     int cec_dispatch_init(int requested)
@@ -62,91 +125,223 @@ cdef extern from "_rowmath.h" nogil:
     double cec_exp_f64(double)
     float cec_log_f32(float)
     float cec_log1p_f32(float)
+    float cec_load_bf16(cec_bf16_t)
+    float cec_load_f16(cec_f16_t)
+    cec_bf16_t cec_store_bf16(float)
+    cec_f16_t cec_store_f16(float)
 
 
-cdef inline floating row_max(const floating *x, Py_ssize_t n) noexcept nogil:
-    if floating is float:
+# What a kernel's def function receives: 16-bit arrays as uint16 views.
+ctypedef fused storage_t:
+    float
+    double
+    uint16_t
+
+# The type of a logit in memory, as the kernels' inner functions see it.
+ctypedef fused logit_t:
+    float
+    double
+    cec_bf16_t
+    cec_f16_t
+
+# `half` codes that say what a uint16 storage_t array holds.
+cdef enum:
+    HALF_NONE = 0
+    HALF_BF16 = 1
+    HALF_F16 = 2
+
+
+cdef inline double load(const logit_t *x, Py_ssize_t i) noexcept nogil:
+    """x[i] as a number (16-bit values converted exactly to float)."""
+    if logit_t is float or logit_t is double:
+        return x[i]
+    elif logit_t is cec_bf16_t:
+        return cec_load_bf16(x[i])
+    else:
+        return cec_load_f16(x[i])
+
+
+cdef inline void store(logit_t *x, Py_ssize_t i, double v) noexcept nogil:
+    """x[i] = v, rounded to x's type (through float for the 16-bit types)."""
+    if logit_t is float:
+        x[i] = <float> v
+    elif logit_t is double:
+        x[i] = v
+    elif logit_t is cec_bf16_t:
+        x[i] = cec_store_bf16(<float> v)
+    else:
+        x[i] = cec_store_f16(<float> v)
+
+
+cdef inline bint is_f64(const logit_t *x) noexcept nogil:
+    """True when logit_t computes in double (the compute type of the rest is float)."""
+    return logit_t is double
+
+
+cdef inline double row_max(const logit_t *x, Py_ssize_t n) noexcept nogil:
+    if logit_t is float:
         return cec_ops_f32.row_max(x, n)
-    else:
+    elif logit_t is double:
         return cec_ops_f64.row_max(x, n)
-
-
-cdef inline double row_lse(const floating *x, Py_ssize_t n, floating *rowmax) noexcept nogil:
-    if floating is float:
-        return cec_ops_f32.row_lse(x, n, rowmax)
+    elif logit_t is cec_bf16_t:
+        return cec_ops_bf16.row_max(x, n)
     else:
-        return cec_ops_f64.row_lse(x, n, rowmax)
+        return cec_ops_f16.row_max(x, n)
 
 
-cdef inline double row_wsum(const double *w, const floating *x, Py_ssize_t n,
+cdef inline double row_lse(const logit_t *x, Py_ssize_t n, void *rowmax) noexcept nogil:
+    if logit_t is float:
+        return cec_ops_f32.row_lse(x, n, <float *> rowmax)
+    elif logit_t is double:
+        return cec_ops_f64.row_lse(x, n, <double *> rowmax)
+    elif logit_t is cec_bf16_t:
+        return cec_ops_bf16.row_lse(x, n, <float *> rowmax)
+    else:
+        return cec_ops_f16.row_lse(x, n, <float *> rowmax)
+
+
+cdef inline double row_wsum(const double *w, const logit_t *x, Py_ssize_t n,
                             double shift, double c) noexcept nogil:
-    if floating is float:
+    if logit_t is float:
         return cec_ops_f32.row_wsum(w, x, n, shift, c)
-    else:
+    elif logit_t is double:
         return cec_ops_f64.row_wsum(w, x, n, shift, c)
+    elif logit_t is cec_bf16_t:
+        return cec_ops_bf16.row_wsum(w, x, n, shift, c)
+    else:
+        return cec_ops_f16.row_wsum(w, x, n, shift, c)
 
 
-cdef inline double row_tdot(const floating *t, const double *w, const floating *x,
+cdef inline double row_tdot(const void *t, const double *w, const logit_t *x,
                             Py_ssize_t n, double shift, double *tw_sum) noexcept nogil:
-    if floating is float:
-        return cec_ops_f32.row_tdot(t, w, x, n, shift, tw_sum)
+    """t: probability targets in the compute type."""
+    if logit_t is float:
+        return cec_ops_f32.row_tdot(<const float *> t, w, x, n, shift, tw_sum)
+    elif logit_t is double:
+        return cec_ops_f64.row_tdot(<const double *> t, w, x, n, shift, tw_sum)
+    elif logit_t is cec_bf16_t:
+        return cec_ops_bf16.row_tdot(<const float *> t, w, x, n, shift, tw_sum)
     else:
-        return cec_ops_f64.row_tdot(t, w, x, n, shift, tw_sum)
+        return cec_ops_f16.row_tdot(<const float *> t, w, x, n, shift, tw_sum)
 
 
-cdef inline void row_exp(const floating *x, Py_ssize_t n, floating shift, floating scale,
-                         floating *out) noexcept nogil:
-    if floating is float:
-        cec_ops_f32.row_exp(x, n, shift, scale, out)
+cdef inline void row_exp(const logit_t *x, Py_ssize_t n, double shift, double scale,
+                         void *out, bint out_f32) noexcept nogil:
+    """out = exp(x - shift) * scale in x's type, or in float32 if out_f32 (16-bit x)."""
+    if logit_t is float:
+        cec_ops_f32.row_exp(x, n, <float> shift, <float> scale, <float *> out)
+    elif logit_t is double:
+        cec_ops_f64.row_exp(x, n, shift, scale, <double *> out)
+    elif logit_t is cec_bf16_t:
+        if out_f32:
+            cec_ops_bf16.row_exp_f32(x, n, <float> shift, <float> scale, <float *> out)
+        else:
+            cec_ops_bf16.row_exp(x, n, <float> shift, <float> scale, <cec_bf16_t *> out)
     else:
-        cec_ops_f64.row_exp(x, n, shift, scale, out)
+        if out_f32:
+            cec_ops_f16.row_exp_f32(x, n, <float> shift, <float> scale, <float *> out)
+        else:
+            cec_ops_f16.row_exp(x, n, <float> shift, <float> scale, <cec_f16_t *> out)
 
 
-cdef inline void row_sub(const floating *x, Py_ssize_t n, double shift, double logsum,
-                         floating *out) noexcept nogil:
-    if floating is float:
-        cec_ops_f32.row_sub(x, n, shift, logsum, out)
+cdef inline void row_sub(const logit_t *x, Py_ssize_t n, double shift, double logsum,
+                         void *out, bint out_f32) noexcept nogil:
+    """out = (x - shift) - logsum in x's type, or in float32 if out_f32 (16-bit x)."""
+    if logit_t is float:
+        cec_ops_f32.row_sub(x, n, shift, logsum, <float *> out)
+    elif logit_t is double:
+        cec_ops_f64.row_sub(x, n, shift, logsum, <double *> out)
+    elif logit_t is cec_bf16_t:
+        if out_f32:
+            cec_ops_bf16.row_sub_f32(x, n, shift, logsum, <float *> out)
+        else:
+            cec_ops_bf16.row_sub(x, n, shift, logsum, <cec_bf16_t *> out)
     else:
-        cec_ops_f64.row_sub(x, n, shift, logsum, out)
+        if out_f32:
+            cec_ops_f16.row_sub_f32(x, n, shift, logsum, <float *> out)
+        else:
+            cec_ops_f16.row_sub(x, n, shift, logsum, <cec_f16_t *> out)
 
 
-cdef inline void row_grad(const floating *x, const floating *t, const double *w, Py_ssize_t n,
-                          floating shift, floating a, floating c1, floating c0,
-                          floating *out) noexcept nogil:
-    if floating is float:
-        cec_ops_f32.row_grad(x, t, w, n, shift, a, c1, c0, out)
+cdef inline void row_grad(const logit_t *x, const void *t, const double *w, Py_ssize_t n,
+                          double shift, double a, double c1, double c0,
+                          logit_t *out) noexcept nogil:
+    """out = a exp(x - shift) - w (c1 t + c0), in x's type; t in the compute type."""
+    if logit_t is float:
+        cec_ops_f32.row_grad(x, <const float *> t, w, n, <float> shift, <float> a,
+                             <float> c1, <float> c0, out)
+    elif logit_t is double:
+        cec_ops_f64.row_grad(x, <const double *> t, w, n, shift, a, c1, c0, out)
+    elif logit_t is cec_bf16_t:
+        cec_ops_bf16.row_grad(x, <const float *> t, w, n, <float> shift, <float> a,
+                              <float> c1, <float> c0, out)
     else:
-        cec_ops_f64.row_grad(x, t, w, n, shift, a, c1, c0, out)
+        cec_ops_f16.row_grad(x, <const float *> t, w, n, <float> shift, <float> a,
+                             <float> c1, <float> c0, out)
 
 
-cdef inline void block_lse(const floating *x, Py_ssize_t rows, Py_ssize_t stride, Py_ssize_t k,
-                           floating *scratch, floating *rowmax, double *lse) noexcept nogil:
-    if floating is float:
-        cec_ops_f32.block_lse(x, rows, stride, k, scratch, rowmax, lse)
+cdef inline void block_lse(const logit_t *x, Py_ssize_t rows, Py_ssize_t stride, Py_ssize_t k,
+                           void *scratch, void *rowmax, double *lse) noexcept nogil:
+    """scratch and rowmax in the compute type."""
+    if logit_t is float:
+        cec_ops_f32.block_lse(x, rows, stride, k, <float *> scratch, <float *> rowmax, lse)
+    elif logit_t is double:
+        cec_ops_f64.block_lse(x, rows, stride, k, <double *> scratch, <double *> rowmax, lse)
+    elif logit_t is cec_bf16_t:
+        cec_ops_bf16.block_lse(x, rows, stride, k, <float *> scratch, <float *> rowmax, lse)
     else:
-        cec_ops_f64.block_lse(x, rows, stride, k, scratch, rowmax, lse)
+        cec_ops_f16.block_lse(x, rows, stride, k, <float *> scratch, <float *> rowmax, lse)
 
 
-cdef inline double bce_logits(const floating *x, const floating *t, const floating *pw,
-                              const floating *w, Py_ssize_t n, floating *out) noexcept nogil:
-    if floating is float:
-        return cec_ops_f32.bce_logits(x, t, pw, w, n, out)
+cdef inline double bce_logits(const logit_t *x, const void *t, const void *pw,
+                              const void *w, Py_ssize_t n, void *out) noexcept nogil:
+    """t, pw, w and the per-element losses out in the compute type."""
+    if logit_t is float:
+        return cec_ops_f32.bce_logits(x, <const float *> t, <const float *> pw,
+                                      <const float *> w, n, <float *> out)
+    elif logit_t is double:
+        return cec_ops_f64.bce_logits(x, <const double *> t, <const double *> pw,
+                                      <const double *> w, n, <double *> out)
+    elif logit_t is cec_bf16_t:
+        return cec_ops_bf16.bce_logits(x, <const float *> t, <const float *> pw,
+                                       <const float *> w, n, <float *> out)
     else:
-        return cec_ops_f64.bce_logits(x, t, pw, w, n, out)
+        return cec_ops_f16.bce_logits(x, <const float *> t, <const float *> pw,
+                                      <const float *> w, n, <float *> out)
 
 
-cdef inline double bce_probs(const floating *p, const floating *t, const floating *w,
-                             Py_ssize_t n, floating *out, Py_ssize_t *n_bad) noexcept nogil:
-    if floating is float:
-        return cec_ops_f32.bce_probs(p, t, w, n, out, n_bad)
+cdef inline double bce_probs(const logit_t *p, const void *t, const void *w,
+                             Py_ssize_t n, void *out, Py_ssize_t *n_bad) noexcept nogil:
+    if logit_t is float:
+        return cec_ops_f32.bce_probs(p, <const float *> t, <const float *> w, n,
+                                     <float *> out, n_bad)
+    elif logit_t is double:
+        return cec_ops_f64.bce_probs(p, <const double *> t, <const double *> w, n,
+                                     <double *> out, n_bad)
+    elif logit_t is cec_bf16_t:
+        return cec_ops_bf16.bce_probs(p, <const float *> t, <const float *> w, n,
+                                      <float *> out, n_bad)
     else:
-        return cec_ops_f64.bce_probs(p, t, w, n, out, n_bad)
+        return cec_ops_f16.bce_probs(p, <const float *> t, <const float *> w, n,
+                                     <float *> out, n_bad)
 
 
-cdef inline double bce_logits_grad(const floating *x, const floating *t, const floating *pw,
-                                   const floating *w, Py_ssize_t n, floating scale,
-                                   floating *out, floating *grad) noexcept nogil:
-    if floating is float:
-        return cec_ops_f32.bce_logits_grad(x, t, pw, w, n, scale, out, grad)
+cdef inline double bce_logits_grad(const logit_t *x, const void *t, const void *pw,
+                                   const void *w, Py_ssize_t n, double scale,
+                                   void *out, logit_t *grad) noexcept nogil:
+    """As bce_logits; grad (which may alias x) in x's type."""
+    if logit_t is float:
+        return cec_ops_f32.bce_logits_grad(x, <const float *> t, <const float *> pw,
+                                           <const float *> w, n, <float> scale,
+                                           <float *> out, grad)
+    elif logit_t is double:
+        return cec_ops_f64.bce_logits_grad(x, <const double *> t, <const double *> pw,
+                                           <const double *> w, n, scale, <double *> out, grad)
+    elif logit_t is cec_bf16_t:
+        return cec_ops_bf16.bce_logits_grad(x, <const float *> t, <const float *> pw,
+                                            <const float *> w, n, <float> scale,
+                                            <float *> out, grad)
     else:
-        return cec_ops_f64.bce_logits_grad(x, t, pw, w, n, scale, out, grad)
+        return cec_ops_f16.bce_logits_grad(x, <const float *> t, <const float *> pw,
+                                           <const float *> w, n, <float> scale,
+                                           <float *> out, grad)

@@ -1,11 +1,16 @@
 /*
- * Row kernels of cecore, written once and compiled once per (dtype, ISA).
+ * Row kernels of cecore, written once and compiled once per (input type, ISA).
  *
  * This file is a template: _rowmath.h includes it several times with
- *   CEC_T    the element type (float or double)
- *   CEC_FN   a macro that decorates a function name with dtype and ISA suffixes
+ *   CEC_IN   the element type in memory (float, double, cec_bf16_t, cec_f16_t)
+ *   CEC_T    the type computed in (float for float and the 16-bit types, double)
+ *   CEC_LD(v)  an element of CEC_IN as CEC_T; CEC_ST(v) a CEC_T rounded to CEC_IN
+ *   CEC_FN   a macro that decorates a function name with type and ISA suffixes
  *   CEC_ATTR a function attribute selecting the target ISA (may be empty)
  *   CEC_EXP / CEC_LOG1P  the element-wise exp and log1p for CEC_T
+ * Logits are only ever read through CEC_LD, so a new input type needs a load
+ * function, not new loops. Targets, weights and per-row losses are CEC_T;
+ * gradients are written in the input's type.
  * The loops are plain C under `#pragma omp simd` so that GCC/Clang vectorise
  * them for whichever ISA CEC_ATTR names; nothing here calls libm in a hot loop
  * for float (the float64 BCE loop does, and stays scalar).
@@ -16,12 +21,13 @@
 
 #ifndef CEC_HAND_WRITTEN_MAX
 /* Largest element of x[0:n]; NaNs are skipped (they poison the sum later). */
-CEC_ATTR static CEC_T CEC_FN(row_max)(const CEC_T *x, cec_intp n)
+CEC_ATTR static CEC_T CEC_FN(row_max)(const CEC_IN *x, cec_intp n)
 {
     CEC_T m = -CEC_INFINITY;
 #pragma omp simd reduction(max : m)
     for (cec_intp i = 0; i < n; i++) {
-        m = x[i] > m ? x[i] : m;
+        CEC_T v = CEC_LD(x[i]);
+        m = v > m ? v : m;
     }
     return m;
 }
@@ -37,7 +43,7 @@ CEC_ATTR static CEC_T CEC_FN(row_max)(const CEC_T *x, cec_intp n)
  * <= 1), added in double. The tail that does not fill a whole vector goes
  * through a padded 16-element buffer so that it runs vectorised too.
  */
-CEC_ATTR static double CEC_FN(row_sumexp)(const CEC_T *x, cec_intp n, CEC_T shift,
+CEC_ATTR static double CEC_FN(row_sumexp)(const CEC_IN *x, cec_intp n, CEC_T shift,
                                           cec_intp *n_eq)
 {
     double s = 0.0;
@@ -48,7 +54,7 @@ CEC_ATTR static double CEC_FN(row_sumexp)(const CEC_T *x, cec_intp n, CEC_T shif
         CEC_T acc = 0;
 #pragma omp simd reduction(+ : acc, eq)
         for (cec_intp i = c; i < c + 256; i++) {
-            CEC_T d = x[i] - shift;
+            CEC_T d = CEC_LD(x[i]) - shift;
             acc += d != 0 ? CEC_EXPSUM(d) : (CEC_T)0;
             eq += d == 0;
         }
@@ -57,7 +63,7 @@ CEC_ATTR static double CEC_FN(row_sumexp)(const CEC_T *x, cec_intp n, CEC_T shif
     CEC_T acc = 0;
 #pragma omp simd reduction(+ : acc, eq)
     for (cec_intp i = c; i < body; i++) {
-        CEC_T d = x[i] - shift;
+        CEC_T d = CEC_LD(x[i]) - shift;
         acc += d != 0 ? CEC_EXPSUM(d) : (CEC_T)0;
         eq += d == 0;
     }
@@ -65,7 +71,7 @@ CEC_ATTR static double CEC_FN(row_sumexp)(const CEC_T *x, cec_intp n, CEC_T shif
     if (body < n) {
         CEC_T tail[16];
         for (int i = 0; i < 16; i++) {
-            tail[i] = body + i < n ? x[body + i] - shift : -CEC_INFINITY;
+            tail[i] = body + i < n ? CEC_LD(x[body + i]) - shift : -CEC_INFINITY;
         }
 #pragma omp simd reduction(+ : s, eq)
         for (int i = 0; i < 16; i++) {
@@ -90,12 +96,13 @@ CEC_ATTR static void CEC_FN(expsum_inplace)(CEC_T *a, cec_intp n)
 #endif
 
 /* 1 if x[0:n] holds a NaN. */
-CEC_ATTR static int CEC_FN(row_has_nan)(const CEC_T *x, cec_intp n)
+CEC_ATTR static int CEC_FN(row_has_nan)(const CEC_IN *x, cec_intp n)
 {
     int nan = 0;
 #pragma omp simd reduction(| : nan)
     for (cec_intp i = 0; i < n; i++) {
-        nan |= x[i] != x[i];
+        CEC_T v = CEC_LD(x[i]);
+        nan |= v != v;
     }
     return nan;
 }
@@ -115,7 +122,7 @@ CEC_ATTR static int CEC_FN(row_has_nan)(const CEC_T *x, cec_intp n)
  * element hits L1. An all -inf row gives -inf; a NaN anywhere gives NaN; a
  * +inf (and no NaN) gives shift = +inf and logsum = 0, so lse = +inf.
  */
-CEC_ATTR static double CEC_FN(row_lse)(const CEC_T *x, cec_intp n, CEC_T *rowmax)
+CEC_ATTR static double CEC_FN(row_lse)(const CEC_IN *x, cec_intp n, CEC_T *rowmax)
 {
     const cec_intp chunk = 4096;
     CEC_T m = -CEC_INFINITY;
@@ -151,20 +158,20 @@ CEC_ATTR static double CEC_FN(row_lse)(const CEC_T *x, cec_intp n, CEC_T *rowmax
  * With c = 1/n this is a mean, which cannot overflow where the sum of logits
  * near the dtype's maximum would.
  */
-CEC_ATTR static double CEC_FN(row_wsum)(const double *w, const CEC_T *x, cec_intp n, double shift,
+CEC_ATTR static double CEC_FN(row_wsum)(const double *w, const CEC_IN *x, cec_intp n, double shift,
                                         double c)
 {
     double s = 0.0;
     if (w == NULL) {
 #pragma omp simd reduction(+ : s)
         for (cec_intp i = 0; i < n; i++) {
-            s += c * ((double)x[i] - shift);
+            s += c * ((double)CEC_LD(x[i]) - shift);
         }
     }
     else {
 #pragma omp simd reduction(+ : s)
         for (cec_intp i = 0; i < n; i++) {
-            s += (c * w[i]) * ((double)x[i] - shift);
+            s += (c * w[i]) * ((double)CEC_LD(x[i]) - shift);
         }
     }
     return s;
@@ -175,7 +182,7 @@ CEC_ATTR static double CEC_FN(row_wsum)(const double *w, const CEC_T *x, cec_int
  * *tw_sum (w == NULL means w_i = 1). Terms with t_i == 0 contribute 0 even
  * where x_i = -inf (the convention 0 * log 0 = 0).
  */
-CEC_ATTR static double CEC_FN(row_tdot)(const CEC_T *t, const double *w, const CEC_T *x,
+CEC_ATTR static double CEC_FN(row_tdot)(const CEC_T *t, const double *w, const CEC_IN *x,
                                         cec_intp n, double shift, double *tw_sum)
 {
     double s = 0.0, ts = 0.0;
@@ -183,7 +190,7 @@ CEC_ATTR static double CEC_FN(row_tdot)(const CEC_T *t, const double *w, const C
 #pragma omp simd reduction(+ : s, ts)
         for (cec_intp i = 0; i < n; i++) {
             double ti = (double)t[i];
-            s += ti != 0.0 ? ti * ((double)x[i] - shift) : 0.0;
+            s += ti != 0.0 ? ti * ((double)CEC_LD(x[i]) - shift) : 0.0;
             ts += ti;
         }
     }
@@ -191,7 +198,7 @@ CEC_ATTR static double CEC_FN(row_tdot)(const CEC_T *t, const double *w, const C
 #pragma omp simd reduction(+ : s, ts)
         for (cec_intp i = 0; i < n; i++) {
             double wt = w[i] * (double)t[i];
-            s += wt != 0.0 ? wt * ((double)x[i] - shift) : 0.0;
+            s += wt != 0.0 ? wt * ((double)CEC_LD(x[i]) - shift) : 0.0;
             ts += wt;
         }
     }
@@ -200,16 +207,6 @@ CEC_ATTR static double CEC_FN(row_tdot)(const CEC_T *t, const double *w, const C
 }
 
 #ifndef CEC_HAND_WRITTEN_ROW_OUT
-/* out_i = exp(x_i - shift) * scale. out may alias x. */
-CEC_ATTR static void CEC_FN(row_exp)(const CEC_T *x, cec_intp n, CEC_T shift, CEC_T scale,
-                                     CEC_T *out)
-{
-#pragma omp simd
-    for (cec_intp i = 0; i < n; i++) {
-        out[i] = CEC_EXP(x[i] - shift) * scale;
-    }
-}
-
 /*
  * Gradient row of the softmax cross-entropy family:
  *   out_i = a exp(x_i - shift) - w_i (c1 t_i + c0)
@@ -217,46 +214,36 @@ CEC_ATTR static void CEC_FN(row_exp)(const CEC_T *x, cec_intp n, CEC_T shift, CE
  * row maximum and a = s exp(shift - lse), a exp(x_i - shift) is s softmax(x)_i.
  * out may alias x (each element is read before it is written).
  */
-CEC_ATTR static void CEC_FN(row_grad)(const CEC_T *x, const CEC_T *t, const double *w,
+CEC_ATTR static void CEC_FN(row_grad)(const CEC_IN *x, const CEC_T *t, const double *w,
                                       cec_intp n, CEC_T shift, CEC_T a, CEC_T c1, CEC_T c0,
-                                      CEC_T *out)
+                                      CEC_IN *out)
 {
     if (t == NULL && w == NULL) {
 #pragma omp simd
         for (cec_intp i = 0; i < n; i++) {
-            out[i] = a * CEC_EXP(x[i] - shift) - c0;
+            out[i] = CEC_ST(a * CEC_EXP(CEC_LD(x[i]) - shift) - c0);
         }
     }
     else if (t == NULL) {
 #pragma omp simd
         for (cec_intp i = 0; i < n; i++) {
-            out[i] = a * CEC_EXP(x[i] - shift) - (CEC_T)w[i] * c0;
+            out[i] = CEC_ST(a * CEC_EXP(CEC_LD(x[i]) - shift) - (CEC_T)w[i] * c0);
         }
     }
     else if (w == NULL) {
 #pragma omp simd
         for (cec_intp i = 0; i < n; i++) {
-            out[i] = a * CEC_EXP(x[i] - shift) - (c1 * t[i] + c0);
+            out[i] = CEC_ST(a * CEC_EXP(CEC_LD(x[i]) - shift) - (c1 * t[i] + c0));
         }
     }
     else {
 #pragma omp simd
         for (cec_intp i = 0; i < n; i++) {
-            out[i] = a * CEC_EXP(x[i] - shift) - (CEC_T)w[i] * (c1 * t[i] + c0);
+            out[i] = CEC_ST(a * CEC_EXP(CEC_LD(x[i]) - shift) - (CEC_T)w[i] * (c1 * t[i] + c0));
         }
     }
 }
 #endif
-
-/* out_i = (x_i - shift) - logsum, in double and rounded once. out may alias x. */
-CEC_ATTR static void CEC_FN(row_sub)(const CEC_T *x, cec_intp n, double shift, double logsum,
-                                     CEC_T *out)
-{
-#pragma omp simd
-    for (cec_intp i = 0; i < n; i++) {
-        out[i] = (CEC_T)(((double)x[i] - shift) - logsum);
-    }
-}
 
 /*
  * log-sum-exp of `rows` short rows of length k (row i starts at x + i*stride),
@@ -267,42 +254,44 @@ CEC_ATTR static void CEC_FN(row_sub)(const CEC_T *x, cec_intp n, double shift, d
  * as one long vectorised loop. (On AVX-512 and AVX2, float32 blocks of 16 or 8 rows take
  * the transposing versions in _rowmath.h first.)
  */
-CEC_ATTR static void CEC_FN(block_lse_packed)(const CEC_T *x, cec_intp rows, cec_intp stride,
+CEC_ATTR static void CEC_FN(block_lse_packed)(const CEC_IN *x, cec_intp rows, cec_intp stride,
                                               cec_intp k, CEC_T *scratch, CEC_T *rowmax,
                                               double *lse)
 {
     for (cec_intp r = 0; r < rows; r++) {
-        const CEC_T *xr = x + r * stride;
+        const CEC_IN *xr = x + r * stride;
         CEC_T m = -CEC_INFINITY;
         for (cec_intp j = 0; j < k; j++) {
-            m = xr[j] > m ? xr[j] : m;
+            CEC_T v = CEC_LD(xr[j]);
+            m = v > m ? v : m;
         }
         rowmax[r] = m;
         /* an all -inf row would give -inf - -inf = NaN; shift it by 0 instead */
         CEC_T shift = m == -CEC_INFINITY ? (CEC_T)0 : m;
         CEC_T *sr = scratch + r * k;
         for (cec_intp j = 0; j < k; j++) {
-            sr[j] = xr[j] - shift;
+            sr[j] = CEC_LD(xr[j]) - shift;
         }
     }
     CEC_FN(expsum_inplace)(scratch, rows * k);
     for (cec_intp r = 0; r < rows; r++) {
-        const CEC_T *xr = x + r * stride;
+        const CEC_IN *xr = x + r * stride;
         const CEC_T *sr = scratch + r * k;
         CEC_T m = rowmax[r];
         double rest = 0.0;
         cec_intp ties = 0;
         for (cec_intp j = 0; j < k; j++) {
             /* as in row_lse: the maximum's 1 stays out of the sum */
-            rest += xr[j] == m ? 0.0 : (double)sr[j];
-            ties += xr[j] == m;
+            int tie = CEC_LD(xr[j]) == m;
+            rest += tie ? 0.0 : (double)sr[j];
+            ties += tie;
         }
         /* an all -inf row has rest = 0 and ties = k: log of the plain sum (0) */
         lse[r] = m == -CEC_INFINITY ? log(rest) : log1p(rest + (double)(ties - 1));
     }
 }
 
-CEC_ATTR static void CEC_FN(block_lse)(const CEC_T *x, cec_intp rows, cec_intp stride,
+CEC_ATTR static void CEC_FN(block_lse)(const CEC_IN *x, cec_intp rows, cec_intp stride,
                                        cec_intp k, CEC_T *scratch, CEC_T *rowmax, double *lse)
 {
 #ifdef CEC_BLOCK_LSE_ROWS
@@ -312,13 +301,12 @@ CEC_ATTR static void CEC_FN(block_lse)(const CEC_T *x, cec_intp rows, cec_intp s
         if (done < rows) {
             /* the last rows go through the same kernel, padded to a full group,
                so that a row's result never depends on where it sits in a batch */
-            CEC_T pad[CEC_BLOCK_LSE_GROUP * 32], pad_max[CEC_BLOCK_LSE_GROUP];
+            CEC_IN pad[CEC_BLOCK_LSE_GROUP * 32];
+            CEC_T pad_max[CEC_BLOCK_LSE_GROUP];
             double pad_lse[CEC_BLOCK_LSE_GROUP];
-            for (cec_intp i = 0; i < CEC_BLOCK_LSE_GROUP * k; i++) {
-                pad[i] = 0;
-            }
+            memset(pad, 0, sizeof pad);
             for (cec_intp r = done; r < rows; r++) {
-                memcpy(pad + (r - done) * k, x + r * stride, (size_t)k * sizeof(CEC_T));
+                memcpy(pad + (r - done) * k, x + r * stride, (size_t)k * sizeof(CEC_IN));
             }
             CEC_BLOCK_LSE_ROWS(pad, CEC_BLOCK_LSE_GROUP, k, k, scratch, pad_max, pad_lse);
             for (cec_intp r = done; r < rows; r++) {
@@ -371,9 +359,9 @@ CEC_ATTR static void CEC_FN(block_lse)(const CEC_T *x, cec_intp rows, cec_intp s
  * with sigmoid from e = exp(-|x|) (1 / (1 + e), or e / (1 + e) for x < 0),
  * accurate in both tails. grad may alias x. Returns sum_i l_i in double.
  */
-CEC_ATTR static double CEC_FN(bce_logits_grad)(const CEC_T *x, const CEC_T *t, const CEC_T *pw,
+CEC_ATTR static double CEC_FN(bce_logits_grad)(const CEC_IN *x, const CEC_T *t, const CEC_T *pw,
                                                const CEC_T *w, cec_intp n, CEC_T scale,
-                                               CEC_T *out, CEC_T *grad)
+                                               CEC_T *out, CEC_IN *grad)
 {
     CEC_T ones[CEC_BCE_CHUNK], loss[CEC_BCE_CHUNK], dx[CEC_BCE_CHUNK];
     double s = 0.0;
@@ -382,12 +370,13 @@ CEC_ATTR static double CEC_FN(bce_logits_grad)(const CEC_T *x, const CEC_T *t, c
     }
     for (cec_intp c = 0; c < n; c += CEC_BCE_CHUNK) {
         cec_intp len = n - c < CEC_BCE_CHUNK ? n - c : CEC_BCE_CHUNK;
-        const CEC_T *xc = x + c, *tc = t + c;
+        const CEC_IN *xc = x + c;
+        const CEC_T *tc = t + c;
         const CEC_T *pc = pw == NULL ? ones : pw + c;
         const CEC_T *wc = w == NULL ? ones : w + c;
 #pragma omp simd reduction(+ : s)
         for (cec_intp i = 0; i < len; i++) {
-            CEC_T xi = xc[i], ti = tc[i], pi = pc[i];
+            CEC_T xi = CEC_LD(xc[i]), ti = tc[i], pi = pc[i];
             CEC_T ax = xi < 0 ? -xi : xi;
             CEC_T e = CEC_EXP(-ax);
             CEC_T linear = xi < 0 ? pi * ti * ax : ((CEC_T)1 - ti) * xi;
@@ -402,14 +391,16 @@ CEC_ATTR static double CEC_FN(bce_logits_grad)(const CEC_T *x, const CEC_T *t, c
             memcpy(out + c, loss, (size_t)len * sizeof(CEC_T));
         }
         if (grad != NULL) {
-            memcpy(grad + c, dx, (size_t)len * sizeof(CEC_T));
+            for (cec_intp i = 0; i < len; i++) {
+                grad[c + i] = CEC_ST(dx[i]);
+            }
         }
     }
     return s;
 }
 
 /* Loss only (see bce_logits_grad): skips the sigmoid and gradient work. */
-CEC_ATTR static double CEC_FN(bce_logits)(const CEC_T *x, const CEC_T *t, const CEC_T *pw,
+CEC_ATTR static double CEC_FN(bce_logits)(const CEC_IN *x, const CEC_T *t, const CEC_T *pw,
                                           const CEC_T *w, cec_intp n, CEC_T *out)
 {
     CEC_T ones[CEC_BCE_CHUNK], loss[CEC_BCE_CHUNK];
@@ -419,12 +410,13 @@ CEC_ATTR static double CEC_FN(bce_logits)(const CEC_T *x, const CEC_T *t, const 
     }
     for (cec_intp c = 0; c < n; c += CEC_BCE_CHUNK) {
         cec_intp len = n - c < CEC_BCE_CHUNK ? n - c : CEC_BCE_CHUNK;
-        const CEC_T *xc = x + c, *tc = t + c;
+        const CEC_IN *xc = x + c;
+        const CEC_T *tc = t + c;
         const CEC_T *pc = pw == NULL ? ones : pw + c;
         const CEC_T *wc = w == NULL ? ones : w + c;
 #pragma omp simd reduction(+ : s)
         for (cec_intp i = 0; i < len; i++) {
-            CEC_T xi = xc[i], ti = tc[i], pi = pc[i];
+            CEC_T xi = CEC_LD(xc[i]), ti = tc[i], pi = pc[i];
             CEC_T ax = xi < 0 ? -xi : xi;
             CEC_T linear = xi < 0 ? pi * ti * ax : ((CEC_T)1 - ti) * xi;
             CEC_T lw = ((CEC_T)1 - ti) + pi * ti;
@@ -445,7 +437,7 @@ CEC_ATTR static double CEC_FN(bce_logits)(const CEC_T *x, const CEC_T *t, const 
  *   l_i = -w_i [ t_i max(log p_i, -100) + (1 - t_i) max(log1p(-p_i), -100) ]
  * Counts elements outside [0, 1] in *n_bad (NaN is not counted: it propagates).
  */
-CEC_ATTR static double CEC_FN(bce_probs)(const CEC_T *p, const CEC_T *t, const CEC_T *w,
+CEC_ATTR static double CEC_FN(bce_probs)(const CEC_IN *p, const CEC_T *t, const CEC_T *w,
                                          cec_intp n, CEC_T *out, cec_intp *n_bad)
 {
     CEC_T ones[CEC_BCE_CHUNK], loss[CEC_BCE_CHUNK];
@@ -456,11 +448,12 @@ CEC_ATTR static double CEC_FN(bce_probs)(const CEC_T *p, const CEC_T *t, const C
     }
     for (cec_intp c = 0; c < n; c += CEC_BCE_CHUNK) {
         cec_intp len = n - c < CEC_BCE_CHUNK ? n - c : CEC_BCE_CHUNK;
-        const CEC_T *pc = p + c, *tc = t + c;
+        const CEC_IN *pc = p + c;
+        const CEC_T *tc = t + c;
         const CEC_T *wc = w == NULL ? ones : w + c;
 #pragma omp simd reduction(+ : s, bad)
         for (cec_intp i = 0; i < len; i++) {
-            CEC_T pi = pc[i], ti = tc[i];
+            CEC_T pi = CEC_LD(pc[i]), ti = tc[i];
             bad += (pi < 0) | (pi > 1);
             CEC_T lp = CEC_LOG(pi), lq = CEC_LOG1P(-pi);
             lp = lp > (CEC_T)-100 ? lp : (CEC_T)-100;
@@ -478,3 +471,12 @@ CEC_ATTR static double CEC_FN(bce_probs)(const CEC_T *p, const CEC_T *t, const C
     *n_bad = bad;
     return s;
 }
+
+/* row_exp and row_sub, whose output type is a parameter of their own */
+#define CEC_OUT CEC_IN
+#define CEC_STO CEC_ST
+#define CEC_FO CEC_FN
+#include "_rowmath_out.h"
+#undef CEC_OUT
+#undef CEC_STO
+#undef CEC_FO

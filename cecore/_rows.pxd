@@ -6,11 +6,10 @@ logsum, see row_lse in _rowmath_impl.h) and the class-index cross-entropy of
 one row. Inline, so each module compiles its own copy and calls stay free.
 """
 
-from cython cimport floating
 from libc.math cimport INFINITY, NAN
 from libc.stdlib cimport free, malloc
 
-from cecore._rowmath cimport block_lse, row_lse, row_wsum
+from cecore._rowmath cimport block_lse, load, logit_t, row_lse, row_wsum
 
 # Rows of at most this many classes go through block_lse (several rows at once).
 cdef enum:
@@ -18,9 +17,11 @@ cdef enum:
 
 
 cdef struct Scratch:
+    # in the compute type: float, or double for float64 logits
     void *packed     # SMALL_K path: at least 16 rows' worth of elements
     void *rowmax     # rows elements
     double *logsum   # rows doubles
+    bint f64         # the compute type is double
 
 
 cdef inline void scratch_free(Scratch *s) noexcept nogil:
@@ -31,12 +32,16 @@ cdef inline void scratch_free(Scratch *s) noexcept nogil:
         free(s)
 
 
-cdef inline Scratch *scratch_new(Py_ssize_t rows, Py_ssize_t k,
-                                 Py_ssize_t itemsize) noexcept nogil:
-    """Per-thread work space for blocks of up to `rows` rows, or NULL if out of memory."""
+cdef inline Scratch *scratch_new(Py_ssize_t rows, Py_ssize_t k, bint f64) noexcept nogil:
+    """Per-thread work space for blocks of up to `rows` rows, or NULL if out of memory.
+
+    f64: the logits compute in double (float64 input); else in float.
+    """
     cdef Scratch *s = <Scratch *> malloc(sizeof(Scratch))
+    cdef Py_ssize_t itemsize = sizeof(double) if f64 else sizeof(float)
     if s == NULL:
         return NULL
+    s.f64 = f64
     # short rows: block_lse pads the last rows of a block to a group of 16
     s.packed = malloc((max(rows, 16) * k if k <= SMALL_K else 1) * itemsize)
     s.rowmax = malloc(rows * itemsize)
@@ -47,7 +52,12 @@ cdef inline Scratch *scratch_new(Py_ssize_t rows, Py_ssize_t k,
     return s
 
 
-cdef inline void lse_rows(const floating *x, Py_ssize_t rows, Py_ssize_t stride, Py_ssize_t k,
+cdef inline double scratch_rowmax(const Scratch *s, Py_ssize_t r) noexcept nogil:
+    """The maximum of row r of the last block, as a double."""
+    return (<double *> s.rowmax)[r] if s.f64 else (<float *> s.rowmax)[r]
+
+
+cdef inline void lse_rows(const logit_t *x, Py_ssize_t rows, Py_ssize_t stride, Py_ssize_t k,
                           Scratch *s) noexcept nogil:
     """Row maxima and log-sum-exps of rows r < rows into s, split as (see row_lse)
 
@@ -57,12 +67,12 @@ cdef inline void lse_rows(const floating *x, Py_ssize_t rows, Py_ssize_t stride,
     first would lose logsum next to a huge shift.
     """
     cdef Py_ssize_t r
-    cdef floating *rowmax = <floating *> s.rowmax
+    cdef Py_ssize_t itemsize = sizeof(double) if s.f64 else sizeof(float)
     if k <= SMALL_K:
-        block_lse(x, rows, stride, k, <floating *> s.packed, rowmax, s.logsum)
+        block_lse(x, rows, stride, k, s.packed, s.rowmax, s.logsum)
         return
     for r in range(rows):
-        s.logsum[r] = row_lse(x + r * stride, k, &rowmax[r])
+        s.logsum[r] = row_lse(x + r * stride, k, <char *> s.rowmax + r * itemsize)
 
 
 cdef inline double total_weight(const double *w, Py_ssize_t k) noexcept nogil:
@@ -76,7 +86,7 @@ cdef inline double total_weight(const double *w, Py_ssize_t k) noexcept nogil:
     return total
 
 
-cdef inline double shift_of(floating rowmax) noexcept nogil:
+cdef inline double shift_of(double rowmax) noexcept nogil:
     """The shift of a row: its maximum, or 0 when that is -inf (no finite entry)."""
     return 0.0 if rowmax == -INFINITY else rowmax
 
@@ -90,7 +100,7 @@ cdef inline double logsum_of_probs(double logsum, double shift) noexcept nogil:
     return NAN if shift == INFINITY else logsum
 
 
-cdef inline double class_index_loss(const floating *xr, Py_ssize_t k, Py_ssize_t y,
+cdef inline double class_index_loss(const logit_t *xr, Py_ssize_t k, Py_ssize_t y,
                                     double logsum, double shift, double wy,
                                     const double *weight, double weight_total,
                                     double smoothing) noexcept nogil:
@@ -100,7 +110,7 @@ cdef inline double class_index_loss(const floating *xr, Py_ssize_t k, Py_ssize_t
 
     with lse - x[j] = logsum + (shift - x[j]) and logsum from logsum_of_probs.
     """
-    cdef double loss = (1.0 - smoothing) * wy * (logsum + (shift - xr[y]))
+    cdef double loss = (1.0 - smoothing) * wy * (logsum + (shift - load(xr, y)))
     if smoothing != 0.0:
         # as eps (logsum W / k - mean_j w[j] (x[j] - shift)): no overflow near the dtype's max
         loss = loss + smoothing * (logsum * (weight_total / k)

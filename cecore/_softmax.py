@@ -4,22 +4,54 @@ import numpy as np
 
 from cecore import _softmax_kernels
 from cecore._threads import run_kernel
-from cecore._validation import cast, logits_rows
+from cecore._validation import (
+    as_logits_array,
+    cast,
+    compute_dtype,
+    is_bfloat16,
+    is_half,
+    kernel_array,
+    logits_rows,
+)
 
 _LSE, _LOG_SOFTMAX, _SOFTMAX = 0, 1, 2
+_FLOAT32 = np.dtype(np.float32)
 
 
-def _row_transform(x, axis, mode, n_threads, name="x"):
+def _output_dtype(dtype):
+    """``dtype=`` as a NumPy dtype: None, or a floating type the kernels can produce."""
+    if dtype is None:
+        return None
+    try:
+        wanted = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be a floating dtype or None, got {dtype!r}") from None
+    if not (wanted.kind == "f" and wanted.itemsize <= 8) and not is_bfloat16(wanted):
+        raise TypeError(
+            f"dtype must be float16, bfloat16, float32 or float64 (or None), got {wanted}"
+        )
+    return wanted.newbyteorder("=")
+
+
+def _row_transform(x, axis, mode, n_threads, name="x", dtype=None):
+    wanted = _output_dtype(dtype)
+    if wanted is not None:
+        arr, _ = as_logits_array(x, name)
+        # dtype= is PyTorch's: the input is cast to it first, except that 16-bit input
+        # asked for float32 is read as it is (the kernels compute in float32 anyway)
+        if arr.dtype != wanted and not (is_half(arr.dtype) and wanted == _FLOAT32):
+            x = cast(arr, wanted)
     rows, batch_shape, axis, in_dtype = logits_rows(x, axis, name)
     n, k = rows.shape
-    out = np.empty((n, 1 if mode == _LSE else k), dtype=rows.dtype)
-    run_kernel(_softmax_kernels.softmax_rows, n_threads, rows.size, rows, out, mode)
     if mode == _LSE:
-        result = out.reshape(batch_shape)
+        out = np.empty((n, 1), dtype=compute_dtype(rows.dtype))
     else:
-        moved = batch_shape + (k,)
-        result = np.moveaxis(out.reshape(moved), -1, axis)
-    return cast(result, in_dtype)
+        out = np.empty((n, k), dtype=wanted if wanted is not None else in_dtype)
+    run_kernel(_softmax_kernels.softmax_rows, n_threads, rows.size, *kernel_array(rows), out,
+               mode)
+    if mode == _LSE:
+        return out.reshape(batch_shape)
+    return np.moveaxis(out.reshape(batch_shape + (k,)), -1, axis)
 
 
 def logsumexp(x, axis=-1, *, n_threads=None):
@@ -32,7 +64,8 @@ def logsumexp(x, axis=-1, *, n_threads=None):
     Parameters
     ----------
     x : array_like
-        Real values, float16/float32/float64 (integers are promoted to float64).
+        Real values: float32, float64, float16 or bfloat16 (``ml_dtypes.bfloat16``,
+        or a ``torch.bfloat16`` tensor); integers are promoted to float64.
     axis : int, default -1
         The axis to reduce.
     n_threads : int, optional
@@ -41,7 +74,8 @@ def logsumexp(x, axis=-1, *, n_threads=None):
     Returns
     -------
     numpy.ndarray
-        ``x``'s shape without ``axis``, in ``x``'s floating dtype. A row of all
+        ``x``'s shape without ``axis``: float64 for float64 input, float32 for
+        float32 and 16-bit input (a reduction: see README, "16-bit input"). A row of all
         ``-inf`` gives ``-inf``; a row containing NaN or ``+inf`` gives NaN or
         ``+inf`` as ``log(sum(exp(x)))`` would.
 
@@ -54,12 +88,16 @@ def logsumexp(x, axis=-1, *, n_threads=None):
     return _row_transform(x, axis, _LSE, n_threads)
 
 
-def log_softmax(x, axis=-1, *, n_threads=None):
+def log_softmax(x, axis=-1, *, dtype=None, n_threads=None):
     """Logarithm of the softmax along an axis: ``x - logsumexp(x, axis)``.
 
     Computed in one fused kernel with the subtraction done in float64, so each
-    output is correctly rounded to within an ulp. Same dtypes and special values
+    output is correctly rounded to within an ulp. Same inputs and special values
     as :func:`logsumexp` (an all ``-inf`` row gives NaN, as in PyTorch/SciPy).
+    The result has ``x``'s shape and floating dtype (16-bit input is computed in
+    float32 and rounded once), or ``dtype`` when given: as PyTorch's ``dtype=``,
+    the input is cast to it first, except that float16/bfloat16 input with
+    ``dtype=np.float32`` is read as it is and the float32 result returned.
 
     Examples
     --------
@@ -67,14 +105,15 @@ def log_softmax(x, axis=-1, *, n_threads=None):
     >>> cecore.log_softmax([0.0, 0.0]).tolist()
     [-0.6931471805599453, -0.6931471805599453]
     """
-    return _row_transform(x, axis, _LOG_SOFTMAX, n_threads)
+    return _row_transform(x, axis, _LOG_SOFTMAX, n_threads, dtype=dtype)
 
 
-def softmax(x, axis=-1, *, n_threads=None):
+def softmax(x, axis=-1, *, dtype=None, n_threads=None):
     """Softmax along an axis: ``exp(x - max) / sum(exp(x - max))``.
 
     Outputs are in ``[0, 1]`` and sum to 1 along ``axis`` (to rounding); tiny
-    probabilities underflow gradually into the subnormal range.
+    probabilities underflow gradually into the subnormal range. Dtypes and
+    ``dtype=`` as for :func:`log_softmax`.
 
     Examples
     --------
@@ -82,4 +121,4 @@ def softmax(x, axis=-1, *, n_threads=None):
     >>> cecore.softmax([0.0, 0.0, 0.0, 0.0]).tolist()
     [0.25, 0.25, 0.25, 0.25]
     """
-    return _row_transform(x, axis, _SOFTMAX, n_threads)
+    return _row_transform(x, axis, _SOFTMAX, n_threads, dtype=dtype)

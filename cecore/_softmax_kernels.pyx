@@ -3,7 +3,10 @@
 """Softmax-family kernels: log-sum-exp of rows and everything built on it.
 
 All kernels take 2-D arrays whose rows are contiguous (any row stride) and
-assume validated input (the Python layer in cecore/_losses.py and
+assume validated input. Logits come as float32, float64 or, for bfloat16 and
+float16, as uint16 views with a `half` code (see _rowmath.pxd); 16-bit logits
+are read as they are and computed on in float32, whose per-row results
+(losses, log-sum-exps) they share; gradients come back in the logits' type (the Python layer in cecore/_losses.py and
 cecore/_softmax.py checks shapes, dtypes and options). Rows are processed in
 blocks whose size depends on the shape alone; each block's sums are kept
 separately and added in block order, so results are bitwise identical for any
@@ -12,16 +15,19 @@ slowed by another process does not hold the others up at the end.
 """
 
 
+import numpy as np
+
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport exp
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint16_t
 from libc.stdlib cimport calloc, free, malloc
 
-from cecore._rowmath cimport (cec_dispatch_init, cec_simd_level, row_exp, row_grad, row_sub,
-                              row_tdot, row_wsum)
+from cecore._rowmath cimport (HALF_BF16, cec_bf16_t, cec_dispatch_init, cec_f16_t,
+                              cec_simd_level, is_f64, load, logit_t, row_exp, row_grad,
+                              row_sub, row_tdot, row_wsum, storage_t, store)
 from cecore._rows cimport (SMALL_K, Scratch, class_index_loss, logsum_of_probs, lse_rows,
-                           scratch_free, scratch_new, shift_of, total_weight)
+                           scratch_free, scratch_new, scratch_rowmax, shift_of, total_weight)
 
 ctypedef fused target_t:
     int32_t
@@ -91,16 +97,16 @@ cdef inline Py_ssize_t _stride(Py_ssize_t byte_stride, Py_ssize_t itemsize):
     return byte_stride // itemsize
 
 
-cdef inline void _ce_index_rows(const floating *x, Py_ssize_t stride, Py_ssize_t k,
+cdef inline void _ce_index_rows(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
                                 const target_t *target, const double *weight, double weight_total,
                                 Py_ssize_t ignore_index, double smoothing, double scale,
-                                floating *grad, Py_ssize_t gstride, floating *loss_out,
+                                logit_t *grad, Py_ssize_t gstride, void *loss_out,
                                 Py_ssize_t r0, Py_ssize_t r1, Scratch *s, double *loss_sum,
                                 double *weight_sum, Py_ssize_t *first_bad) noexcept nogil:
     cdef Py_ssize_t r, j, y
     cdef double logsum, shift, wy, loss, total = 0.0, wtotal = 0.0
-    cdef const floating *xr
-    cdef floating *gr
+    cdef const logit_t *xr
+    cdef logit_t *gr
     for r in range(r0, r1):
         y = target[r]
         xr = x + r * stride
@@ -109,33 +115,61 @@ cdef inline void _ce_index_rows(const floating *x, Py_ssize_t stride, Py_ssize_t
             if y != ignore_index and first_bad[0] < 0:
                 first_bad[0] = r
             if loss_out != NULL:
-                loss_out[r] = 0
+                _store_loss(x, loss_out, r, 0.0)
             if grad != NULL:
                 for j in range(k):
-                    gr[j] = 0
+                    store(gr, j, 0.0)
             continue
-        shift = shift_of((<floating *> s.rowmax)[r - r0])
+        shift = shift_of(scratch_rowmax(s, r - r0))
         logsum = logsum_of_probs(s.logsum[r - r0], shift)
         wy = 1.0 if weight == NULL else weight[y]
         loss = class_index_loss(xr, k, y, logsum, shift, wy, weight, weight_total, smoothing)
         if loss_out != NULL:
-            loss_out[r] = <floating> loss
+            _store_loss(x, loss_out, r, loss)
         total = total + loss
         wtotal = wtotal + wy
         if grad != NULL:
-            row_grad(xr, NULL, weight, k, <floating> shift,
-                     <floating> (scale * ((1.0 - smoothing) * wy + smoothing * weight_total / k)
-                                 * exp(-logsum)),
-                     0, <floating> (scale * smoothing / k), gr)
-            gr[y] = gr[y] - <floating> (scale * (1.0 - smoothing) * wy)
+            _ce_index_grad(xr, k, y, shift, logsum, wy, weight, weight_total, smoothing, scale,
+                           gr)
     loss_sum[0] = total
     weight_sum[0] = wtotal
 
 
-cdef void _ce_index_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
+cdef inline void _store_loss(const logit_t *x, void *loss_out, Py_ssize_t r,
+                             double loss) noexcept nogil:
+    """loss_out[r] = loss in the compute type (float, double for float64 logits)."""
+    if logit_t is double:
+        (<double *> loss_out)[r] = loss
+    else:
+        (<float *> loss_out)[r] = <float> loss
+
+
+cdef inline void _ce_index_grad(const logit_t *xr, Py_ssize_t k, Py_ssize_t y, double shift,
+                                double logsum, double wy, const double *weight,
+                                double weight_total, double smoothing, double scale,
+                                logit_t *gr) noexcept nogil:
+    """The gradient row of a class-index target (see _ce_index_block). gr may be xr."""
+    cdef double g, xy = load(xr, y)  # read before gr overwrites it
+    row_grad(xr, NULL, weight, k, shift,
+             scale * ((1.0 - smoothing) * wy + smoothing * weight_total / k) * exp(-logsum),
+             0, scale * smoothing / k, gr)
+    if logit_t is float or logit_t is double:
+        gr[y] = gr[y] - <logit_t> (scale * (1.0 - smoothing) * wy)
+    else:
+        # subtract before rounding to 16 bits: row_grad's value is recomputed in float
+        g = ((scale * ((1.0 - smoothing) * wy + smoothing * weight_total / k))
+             * exp(xy - shift - logsum))
+        if weight != NULL:
+            g = g - weight[y] * (scale * smoothing / k)
+        else:
+            g = g - scale * smoothing / k
+        store(gr, y, g - scale * (1.0 - smoothing) * wy)
+
+
+cdef void _ce_index_block(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
                           const target_t *target, const double *weight, double weight_total,
                           Py_ssize_t ignore_index, double smoothing, double scale,
-                          floating *grad, Py_ssize_t gstride, floating *loss_out,
+                          logit_t *grad, Py_ssize_t gstride, void *loss_out,
                           Py_ssize_t r0, Py_ssize_t r1, Scratch *s, double *loss_sum,
                           double *weight_sum, Py_ssize_t *first_bad) noexcept nogil:
     """Loss (and, if grad != NULL, gradient) of rows r0..r1 with class-index targets.
@@ -161,56 +195,41 @@ cdef void _ce_index_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
                        first_bad)
 
 
-def ce_index_loss(const floating[:, :] logits, const target_t[::1] target,
-                  const double[::1] weight, Py_ssize_t ignore_index, double label_smoothing,
-                  double scale, floating[:, :] grad, floating[::1] loss_out, int n_threads):
-    """Cross-entropy of logits (n, k) against class indices (n,), optionally with gradient.
-
-    weight: class weights (k,) or empty; loss_out: per-row losses (n,) or empty;
-    grad: (n, k) with contiguous rows (may alias logits) or (0, 0) for no
-    gradient, which is that of scale * (sum of the per-row losses). Returns (sum
-    of losses, sum of the weights of counted targets, first row whose target
-    is out of range or -1).
-    """
-    cdef Py_ssize_t n = logits.shape[0], k = logits.shape[1]
-    cdef Py_ssize_t stride = _stride(logits.strides[0], sizeof(floating))
+cdef _ce_index(const logit_t *x, Py_ssize_t n, Py_ssize_t k, Py_ssize_t stride,
+               const target_t *target, const double *w, Py_ssize_t ignore_index,
+               double label_smoothing, double scale, logit_t *g, Py_ssize_t gstride,
+               void *out, int n_threads):
     cdef Py_ssize_t brows = _block_rows(n, k)
     cdef Py_ssize_t nblocks = (n + brows - 1) // brows
     cdef _BlockSums sums = _BlockSums(nblocks)
-    cdef const double *w = &weight[0] if weight.shape[0] > 0 else NULL
-    cdef floating *out = &loss_out[0] if loss_out.shape[0] > 0 else NULL
-    cdef floating *g = &grad[0, 0] if grad.shape[0] > 0 else NULL
-    cdef Py_ssize_t gstride = _stride(grad.strides[0], sizeof(floating)) if g != NULL else 0
     cdef double weight_total = total_weight(w, k)
     cdef Py_ssize_t b
     cdef int failed = 0
     cdef int *failed_flag = &failed  # written from inside the parallel region
     cdef Scratch *s = NULL
-    if n == 0:
-        return 0.0, 0.0, -1
     # one thread: a plain loop (entering an OpenMP region costs ~1 us per call)
     if n_threads == 1:
         with nogil:
-            s = scratch_new(brows, k, sizeof(floating))
+            s = scratch_new(brows, k, is_f64(x))
             if s != NULL:
                 for b in range(nblocks):
-                    _ce_index_block(&logits[0, 0], stride, k, &target[0], w, weight_total,
-                                    ignore_index, label_smoothing, scale, g, gstride, out,
-                                    b * brows, min(n, (b + 1) * brows), s, &sums.loss[b],
-                                    &sums.weight[b], &sums.bad[b])
+                    _ce_index_block(x, stride, k, target, w, weight_total, ignore_index,
+                                    label_smoothing, scale, g, gstride, out, b * brows,
+                                    min(n, (b + 1) * brows), s, &sums.loss[b], &sums.weight[b],
+                                    &sums.bad[b])
             else:
                 failed_flag[0] = 1
             scratch_free(s)
     else:
         with nogil, parallel(num_threads=n_threads):
             # assigned inside the parallel block, so each thread has its own
-            s = scratch_new(brows, k, sizeof(floating))
+            s = scratch_new(brows, k, is_f64(x))
             if s != NULL:
                 for b in prange(nblocks, schedule="guided"):
-                    _ce_index_block(&logits[0, 0], stride, k, &target[0], w, weight_total,
-                                    ignore_index, label_smoothing, scale, g, gstride, out,
-                                    b * brows, min(n, (b + 1) * brows), s, &sums.loss[b],
-                                    &sums.weight[b], &sums.bad[b])
+                    _ce_index_block(x, stride, k, target, w, weight_total, ignore_index,
+                                    label_smoothing, scale, g, gstride, out, b * brows,
+                                    min(n, (b + 1) * brows), s, &sums.loss[b], &sums.weight[b],
+                                    &sums.bad[b])
             else:
                 failed_flag[0] = 1
             scratch_free(s)
@@ -219,14 +238,47 @@ def ce_index_loss(const floating[:, :] logits, const target_t[::1] target,
     return sums.totals()
 
 
-cdef void _ce_prob_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
-                         const floating *t, Py_ssize_t tstride, const double *weight,
+def ce_index_loss(const storage_t[:, :] logits, int half, const target_t[::1] target,
+                  const double[::1] weight, Py_ssize_t ignore_index, double label_smoothing,
+                  double scale, storage_t[:, :] grad, floating[::1] loss_out, int n_threads):
+    """Cross-entropy of logits (n, k) against class indices (n,), optionally with gradient.
+
+    half: what uint16 logits hold (HALF_BF16 or HALF_F16); weight: class
+    weights (k,) or empty; loss_out: per-row losses (n,) in the compute type,
+    or empty; grad: (n, k) in the logits' type with contiguous rows (may alias
+    logits) or (0, 0) for no gradient, which is that of scale * (sum of the
+    per-row losses). Returns (sum of losses, sum of the weights of counted
+    targets, first row whose target is out of range or -1).
+    """
+    cdef Py_ssize_t n = logits.shape[0], k = logits.shape[1]
+    cdef Py_ssize_t stride = _stride(logits.strides[0], sizeof(storage_t))
+    cdef const double *w = &weight[0] if weight.shape[0] > 0 else NULL
+    cdef void *out = <void *> &loss_out[0] if loss_out.shape[0] > 0 else NULL
+    cdef storage_t *g = &grad[0, 0] if grad.shape[0] > 0 else NULL
+    cdef Py_ssize_t gstride = _stride(grad.strides[0], sizeof(storage_t)) if g != NULL else 0
+    if n == 0:
+        return 0.0, 0.0, -1
+    if storage_t is uint16_t:
+        if half == HALF_BF16:
+            return _ce_index(<const cec_bf16_t *> &logits[0, 0], n, k, stride, &target[0], w,
+                             ignore_index, label_smoothing, scale, <cec_bf16_t *> g, gstride,
+                             out, n_threads)
+        return _ce_index(<const cec_f16_t *> &logits[0, 0], n, k, stride, &target[0], w,
+                         ignore_index, label_smoothing, scale, <cec_f16_t *> g, gstride, out,
+                         n_threads)
+    return _ce_index(&logits[0, 0], n, k, stride, &target[0], w, ignore_index, label_smoothing,
+                     scale, g, gstride, out, n_threads)
+
+
+cdef void _ce_prob_block(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
+                         const char *t, Py_ssize_t tstride, const double *weight,
                          double weight_total, double smoothing, double scale,
-                         floating *grad, Py_ssize_t gstride, floating *loss_out,
+                         logit_t *grad, Py_ssize_t gstride, void *loss_out,
                          Py_ssize_t r0, Py_ssize_t r1, Scratch *s,
                          double *loss_sum) noexcept nogil:
     """Loss (and, if grad != NULL, gradient) of rows r0..r1 with probability targets.
 
+    t: targets in the compute type, rows tstride bytes apart.
     With t' = (1 - eps) t + eps / k:  loss = sum_j w[j] t'[j] (lse - x[j])    (PyTorch)
       = (1 - eps) (logsum sum_j w t - sum_j w t (x - shift))
         + eps / k (logsum sum_j w - sum_j w (x - shift))
@@ -235,13 +287,13 @@ cdef void _ce_prob_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
     """
     cdef Py_ssize_t r
     cdef double logsum, shift, loss, tw, tx, total = 0.0
-    cdef const floating *xr
-    cdef const floating *tr
+    cdef const logit_t *xr
+    cdef const void *tr
     lse_rows(x + r0 * stride, r1 - r0, stride, k, s)
     for r in range(r0, r1):
         xr = x + r * stride
         tr = t + r * tstride
-        shift = shift_of((<floating *> s.rowmax)[r - r0])
+        shift = shift_of(scratch_rowmax(s, r - r0))
         logsum = logsum_of_probs(s.logsum[r - r0], shift)
         tx = row_tdot(tr, weight, xr, k, shift, &tw)
         loss = (1.0 - smoothing) * (logsum * tw - tx)
@@ -249,62 +301,48 @@ cdef void _ce_prob_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
             loss = loss + smoothing * (logsum * (weight_total / k)
                                        - row_wsum(weight, xr, k, shift, 1.0 / k))
         if grad != NULL:
-            row_grad(xr, tr, weight, k, <floating> shift,
-                     <floating> (scale * ((1.0 - smoothing) * tw + smoothing * weight_total / k)
-                                 * exp(-logsum)),
-                     <floating> (scale * (1.0 - smoothing)), <floating> (scale * smoothing / k),
+            row_grad(xr, tr, weight, k, shift,
+                     scale * ((1.0 - smoothing) * tw + smoothing * weight_total / k)
+                     * exp(-logsum), scale * (1.0 - smoothing), scale * smoothing / k,
                      grad + r * gstride)
         if loss_out != NULL:
-            loss_out[r] = <floating> loss
+            _store_loss(x, loss_out, r, loss)
         total = total + loss
     loss_sum[0] = total
 
 
-def ce_prob_loss(const floating[:, :] logits, const floating[:, :] target,
-                 const double[::1] weight, double label_smoothing, double scale,
-                 floating[:, :] grad, floating[::1] loss_out, int n_threads):
-    """Cross-entropy of logits (n, k) against probability targets (n, k).
-
-    Arguments as ce_index_loss. Returns the sum of the per-row losses.
-    """
-    cdef Py_ssize_t n = logits.shape[0], k = logits.shape[1]
-    cdef Py_ssize_t stride = _stride(logits.strides[0], sizeof(floating))
-    cdef Py_ssize_t tstride = _stride(target.strides[0], sizeof(floating))
+cdef _ce_prob(const logit_t *x, Py_ssize_t n, Py_ssize_t k, Py_ssize_t stride, const char *t,
+              Py_ssize_t tstride, const double *w, double label_smoothing, double scale,
+              logit_t *g, Py_ssize_t gstride, void *out, int n_threads):
     cdef Py_ssize_t brows = _block_rows(n, k)
     cdef Py_ssize_t nblocks = (n + brows - 1) // brows
     cdef _BlockSums sums = _BlockSums(nblocks)
-    cdef const double *w = &weight[0] if weight.shape[0] > 0 else NULL
-    cdef floating *out = &loss_out[0] if loss_out.shape[0] > 0 else NULL
-    cdef floating *g = &grad[0, 0] if grad.shape[0] > 0 else NULL
-    cdef Py_ssize_t gstride = _stride(grad.strides[0], sizeof(floating)) if g != NULL else 0
     cdef double weight_total = total_weight(w, k)
     cdef Py_ssize_t b
     cdef int failed = 0
     cdef int *failed_flag = &failed  # written from inside the parallel region
     cdef Scratch *s = NULL
-    if n == 0:
-        return 0.0
     # one thread: a plain loop (entering an OpenMP region costs ~1 us per call)
     if n_threads == 1:
         with nogil:
-            s = scratch_new(brows, k, sizeof(floating))
+            s = scratch_new(brows, k, is_f64(x))
             if s != NULL:
                 for b in range(nblocks):
-                    _ce_prob_block(&logits[0, 0], stride, k, &target[0, 0], tstride, w,
-                                   weight_total, label_smoothing, scale, g, gstride, out,
-                                   b * brows, min(n, (b + 1) * brows), s, &sums.loss[b])
+                    _ce_prob_block(x, stride, k, t, tstride, w, weight_total, label_smoothing,
+                                   scale, g, gstride, out, b * brows, min(n, (b + 1) * brows),
+                                   s, &sums.loss[b])
             else:
                 failed_flag[0] = 1
             scratch_free(s)
     else:
         with nogil, parallel(num_threads=n_threads):
             # assigned inside the parallel block, so each thread has its own
-            s = scratch_new(brows, k, sizeof(floating))
+            s = scratch_new(brows, k, is_f64(x))
             if s != NULL:
                 for b in prange(nblocks, schedule="guided"):
-                    _ce_prob_block(&logits[0, 0], stride, k, &target[0, 0], tstride, w,
-                                   weight_total, label_smoothing, scale, g, gstride, out,
-                                   b * brows, min(n, (b + 1) * brows), s, &sums.loss[b])
+                    _ce_prob_block(x, stride, k, t, tstride, w, weight_total, label_smoothing,
+                                   scale, g, gstride, out, b * brows, min(n, (b + 1) * brows),
+                                   s, &sums.loss[b])
             else:
                 failed_flag[0] = 1
             scratch_free(s)
@@ -313,9 +351,38 @@ def ce_prob_loss(const floating[:, :] logits, const floating[:, :] target,
     return sums.totals()[0]
 
 
-cdef void _nll_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
+def ce_prob_loss(const storage_t[:, :] logits, int half, const floating[:, :] target,
+                 const double[::1] weight, double label_smoothing, double scale,
+                 storage_t[:, :] grad, floating[::1] loss_out, int n_threads):
+    """Cross-entropy of logits (n, k) against probability targets (n, k).
+
+    target and loss_out in the compute type (float32, float64 for float64
+    logits); the other arguments as ce_index_loss. Returns the sum of the
+    per-row losses.
+    """
+    cdef Py_ssize_t n = logits.shape[0], k = logits.shape[1]
+    cdef Py_ssize_t stride = _stride(logits.strides[0], sizeof(storage_t))
+    cdef const double *w = &weight[0] if weight.shape[0] > 0 else NULL
+    cdef void *out = <void *> &loss_out[0] if loss_out.shape[0] > 0 else NULL
+    cdef storage_t *g = &grad[0, 0] if grad.shape[0] > 0 else NULL
+    cdef Py_ssize_t gstride = _stride(grad.strides[0], sizeof(storage_t)) if g != NULL else 0
+    if n == 0:
+        return 0.0
+    cdef const char *t = <const char *> &target[0, 0]
+    if storage_t is uint16_t:
+        if half == HALF_BF16:
+            return _ce_prob(<const cec_bf16_t *> &logits[0, 0], n, k, stride, t,
+                            target.strides[0], w, label_smoothing, scale, <cec_bf16_t *> g,
+                            gstride, out, n_threads)
+        return _ce_prob(<const cec_f16_t *> &logits[0, 0], n, k, stride, t, target.strides[0],
+                        w, label_smoothing, scale, <cec_f16_t *> g, gstride, out, n_threads)
+    return _ce_prob(&logits[0, 0], n, k, stride, t, target.strides[0], w, label_smoothing,
+                    scale, g, gstride, out, n_threads)
+
+
+cdef void _nll_block(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
                      const target_t *target, const double *weight, Py_ssize_t ignore_index,
-                     floating *loss_out, Py_ssize_t r0, Py_ssize_t r1, double *loss_sum,
+                     void *loss_out, Py_ssize_t r0, Py_ssize_t r1, double *loss_sum,
                      double *weight_sum, Py_ssize_t *first_bad) noexcept nogil:
     cdef Py_ssize_t r, y
     cdef double wy, loss, total = 0.0, wtotal = 0.0
@@ -329,94 +396,127 @@ cdef void _nll_block(const floating *x, Py_ssize_t stride, Py_ssize_t k,
                 first_bad[0] = r
         else:
             wy = 1.0 if weight == NULL else weight[y]
-            loss = -wy * x[r * stride + y]
+            loss = -wy * load(x, r * stride + y)
             wtotal = wtotal + wy
         if loss_out != NULL:
-            loss_out[r] = <floating> loss
+            _store_loss(x, loss_out, r, loss)
         total = total + loss
     loss_sum[0] = total
     weight_sum[0] = wtotal
 
 
-def nll_loss(const floating[:, :] log_probs, const target_t[::1] target,
-             const double[::1] weight, Py_ssize_t ignore_index, floating[::1] loss_out,
-             int n_threads):
-    """Negative log-likelihood -w[y] log_probs[r, y]; returns like ce_index_loss."""
-    cdef Py_ssize_t n = log_probs.shape[0], k = log_probs.shape[1]
-    cdef Py_ssize_t stride = _stride(log_probs.strides[0], sizeof(floating))
+cdef _nll(const logit_t *x, Py_ssize_t n, Py_ssize_t k, Py_ssize_t stride,
+          const target_t *target, const double *w, Py_ssize_t ignore_index, void *out,
+          int n_threads):
     cdef Py_ssize_t brows = max(1, min(4096, n // 64))
     cdef Py_ssize_t nblocks = (n + brows - 1) // brows
     cdef _BlockSums sums = _BlockSums(nblocks)
-    cdef const double *w = &weight[0] if weight.shape[0] > 0 else NULL
-    cdef floating *out = &loss_out[0] if loss_out.shape[0] > 0 else NULL
     cdef Py_ssize_t b
-    if n == 0:
-        return 0.0, 0.0, -1
     for b in prange(nblocks, schedule="guided", nogil=True, num_threads=n_threads,
                     use_threads_if=n_threads > 1):
-        _nll_block(&log_probs[0, 0], stride, k, &target[0], w, ignore_index, out, b * brows,
+        _nll_block(x, stride, k, target, w, ignore_index, out, b * brows,
                    min(n, (b + 1) * brows), &sums.loss[b], &sums.weight[b], &sums.bad[b])
     return sums.totals()
 
 
-cdef void _softmax_block(const floating *x, Py_ssize_t stride, Py_ssize_t k, floating *out,
-                         Py_ssize_t ostride, int mode, Py_ssize_t r0, Py_ssize_t r1,
-                         Scratch *s) noexcept nogil:
-    """mode 0: lse (out is (n,)); 1: log_softmax; 2: softmax (out is (n, k))."""
+def nll_loss(const storage_t[:, :] log_probs, int half, const target_t[::1] target,
+             const double[::1] weight, Py_ssize_t ignore_index, floating[::1] loss_out,
+             int n_threads):
+    """Negative log-likelihood -w[y] log_probs[r, y]; returns like ce_index_loss."""
+    cdef Py_ssize_t n = log_probs.shape[0], k = log_probs.shape[1]
+    cdef Py_ssize_t stride = _stride(log_probs.strides[0], sizeof(storage_t))
+    cdef const double *w = &weight[0] if weight.shape[0] > 0 else NULL
+    cdef void *out = <void *> &loss_out[0] if loss_out.shape[0] > 0 else NULL
+    if n == 0:
+        return 0.0, 0.0, -1
+    if storage_t is uint16_t:
+        if half == HALF_BF16:
+            return _nll(<const cec_bf16_t *> &log_probs[0, 0], n, k, stride, &target[0], w,
+                        ignore_index, out, n_threads)
+        return _nll(<const cec_f16_t *> &log_probs[0, 0], n, k, stride, &target[0], w,
+                    ignore_index, out, n_threads)
+    return _nll(&log_probs[0, 0], n, k, stride, &target[0], w, ignore_index, out, n_threads)
+
+
+cdef void _softmax_block(const logit_t *x, Py_ssize_t stride, Py_ssize_t k, char *out,
+                         Py_ssize_t ostride, Py_ssize_t osize, int mode, Py_ssize_t r0,
+                         Py_ssize_t r1, Scratch *s) noexcept nogil:
+    """mode 0: lse (out is (n,) of the compute type); 1: log_softmax; 2: softmax (out is
+    (n, k) of x's type, or of float32 when osize is 4 for 16-bit x); ostride in bytes."""
     cdef Py_ssize_t r
     cdef double logsum, shift
+    cdef bint out_f32 = osize == 4
     lse_rows(x + r0 * stride, r1 - r0, stride, k, s)
     for r in range(r0, r1):
         logsum = s.logsum[r - r0]
-        shift = shift_of((<floating *> s.rowmax)[r - r0])
+        shift = shift_of(scratch_rowmax(s, r - r0))
         if mode == 0:
-            out[r] = <floating> (shift + logsum)
+            _store_loss(x, out, r, shift + logsum)
             continue
         logsum = logsum_of_probs(logsum, shift)
         if mode == 1:
-            row_sub(x + r * stride, k, shift, logsum, out + r * ostride)
+            row_sub(x + r * stride, k, shift, logsum, out + r * ostride, out_f32)
         else:
             # exp(x - shift) exp(-logsum): one rounding of the scale, none of lse
-            row_exp(x + r * stride, k, <floating> shift, <floating> exp(-logsum),
-                    out + r * ostride)
+            row_exp(x + r * stride, k, shift, exp(-logsum), out + r * ostride, out_f32)
 
 
-def softmax_rows(const floating[:, :] x, floating[:, :] out, int mode, int n_threads):
-    """Row-wise log-sum-exp (mode 0, out (n, 1)), log_softmax (1) or softmax (2)."""
-    cdef Py_ssize_t n = x.shape[0], k = x.shape[1]
-    cdef Py_ssize_t stride = _stride(x.strides[0], sizeof(floating))
-    cdef Py_ssize_t ostride = _stride(out.strides[0], sizeof(floating))
+cdef _softmax(const logit_t *x, Py_ssize_t n, Py_ssize_t k, Py_ssize_t stride, char *out,
+              Py_ssize_t ostride, Py_ssize_t osize, int mode, int n_threads):
     cdef Py_ssize_t brows = _block_rows(n, k)
     cdef Py_ssize_t nblocks = (n + brows - 1) // brows
     cdef Py_ssize_t b
     cdef int failed = 0
     cdef int *failed_flag = &failed  # written from inside the parallel region
     cdef Scratch *s = NULL
-    if n == 0:
-        return
     # one thread: a plain loop (entering an OpenMP region costs ~1 us per call)
     if n_threads == 1:
         with nogil:
-            s = scratch_new(brows, k, sizeof(floating))
+            s = scratch_new(brows, k, is_f64(x))
             if s != NULL:
                 for b in range(nblocks):
-                    _softmax_block(&x[0, 0], stride, k, &out[0, 0],
-                                   ostride if mode != 0 else 1, mode,
-                                   b * brows, min(n, (b + 1) * brows), s)
+                    _softmax_block(x, stride, k, out, ostride, osize, mode, b * brows,
+                                   min(n, (b + 1) * brows), s)
             else:
                 failed_flag[0] = 1
             scratch_free(s)
     else:
         with nogil, parallel(num_threads=n_threads):
             # assigned inside the parallel block, so each thread has its own
-            s = scratch_new(brows, k, sizeof(floating))
+            s = scratch_new(brows, k, is_f64(x))
             if s != NULL:
                 for b in prange(nblocks, schedule="guided"):
-                    _softmax_block(&x[0, 0], stride, k, &out[0, 0],
-                                   ostride if mode != 0 else 1, mode,
-                                   b * brows, min(n, (b + 1) * brows), s)
+                    _softmax_block(x, stride, k, out, ostride, osize, mode, b * brows,
+                                   min(n, (b + 1) * brows), s)
             else:
                 failed_flag[0] = 1
             scratch_free(s)
     if failed:
         raise MemoryError("cecore: could not allocate kernel scratch space")
+
+
+def softmax_rows(const storage_t[:, :] x, int half, out, int mode, int n_threads):
+    """Row-wise log-sum-exp (mode 0), log_softmax (1) or softmax (2).
+
+    out: a NumPy array, (n, 1) of the compute type for mode 0, else (n, k) with
+    contiguous rows of x's type (bfloat16/float16 as they are) or, for 16-bit
+    x, of float32.
+    """
+    cdef Py_ssize_t n = x.shape[0], k = x.shape[1]
+    cdef Py_ssize_t stride = _stride(x.strides[0], sizeof(storage_t))
+    cdef unsigned char[:, :] out_bytes
+    if n == 0:
+        return
+    # the output as bytes: its element type is the kernel's to know (see _softmax_block)
+    out_bytes = out.view(np.uint8) if out.shape[1] > 0 else out.view(np.uint8).reshape(n, 0)
+    cdef char *o = <char *> &out_bytes[0, 0]
+    cdef Py_ssize_t ostride = out_bytes.strides[0], osize = out.itemsize
+    if storage_t is uint16_t:
+        if half == HALF_BF16:
+            _softmax(<const cec_bf16_t *> &x[0, 0], n, k, stride, o, ostride, osize, mode,
+                     n_threads)
+        else:
+            _softmax(<const cec_f16_t *> &x[0, 0], n, k, stride, o, ostride, osize, mode,
+                     n_threads)
+    else:
+        _softmax(&x[0, 0], n, k, stride, o, ostride, osize, mode, n_threads)

@@ -3,6 +3,12 @@
 Every public function goes through these helpers before any kernel runs, so
 that kernels can trust their inputs: floating arrays in native byte order with
 contiguous, aligned rows. Errors name the offending argument.
+
+16-bit input (float16, and bfloat16 as ``ml_dtypes.bfloat16`` arrays or
+``torch.bfloat16`` tensors) reaches the kernels as it is, viewed as uint16
+with a code saying which of the two it is (``kernel_array``); the kernels
+compute in float32. ml_dtypes is imported only when a torch bfloat16 tensor
+needs its dtype.
 """
 
 import math
@@ -12,9 +18,66 @@ import numpy as np
 
 REDUCTIONS = ("none", "mean", "sum")
 
+# What a uint16 array handed to a kernel holds (HALF_* in cecore/_rowmath.pxd).
+HALF_NONE, HALF_BF16, HALF_F16 = 0, 1, 2
+_FLOAT16, _FLOAT32, _FLOAT64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
+
+
+def is_bfloat16(dtype):
+    """True for ``ml_dtypes.bfloat16`` (told by its type, without importing ml_dtypes)."""
+    kind = dtype.type
+    return (dtype.itemsize == 2 and kind.__name__ == "bfloat16"
+            and kind.__module__.split(".")[0] == "ml_dtypes")
+
+
+def is_half(dtype):
+    """True for the 16-bit floating types the kernels read natively."""
+    return dtype == _FLOAT16 or is_bfloat16(dtype)
+
+
+def compute_dtype(dtype):
+    """The dtype kernels compute in and reductions are returned in: float64 for
+    float64, float32 for float32 and the 16-bit types."""
+    return _FLOAT64 if dtype == _FLOAT64 else _FLOAT32
+
+
+def kernel_array(arr):
+    """``(array, half)`` as the kernels take them: 16-bit arrays as a uint16 view
+    (no copy) with their HALF_* code, others as they are with HALF_NONE."""
+    if arr.dtype == _FLOAT16:
+        return arr.view(np.uint16), HALF_F16
+    if is_bfloat16(arr.dtype):
+        return arr.view(np.uint16), HALF_BF16
+    return arr, HALF_NONE
+
+
+def _from_torch(tensor, name):
+    """A CPU tensor's data as a NumPy array without a copy (bfloat16 included)."""
+    if tensor.device.type != "cpu":
+        raise ValueError(
+            f"{name} is on device '{tensor.device}', but cecore computes on the CPU only"
+        )
+    tensor = tensor.detach().resolve_conj().resolve_neg()
+    if str(tensor.dtype) == "torch.bfloat16":
+        import ml_dtypes
+        import torch
+
+        # tensor.numpy() refuses bfloat16; its bits, viewed as int16, are the same bytes
+        return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    try:
+        return tensor.numpy()
+    except TypeError as error:
+        raise TypeError(f"{name} has unsupported dtype {tensor.dtype} ({error})") from None
+
 
 def asarray(x, name):
-    """``np.asarray(x)``, with NumPy's error for ragged nested sequences naming ``name``."""
+    """``np.asarray(x)``, with NumPy's error for ragged nested sequences naming ``name``.
+
+    A PyTorch CPU tensor (also one that requires grad, or of dtype bfloat16)
+    is read without a copy; one on another device raises ValueError.
+    """
+    if type(x).__module__.split(".")[0] == "torch" and hasattr(x, "device"):
+        return _from_torch(x, name)
     try:
         return np.asarray(x)
     except ValueError as error:
@@ -22,7 +85,10 @@ def asarray(x, name):
 
 
 def check_real(arr, name, kinds="fiu"):
-    """Raise TypeError unless ``arr``'s dtype kind is one of ``kinds`` (real numbers)."""
+    """Raise TypeError unless ``arr``'s dtype kind is one of ``kinds`` (real numbers);
+    bfloat16 counts as a floating kind."""
+    if "f" in kinds and is_bfloat16(arr.dtype):
+        return
     if arr.dtype.kind == "c":
         raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
     if arr.dtype.kind not in kinds:
@@ -30,13 +96,16 @@ def check_real(arr, name, kinds="fiu"):
 
 
 def as_float_array(x, name):
-    """``x`` as a native-endian float32/float64 array (float16 and integers are promoted).
+    """``x`` as a native-endian float32/float64 array (16-bit floats and integers are
+    promoted: for inputs the kernels do not read natively, such as targets).
 
     Returns ``(array, result_dtype)`` where ``result_dtype`` is the dtype results
     are reported in: float64 for float64 (and integer) input, float32 otherwise.
     """
     arr = asarray(x, name)
     check_real(arr, name)
+    if is_bfloat16(arr.dtype):
+        return arr.astype(np.float32), _FLOAT32
     kind = arr.dtype.kind
     if kind in "iu":
         arr = arr.astype(np.float64)
@@ -47,6 +116,17 @@ def as_float_array(x, name):
     elif not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr, arr.dtype
+
+
+def as_logits_array(x, name):
+    """As :func:`as_float_array`, but float16 and bfloat16 stay as they are (in
+    native byte order): the kernels read them natively."""
+    arr = asarray(x, name)
+    if is_bfloat16(arr.dtype):
+        return arr, _FLOAT32
+    if arr.dtype.kind == "f" and arr.dtype.itemsize == 2:
+        return (arr if arr.dtype.isnative else arr.astype(_FLOAT16)), _FLOAT32
+    return as_float_array(arr, name)
 
 
 def check_axis(axis, ndim, name):
@@ -242,15 +322,16 @@ def trailing_broadcast(value, shape, name, dtype):
     return aligned(np.ascontiguousarray(cast(np.broadcast_to(v, trailing), dtype))).reshape(-1)
 
 
-_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_FAST_DTYPES = (_FLOAT32, _FLOAT64, _FLOAT16)
 
 
 def logits_rows(x, axis, name):
     """Coerce ``x`` and lay it out as rows along ``axis``.
 
-    Returns ``(rows, batch_shape, axis, in_dtype)``: the 2-D float32/float64 rows,
-    the shape of ``x`` without ``axis``, the normalised axis, and the dtype of
-    ``x`` as given when floating (float16 results are cast back to it).
+    Returns ``(rows, batch_shape, axis, in_dtype)``: the 2-D rows (float32,
+    float64, or float16/bfloat16 as given), the shape of ``x`` without ``axis``,
+    the normalised axis, and the dtype of ``x`` as given when floating (the
+    dtype of elementwise results).
     """
     # fast path for the common case: a 2-D float32/64 array with rows contiguous
     if (
@@ -265,11 +346,9 @@ def logits_rows(x, axis, name):
         and x.flags.aligned
     ):
         return x, (x.shape[0],), 1, x.dtype
-    given = asarray(x, name)
-    arr, _ = as_float_array(given, name)
+    arr, _ = as_logits_array(x, name)
     axis = check_axis(axis, arr.ndim, name)
     if arr.shape[axis] == 0:
         raise ValueError(f"{name} has zero classes along axis {axis}")
     batch_shape = arr.shape[:axis] + arr.shape[axis + 1:]
-    in_dtype = given.dtype if given.dtype.kind == "f" else arr.dtype
-    return as_rows(arr, axis), batch_shape, axis, np.dtype(in_dtype).newbyteorder("=")
+    return as_rows(arr, axis), batch_shape, axis, arr.dtype

@@ -22,6 +22,7 @@ from cecore._validation import (
     check_int,
     check_reduction,
     class_weight,
+    is_bfloat16,
     raise_bad_target,
 )
 
@@ -99,8 +100,9 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
     options = {"weight": weight, "ignore_index": ignore_index,
                "label_smoothing": label_smoothing, "n_threads": n_threads}
     logits = _as_dask(logits, "logits")
-    dtype = np.dtype(np.float32 if logits.dtype.kind == "f" and logits.dtype.itemsize < 8
-                     else np.float64)  # that of cecore.cross_entropy's result
+    # that of cecore.cross_entropy's result: float32 for float32 and 16-bit logits
+    dtype = np.dtype(np.float32 if is_bfloat16(logits.dtype) or (
+        logits.dtype.kind == "f" and logits.dtype.itemsize < 8) else np.float64)
     if reduction == "none":
         logits, target, axis, row_axis = _aligned(logits, target, axis,
                                                   {**options, "topk": ()})
@@ -149,7 +151,8 @@ def _aligned(logits, target, axis, options):
     """
     Evaluator(**options)
     logits = _as_dask(logits, "logits")
-    if logits.dtype.kind not in "fiu" or logits.dtype.itemsize > 8:
+    if not is_bfloat16(logits.dtype) and (
+            logits.dtype.kind not in "fiu" or logits.dtype.itemsize > 8):
         raise TypeError(f"logits must be a real float or integer array, got {logits.dtype}")
     if logits.ndim < 2:
         raise ValueError(f"logits must have rows and classes (2 or more dimensions), "

@@ -19,6 +19,7 @@ Examples
 import numpy as np
 
 from cecore import _losses, _softmax
+from cecore._validation import _from_torch, is_bfloat16
 
 try:
     import torch
@@ -29,7 +30,7 @@ except ImportError as error:
 
 __all__ = ["CrossEntropyLoss", "cross_entropy"]
 
-_FLOATS = (torch.float16, torch.float32, torch.float64)
+_FLOATS = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
 _INTEGERS = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
@@ -47,16 +48,16 @@ def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="m
 
     Parameters
     ----------
-    input : torch.Tensor, float16/float32/float64, on the CPU
+    input : torch.Tensor, bfloat16/float16/float32/float64, on the CPU
         Logits of shape ``(C,)`` (unbatched), ``(N, C)`` or ``(N, C, d1, ...)``:
-        the class dimension is 0 for 1-D input and 1 otherwise. float16 is
-        computed in float32 and rounded back.
+        the class dimension is 0 for 1-D input and 1 otherwise. bfloat16 and
+        float16 are read as they are (no copy) and computed in float32.
     target : torch.Tensor, on the CPU
         Class indices (an integer dtype, usually int64) of ``input``'s shape
         without the class dimension, or class probabilities (floating, the
         shape of ``input``).
     weight : torch.Tensor of shape (C,), optional
-        Per-class weights (float16/float32/float64, on the CPU, not requiring
+        Per-class weights (bfloat16/float16/float32/float64, on the CPU, not requiring
         a gradient).
     ignore_index : int, default -100
         Class-index target value that contributes neither loss nor gradient
@@ -67,14 +68,16 @@ def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="m
     Returns
     -------
     torch.Tensor
-        The loss in ``input``'s dtype: a 0-dim tensor for ``"mean"`` and
-        ``"sum"``, the shape of the target positions for ``"none"``.
+        The loss in ``input``'s dtype, as PyTorch returns it (for 16-bit input
+        computed in float32 and rounded once): a 0-dim tensor for ``"mean"``
+        and ``"sum"``, the shape of the target positions for ``"none"``. The
+        gradient is in ``input``'s dtype too.
 
     Raises
     ------
     TypeError
         An argument that is not a tensor, or has an unsupported dtype (e.g.
-        bfloat16 or complex) or layout.
+        complex) or layout.
     ValueError
         A tensor on another device than the CPU (e.g. CUDA), a ``weight``
         that requires a gradient, and every error of
@@ -201,18 +204,28 @@ def _check_tensor(tensor, name, dtypes):
         )
 
 
-def _numpy(tensor):
-    """A zero-copy NumPy view of a CPU tensor (any strides), or None."""
-    return None if tensor is None else tensor.detach().numpy()
+def _numpy(tensor, name="input"):
+    """A zero-copy NumPy view of a CPU tensor (any strides; bfloat16 as
+    ``ml_dtypes.bfloat16``), or None."""
+    return None if tensor is None else _from_torch(tensor, name)
+
+
+def _tensor(array):
+    """A NumPy array as a tensor sharing its memory (``ml_dtypes.bfloat16`` too)."""
+    array = np.asarray(array)
+    if is_bfloat16(array.dtype):
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
 
 
 def _loss(input, target, weight, options, with_grad):
     """(loss, gradient or None) as tensors of ``input``'s dtype, computed by cecore."""
-    result = _losses.cross_entropy(_numpy(input), _numpy(target), weight=_numpy(weight),
-                                   return_grad=with_grad, **options)
+    result = _losses.cross_entropy(_numpy(input), _numpy(target, "target"),
+                                   weight=_numpy(weight, "weight"), return_grad=with_grad,
+                                   **options)
     loss, grad = result if with_grad else (result, None)
     loss = torch.from_numpy(np.asarray(loss)).to(input.dtype)
-    return loss, None if grad is None else torch.from_numpy(grad)
+    return loss, None if grad is None else _tensor(grad)
 
 
 def _over_classes(grad_output, options):
@@ -231,7 +244,7 @@ def _target_grad(input, weight, options):
     the number of positions for ``"mean"``.
     """
     axis = options["axis"]
-    log_probs = torch.from_numpy(_softmax.log_softmax(_numpy(input), axis=axis))
+    log_probs = _tensor(_softmax.log_softmax(_numpy(input), axis=axis))
     grad = log_probs.mul_(options["label_smoothing"] - 1.0)
     if weight is not None:
         grad.mul_(weight.reshape(weight.shape + (1,) * (input.dim() - axis - 1)))

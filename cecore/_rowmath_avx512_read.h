@@ -1,0 +1,107 @@
+/*
+ * The AVX-512 loops that read logits, written once for every input type.
+ * Included by _rowmath_avx512.h with
+ *   CEC_IN            the element type in memory (float, cec_bf16_t, cec_f16_t)
+ *   CEC_RD(name)      decorates a function name with the input's suffix
+ *   CEC_LOAD16(p)     16 elements at p as an __m512 of floats
+ *   CEC_MASK_LOAD16(src, m, p)  the same for the lanes in mask m, src elsewhere
+ *                               (masked-off elements are not read)
+ * The arithmetic is float32 for every input type, so a 16-bit row gives the
+ * result of the same values stored as float32.
+ */
+
+/* row_max on AVX-512: masked tail, two accumulators, no scalar loop. */
+CEC_ATTR_AVX512 static float CEC_RD(row_max)(const CEC_IN *x, cec_intp n)
+{
+    const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
+    __m512 m0 = neg_inf, m1 = neg_inf;
+    cec_intp i = 0;
+    for (; i + 32 <= n; i += 32) {
+        m0 = _mm512_max_ps(CEC_LOAD16(x + i), m0);
+        m1 = _mm512_max_ps(CEC_LOAD16(x + i + 16), m1);
+    }
+    for (; i < n; i += 16) {
+        m0 = _mm512_max_ps(CEC_MASK_LOAD16(neg_inf, cec_tail_mask16(n - i), x + i), m0);
+    }
+    return _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
+}
+
+/*
+ * row_sumexp on AVX-512: same contract as the portable one. While it computes
+ * (from L1), it prefetches the n elements that follow x, which is where the
+ * next row or chunk usually starts: without this the core's memory reads and
+ * its arithmetic take turns instead of overlapping (prefetching past the end
+ * of an array is harmless).
+ */
+CEC_ATTR_AVX512 static double CEC_RD(row_sumexp)(const CEC_IN *x, cec_intp n, float shift,
+                                                 cec_intp *n_eq)
+{
+    const __m512 sh = _mm512_set1_ps(shift), zero = _mm512_setzero_ps();
+    const char *ahead = (const char *)(x + n);
+    __m512 acc0 = zero, acc1 = zero;
+    double s = 0.0;
+    cec_intp i = 0, eq = 0;
+    int steps = 0;
+    for (; i + 32 <= n; i += 32) {
+        /* 32 elements are 128 bytes of float32 or 64 of a 16-bit type */
+        _mm_prefetch(ahead + sizeof(CEC_IN) * i, _MM_HINT_T0);
+        if (sizeof(CEC_IN) == 4) {
+            _mm_prefetch(ahead + sizeof(CEC_IN) * i + 64, _MM_HINT_T0);
+        }
+        __m512 d0 = _mm512_sub_ps(CEC_LOAD16(x + i), sh);
+        __m512 d1 = _mm512_sub_ps(CEC_LOAD16(x + i + 16), sh);
+        /* elements equal to the shift are counted, not summed (see row_sumexp) */
+        __mmask16 e0 = _mm512_cmp_ps_mask(d0, zero, _CMP_EQ_OQ);
+        __mmask16 e1 = _mm512_cmp_ps_mask(d1, zero, _CMP_EQ_OQ);
+        acc0 = _mm512_mask_add_ps(acc0, (__mmask16)~e0, acc0, cec_expsum16_avx512(d0));
+        acc1 = _mm512_mask_add_ps(acc1, (__mmask16)~e1, acc1, cec_expsum16_avx512(d1));
+        eq += _mm_popcnt_u32(e0) + _mm_popcnt_u32(e1);
+        /* float partial sums of at most 16 terms per lane, then into double */
+        if (++steps == 16) {
+            s += cec_sum16_avx512(_mm512_add_ps(acc0, acc1));
+            acc0 = acc1 = zero;
+            steps = 0;
+        }
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = cec_tail_mask16(n - i);
+        __m512 d = _mm512_sub_ps(CEC_MASK_LOAD16(_mm512_set1_ps(-INFINITY), m, x + i), sh);
+        __mmask16 e = _mm512_cmp_ps_mask(d, zero, _CMP_EQ_OQ);
+        acc0 = _mm512_mask_add_ps(acc0, (__mmask16)~e, acc0, cec_expsum16_avx512(d));
+        eq += _mm_popcnt_u32(e);
+    }
+    *n_eq = eq;
+    return s + cec_sum16_avx512(_mm512_add_ps(acc0, acc1));
+}
+
+/*
+ * block_lse on AVX-512 for rows of k <= 32, vectorised across rows: 16 rows
+ * are loaded as (masked, -inf padded) vectors and transposed in registers, so
+ * that lane l holds row r + l and the max, exp and sum of 16 short rows run as
+ * k vertical steps instead of 16 latency-bound scalar loops (AVX-512 gathers
+ * would do the same but cost ~60 cycles each on Zen 4). One vector log serves
+ * 16 rows. Handles rows - rows % 16 rows; scratch holds 16 * 32 floats.
+ */
+CEC_ATTR_AVX512 static void CEC_RD(block_lse_rows)(const CEC_IN *x, cec_intp rows,
+                                                   cec_intp stride, cec_intp k, float *scratch,
+                                                   float *rowmax, double *lse)
+{
+    const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
+    for (cec_intp r = 0; r + 16 <= rows; r += 16) {
+        __m512 m = neg_inf;
+        for (cec_intp c0 = 0; c0 < k; c0 += 16) {
+            cec_intp width = k - c0 < 16 ? k - c0 : 16;
+            __mmask16 mask = (__mmask16)(width == 16 ? 0xFFFFu : (1u << width) - 1u);
+            __m512 v[16];
+            for (int l = 0; l < 16; l++) {
+                v[l] = CEC_MASK_LOAD16(neg_inf, mask, x + (r + l) * stride + c0);
+            }
+            cec_transpose16_avx512(v);
+            for (int j = 0; j < width; j++) {
+                m = _mm512_max_ps(v[j], m);
+                _mm512_storeu_ps(scratch + 16 * (c0 + j), v[j]);
+            }
+        }
+        cec_block_lse16_finish_avx512(m, scratch, k, rowmax + r, lse + r);
+    }
+}
