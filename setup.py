@@ -6,9 +6,10 @@ Environment toggles (for developers; wheels use the defaults):
   CECORE_DEBUG=1         -O0 -g instead of -O3
 
 No -march=native: a distributed build must run on any x86-64 CPU; speed comes
-from the per-ISA kernels in cecore/_rowmath.h chosen at run time.
+from the per-ISA kernels of cecore/_rowmath*.h chosen at run time.
 """
 
+import glob
 import os
 import sys
 
@@ -65,8 +66,7 @@ extensions = [
         f"cecore.{name}",
         [f"cecore/{name}.pyx"],
         include_dirs=[np.get_include(), "cecore"],
-        depends=["cecore/_rowmath.h", "cecore/_rowmath_impl.h", "cecore/_rowmath.pxd",
-                 "cecore/_rows.pxd"],
+        depends=glob.glob("cecore/_rowmath*.h") + ["cecore/_rowmath.pxd", "cecore/_rows.pxd"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
     for name in KERNELS
