@@ -1,32 +1,32 @@
 """The ``cecore`` command (also ``python -m cecore``).
 
-``cecore eval LOGITS TARGETS`` evaluates .npy files that may be larger than
-memory: both are memory-mapped and fed to an :class:`cecore.Evaluator` in
-batches of rows. ``cecore demo`` times the fused cross-entropy on synthetic
-data; ``cecore config`` prints the build and run-time configuration.
+``cecore eval LOGITS TARGETS`` evaluates .npy or .safetensors files (or
+shards of them, ``--logits GLOB --targets GLOB``) that may be larger than
+memory: they are memory-mapped (cecore._files) and fed to one
+:class:`cecore.Evaluator` in batches of rows. ``cecore demo`` times the fused
+cross-entropy on synthetic data; ``cecore config`` prints the build and
+run-time configuration.
 """
 
 import argparse
 import json
 import math
-import mmap
 import os
 import sys
 import tempfile
 import time
 
 import numpy as np
+from ml_dtypes import bfloat16
 
 import cecore
+from cecore._files import CommandError, describe, expand, is_safetensors_name
 from cecore._validation import check_axis, raise_bad_target
 
 # Logits per batch when --batch-rows is not given.
 BATCH_BYTES = 64 << 20
-NPY_MAGIC = b"\x93NUMPY"
-
-
-class CommandError(Exception):
-    """A problem with the command's input, reported as one line on stderr."""
+# Least time between two redraws of the progress bar.
+PROGRESS_SECONDS = 0.2
 
 
 def demo(n_rows=65536, n_classes=1000, seed=0):
@@ -51,47 +51,28 @@ def demo(n_rows=65536, n_classes=1000, seed=0):
 
 # ------------------------------------------------------------------ eval
 
-
-def open_npy(path, what):
-    """``path`` memory-mapped read-only; CommandError if it is not a readable .npy file."""
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(len(NPY_MAGIC))
-        if magic != NPY_MAGIC:
-            kind = "a .npz archive" if magic.startswith(b"PK") else "not a .npy file"
-            raise CommandError(f"{what} {path} is {kind} (expected one array saved by numpy.save)")
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-        raise CommandError(f"cannot read {what} {path}: {reason}") from None
-    # Transparent huge pages where the kernel allows them for files (np.memmap keeps its
-    # mmap in _mmap): a file read through such a mapping is cached in 2 MB pages, which
-    # later runs map with one page-table entry each instead of 512 (measured: mapping a
-    # cached 262 MB file cost 10 ms of CPU per run with 4 kB entries, ~1 ms with 2 MB).
-    if getattr(array, "_mmap", None) is not None and hasattr(mmap, "MADV_HUGEPAGE"):
-        array._mmap.madvise(mmap.MADV_HUGEPAGE)
-    return array
+LOGITS_DTYPES = tuple(np.dtype(t) for t in ("float16", "float32", "float64", bfloat16))
 
 
-def check_files(logits, targets, axis, names):
-    """Validate dtypes and shapes up front; returns the normalised class axis."""
-    if logits.dtype.kind != "f" or logits.dtype.itemsize > 8:
-        raise CommandError(f"LOGITS {names[0]} has dtype {logits.dtype}; "
-                           "expected float16, float32 or float64")
+def check_files(logits, targets, axis):
+    """Validate dtypes and shapes of a pair of Tensors; returns the normalised class axis."""
+    if logits.dtype.newbyteorder("=") not in LOGITS_DTYPES:
+        raise CommandError(f"LOGITS {logits.name} has dtype {logits.dtype}; "
+                           "expected float16, bfloat16, float32 or float64")
     if targets.dtype.kind not in "iu":
-        raise CommandError(f"TARGETS {names[1]} has dtype {targets.dtype}; "
+        raise CommandError(f"TARGETS {targets.name} has dtype {targets.dtype}; "
                            "expected integers (class indices)")
     try:
-        axis = check_axis(axis, logits.ndim, f"LOGITS {names[0]}")
+        axis = check_axis(axis, len(logits.shape), f"LOGITS {logits.name}")
     except (TypeError, ValueError) as error:
         raise CommandError(str(error)) from None
     if logits.shape[axis] == 0:
-        raise CommandError(f"LOGITS {names[0]} has zero classes along axis {axis}")
+        raise CommandError(f"LOGITS {logits.name} has zero classes along axis {axis}")
     expected = logits.shape[:axis] + logits.shape[axis + 1:]
     if targets.shape != expected:
         raise CommandError(
-            f"TARGETS {names[1]} has shape {targets.shape}, expected {expected} "
-            f"(LOGITS' shape {logits.shape} without the class axis {axis})"
+            f"TARGETS {targets.name} has shape {targets.shape}, expected {expected} "
+            f"(the shape {logits.shape} of LOGITS {logits.name} without the class axis {axis})"
         )
     return axis
 
@@ -99,25 +80,25 @@ def check_files(logits, targets, axis, names):
 class Progress:
     """A one-line progress bar on ``stream`` (rows, GB/s, ETA), drawn only on a terminal."""
 
-    def __init__(self, total_rows, bytes_per_row, stream, interval=0.2):
-        self.total, self.bytes_per_row, self.stream = total_rows, bytes_per_row, stream
+    def __init__(self, total_rows, total_bytes, stream, interval=0.2):
+        self.total, self.total_bytes, self.stream = total_rows, total_bytes, stream
         self.enabled = stream is not None and stream.isatty()
         self.interval = interval
         self.start = self.last = time.perf_counter()
 
-    def update(self, rows):
+    def update(self, rows, done_bytes):
         now = time.perf_counter()
         if not self.enabled or (now - self.last < self.interval and rows < self.total):
             return
         self.last = now
         elapsed = max(now - self.start, 1e-9)
-        rate = rows / elapsed
-        eta = (self.total - rows) / rate if rate > 0 else math.inf
+        rate = done_bytes / elapsed
+        eta = (self.total_bytes - done_bytes) / rate if rate > 0 else math.inf
         eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
         percent = 100.0 * rows / self.total if self.total else 100.0
         self.stream.write(
             f"\r{rows:,}/{self.total:,} rows {percent:5.1f}%  "
-            f"{rows * self.bytes_per_row / elapsed / 1e9:6.2f} GB/s  ETA {eta_text} "
+            f"{rate / 1e9:6.2f} GB/s  ETA {eta_text} "
         )
         self.stream.flush()
 
@@ -127,54 +108,121 @@ class Progress:
             self.stream.flush()
 
 
-def evaluate_files(logits_path, targets_path, *, axis=-1, ignore_index=-100,
-                   label_smoothing=0.0, topk=(1,), batch_rows=None, n_threads=None,
-                   progress=True):
-    """Evaluate LOGITS against TARGETS (.npy files), memory-mapped, batch by batch.
+def _as_list(paths):
+    return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
 
+
+def open_shards(logits, targets=None, *, logits_key=None, targets_key=None, axis=-1):
+    """Describe and check every pair of files; returns ``(pairs, axis)``.
+
+    ``logits``, ``targets``: a path or a list of paths (shards, paired in
+    order); ``targets`` None: each logits file holds the targets too (a
+    .safetensors file; choose the tensors with the keys). Nothing is mapped.
+    """
+    logits = _as_list(logits)
+    targets = logits if targets is None else _as_list(targets)
+    if len(logits) != len(targets):
+        raise CommandError(f"{len(logits)} LOGITS files but {len(targets)} TARGETS files: "
+                           "shards pair up in sorted order, so the counts must match")
+    if not logits:
+        raise CommandError("no LOGITS files")
+    same_files = targets is logits
+    pairs, classes = [], None
+    for logits_path, targets_path in zip(logits, targets, strict=True):
+        lt = describe(logits_path, "LOGITS", logits_key, "--logits-key")
+        if same_files and lt.key is None:
+            raise CommandError(f"no TARGETS for LOGITS {lt.path}: a .npy file holds one array "
+                               "(only a .safetensors file can hold both)")
+        tt = describe(targets_path, "TARGETS", targets_key, "--targets-key")
+        if tt.path == lt.path and tt.key == lt.key:
+            hint = "" if lt.key is None else " (choose the targets with --targets-key)"
+            raise CommandError(f"LOGITS and TARGETS are the same tensor {lt.name}{hint}")
+        shard_axis = check_files(lt, tt, axis)
+        if classes is not None and lt.shape[shard_axis] != classes[0]:
+            raise CommandError(f"LOGITS {lt.name} has {lt.shape[shard_axis]:,} classes but "
+                               f"{classes[1]} has {classes[0]:,}: shards need the same classes")
+        classes = (lt.shape[shard_axis], lt.name)
+        pairs.append((lt, tt, shard_axis))
+    return pairs, pairs[0][2]
+
+
+def evaluate_files(logits, targets=None, *, logits_key=None, targets_key=None, axis=-1,
+                   ignore_index=-100, label_smoothing=0.0, topk=(1,), batch_rows=None,
+                   n_threads=None, progress=True, names=None):
+    """Evaluate LOGITS against TARGETS (.npy or .safetensors), memory-mapped, batch by batch.
+
+    ``logits``, ``targets``: a path or a list of paths (shards, paired in
+    order, all fed to one Evaluator); ``targets`` None when the .safetensors
+    logits files hold the targets too. ``logits_key``, ``targets_key``: the
+    tensors' names in .safetensors files (optional when a file holds one).
     Batches are slices along the first axis other than the class axis (rows,
     for 2-D logits). ``progress``: True for a bar on sys.stderr, False for
-    none, or a stream (a bar is only drawn on a terminal). Returns ``(metrics,
-    info)``: the Evaluator's result and a dict with the files' shapes and
-    dtypes, ``positions``, ``seconds`` and ``gb_per_s`` (logits bytes read per
-    second). Raises CommandError for
-    unreadable files, wrong dtypes or mismatched shapes, and ValueError for a
-    target out of range (named by its index in TARGETS).
+    none, or a stream (a bar is only drawn on a terminal); it covers all
+    shards. ``names``: the (logits, targets) labels of the result (default:
+    the paths, for one pair). Returns ``(metrics, info)``: the Evaluator's
+    result and a dict with the files' shapes and dtypes, ``shards`` (one dict
+    per pair), ``positions``, ``seconds`` and ``gb_per_s`` (logits bytes read
+    per second). Raises CommandError for unreadable or corrupt files, missing
+    keys, wrong dtypes, mismatched shapes and targets out of range (named by
+    their file and index in it).
     """
     evaluator = cecore.Evaluator(axis=axis, ignore_index=ignore_index,
                                  label_smoothing=label_smoothing, topk=topk,
                                  n_threads=n_threads)
-    logits = open_npy(logits_path, "LOGITS")
-    targets = open_npy(targets_path, "TARGETS")
-    axis = check_files(logits, targets, axis, (logits_path, targets_path))
-    batch_axis = 0 if axis != 0 else 1  # of the logits; the targets' is 0
-    n_batch = targets.shape[0] if targets.ndim else 1
-    row_bytes = logits.nbytes // n_batch if n_batch else 0
-    if batch_rows is None:
-        batch_rows = max(1, BATCH_BYTES // max(row_bytes, 1))
+    pairs, class_axis = open_shards(logits, targets, logits_key=logits_key,
+                                    targets_key=targets_key, axis=axis)
+    rows_of = [tt.shape[0] if tt.shape else 1 for _, tt, _ in pairs]
+    total_bytes = sum(lt.nbytes for lt, _, _ in pairs)
     stream = sys.stderr if progress is True else progress or None
-    bar = Progress(n_batch, row_bytes, stream)
+    bar = Progress(sum(rows_of), total_bytes, stream, PROGRESS_SECONDS)
+    done_rows = done_bytes = 0
     start = time.perf_counter()
     try:
-        for first in range(0, n_batch, batch_rows):
-            last = min(n_batch, first + batch_rows)
-            if logits.ndim == 1:
-                batch = (logits, targets)
-            else:
-                index = (slice(None),) * batch_axis + (slice(first, last),)
-                batch = (logits[index], targets[first:last])
-            bad, n_classes = evaluator._update(*batch)
-            if bad >= 0:
-                raise_bad_target(batch[1], bad, n_classes, ignore_index, first)
-            bar.update(last)
+        for (lt, tt, shard_axis), n_batch in zip(pairs, rows_of, strict=True):
+            logits_array, targets_array = lt.map(), tt.map()
+            batch_axis = 0 if shard_axis != 0 else 1  # of the logits; the targets' is 0
+            row_bytes = lt.nbytes // n_batch if n_batch else 0
+            step = batch_rows or max(1, BATCH_BYTES // max(row_bytes, 1))
+            for first in range(0, n_batch, step):
+                last = min(n_batch, first + step)
+                if logits_array.ndim == 1:
+                    batch = (logits_array, targets_array)
+                else:
+                    index = (slice(None),) * batch_axis + (slice(first, last),)
+                    batch = (logits_array[index], targets_array[first:last])
+                bad, n_classes = evaluator._update(*batch)
+                if bad >= 0:
+                    try:
+                        raise_bad_target(batch[1], bad, n_classes, ignore_index, first)
+                    except ValueError as error:
+                        raise CommandError(f"TARGETS {tt.name}: {error}") from None
+                bar.update(done_rows + last, done_bytes + last * row_bytes)
+            done_rows += n_batch
+            done_bytes += lt.nbytes
+            logits_array = targets_array = batch = None  # unmapped before the next shard
     finally:
         bar.close()
     seconds = time.perf_counter() - start
+
+    def common(values):
+        return values[0] if all(v == values[0] for v in values) else None
+
+    shards = [{"logits": lt.path, "logits_key": lt.key, "logits_shape": list(lt.shape),
+               "logits_dtype": str(lt.dtype), "targets": tt.path, "targets_key": tt.key,
+               "targets_dtype": str(tt.dtype), "positions": math.prod(tt.shape)}
+              for lt, tt, _ in pairs]
+    if names is None:
+        names = (pairs[0][0].name, pairs[0][1].name) if len(pairs) == 1 else \
+                (f"{pairs[0][0].path} ... ({len(pairs)} shards)",
+                 f"{pairs[0][1].path} ... ({len(pairs)} shards)")
     info = {
-        "logits": os.fspath(logits_path), "logits_shape": list(logits.shape),
-        "logits_dtype": str(logits.dtype), "targets": os.fspath(targets_path),
-        "targets_dtype": str(targets.dtype), "positions": int(targets.size),
-        "seconds": seconds, "gb_per_s": logits.nbytes / seconds / 1e9 if seconds else math.inf,
+        "logits": os.fspath(names[0]), "axis": class_axis,
+        "logits_shape": common([s["logits_shape"] for s in shards]),
+        "logits_dtype": common([s["logits_dtype"] for s in shards]),
+        "targets": os.fspath(names[1]),
+        "targets_dtype": common([s["targets_dtype"] for s in shards]),
+        "shards": shards, "positions": sum(s["positions"] for s in shards),
+        "seconds": seconds, "gb_per_s": total_bytes / seconds / 1e9 if seconds else math.inf,
     }
     return evaluator.result(), info
 
@@ -202,10 +250,18 @@ def _number(value):
 
 
 def format_table(metrics, info):
-    shape = " × ".join(f"{d:,}" for d in info["logits_shape"])
+    shards = info["shards"]
+    logits_dtype = info["logits_dtype"] or "mixed dtypes"
+    targets_dtype = info["targets_dtype"] or "mixed dtypes"
+    if len(shards) == 1:
+        shape = " × ".join(f"{d:,}" for d in info["logits_shape"])
+        logits_text = f"{shape} {logits_dtype}"
+    else:
+        classes = shards[0]["logits_shape"][info["axis"]]
+        logits_text = f"{len(shards)} shards, {classes:,} classes, {logits_dtype}"
     rows = [
-        ("logits", f"{info['logits']} ({shape} {info['logits_dtype']})"),
-        ("targets", f"{info['targets']} ({info['targets_dtype']})"),
+        ("logits", f"{info['logits']} ({logits_text})"),
+        ("targets", f"{info['targets']} ({targets_dtype})"),
         ("loss", f"{metrics['loss']:.6f} nats"),
         ("bits", f"{metrics['bits']:.6f}"),
         ("perplexity", f"{metrics['perplexity']:.4f}"),
@@ -232,7 +288,20 @@ def run_eval(args):
                       "(removed afterwards)")
             metrics, info = evaluate_files(*paths, **options)
     else:
-        metrics, info = evaluate_files(args.logits, args.targets, **options)
+        options.update(logits_key=args.logits_key, targets_key=args.targets_key)
+        if args.logits_shards is not None:
+            logits = expand(args.logits_shards, "--logits")
+            targets = (None if args.targets_shards is None
+                       else expand(args.targets_shards, "--targets"))
+            if targets is not None and len(targets) != len(logits):
+                raise CommandError(
+                    f"--logits {args.logits_shards} names {len(logits)} files but --targets "
+                    f"{args.targets_shards} names {len(targets)}: shards pair up in sorted "
+                    "order, so the counts must match")
+            names = (args.logits_shards, args.targets_shards or args.logits_shards)
+            metrics, info = evaluate_files(logits, targets, names=names, **options)
+        else:
+            metrics, info = evaluate_files(args.logits, args.targets, **options)
     if args.json:
         print(json.dumps({**info, **{k: _number(v) for k, v in metrics.items()}},
                          allow_nan=False))
@@ -266,15 +335,29 @@ def build_parser():
     commands.add_parser("demo", help="time the fused cross-entropy on synthetic data")
     commands.add_parser("config", help="show version, compiler, OpenMP, SIMD level, threads")
     ev = commands.add_parser(
-        "eval", help="loss, bits, perplexity and top-k accuracy of .npy files",
-        description="Evaluate LOGITS (float16/32/64 .npy) against TARGETS (integer class "
-                    "indices, .npy): mean cross-entropy in nats, bits, perplexity, top-k "
-                    "accuracy. The files are memory-mapped and read in batches of rows, so "
-                    "they may be larger than memory.",
+        "eval", help="loss, bits, perplexity and top-k accuracy of .npy/.safetensors files",
+        description="Evaluate LOGITS (float16, bfloat16, float32 or float64) against TARGETS "
+                    "(integer class indices), .npy or .safetensors files: mean cross-entropy "
+                    "in nats, bits, perplexity, top-k accuracy. The files are memory-mapped "
+                    "and read in batches of rows, so they may be larger than memory. Exit "
+                    "status: 0 done, 2 bad usage or input (one line on stderr), 130 "
+                    "interrupted.",
     )
-    ev.add_argument("logits", nargs="?", metavar="LOGITS", help="logits, .npy")
+    ev.add_argument("logits", nargs="?", metavar="LOGITS", help="logits, .npy or .safetensors")
     ev.add_argument("targets", nargs="?", metavar="TARGETS",
-                    help="class indices, .npy, LOGITS' shape without the class axis")
+                    help="class indices, .npy or .safetensors, LOGITS' shape without the "
+                         "class axis (omit it when the .safetensors LOGITS file holds them)")
+    ev.add_argument("--logits", dest="logits_shards", metavar="GLOB|DIR",
+                    help="logits shards instead of LOGITS: a glob pattern or a directory "
+                         "(its .npy and .safetensors files), sorted by name")
+    ev.add_argument("--targets", dest="targets_shards", metavar="GLOB|DIR",
+                    help="the targets shards, paired with --logits in sorted order "
+                         "(omit them when the .safetensors logits shards hold them)")
+    ev.add_argument("--logits-key", metavar="NAME",
+                    help="the logits' tensor in .safetensors files (needed when a file "
+                         "holds several)")
+    ev.add_argument("--targets-key", metavar="NAME",
+                    help="the targets' tensor in .safetensors files")
     ev.add_argument("--axis", type=int, default=-1, help="class axis of LOGITS (default -1)")
     ev.add_argument("--ignore-index", type=int, default=-100,
                     help="target value to skip (default -100)")
@@ -300,15 +383,21 @@ def main(argv=None):
     elif args.command == "config":
         cecore.show_config()
     else:
-        if args.demo == (args.logits is not None):
-            parser.error("eval needs LOGITS and TARGETS, or --demo")
-        if args.logits is not None and args.targets is None:
-            parser.error("eval needs TARGETS after LOGITS")
+        positional = args.logits is not None
+        if positional and args.logits_shards is not None:
+            parser.error("eval takes LOGITS [TARGETS] or --logits/--targets, not both")
+        if args.targets_shards is not None and args.logits_shards is None:
+            parser.error("eval needs --logits with --targets")
+        if args.demo == (positional or args.logits_shards is not None):
+            parser.error("eval needs LOGITS and TARGETS, --logits, or --demo")
+        if positional and args.targets is None and not is_safetensors_name(args.logits):
+            parser.error("eval needs TARGETS after LOGITS (it may be omitted only when "
+                         "LOGITS is a .safetensors file holding both)")
         try:
             run_eval(args)
         except (CommandError, ValueError, TypeError) as error:
             print(f"cecore eval: error: {error}", file=sys.stderr)
-            return 1
+            return 2
         except KeyboardInterrupt:
             print("cecore eval: interrupted", file=sys.stderr)
             return 130
