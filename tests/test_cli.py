@@ -314,20 +314,6 @@ def test_other_commands_remain(capsys):
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 
-def bf16_kernels():
-    """Whether the Evaluator accepts ml_dtypes.bfloat16 logits (the bf16 kernels' branch)."""
-    try:
-        cecore.Evaluator().update(np.zeros((1, 2), dtype=bfloat16), np.array([0]))
-    except TypeError:
-        return False
-    return True
-
-
-AWAITS_BF16_KERNELS = pytest.mark.xfail(
-    not bf16_kernels(), strict=True, raises=AssertionError,
-    reason="awaits the bf16 kernels: cecore.Evaluator rejects bfloat16 logits until then")
-
-
 def save_st(path, **arrays):
     safetensors_numpy.save_file(arrays, str(path))
     return str(path)
@@ -408,7 +394,6 @@ def test_bf16_reader_maps_what_torch_wrote_without_copying(tmp_path):
     np.testing.assert_array_equal(targets, np.arange(64) % 33)
 
 
-@AWAITS_BF16_KERNELS
 def test_bf16_end_to_end(tmp_path, capsys, rng):
     logits, target = make_data(rng, n=300, k=20)
     logits = logits.astype(bfloat16)
