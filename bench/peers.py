@@ -54,6 +54,21 @@ def load_backend(backend, n_threads):
     return versions, note or backend.threads.format(n=n_threads)
 
 
+def as_tensor(array):
+    """A zero-copy torch view of a NumPy array (``ml_dtypes.bfloat16`` as torch.bfloat16)."""
+    import torch
+
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
+
+
+def as_float32(inputs):
+    """The inputs with 16-bit logits upcast to float32 (exactly: same values)."""
+    logits, *rest = inputs
+    return (logits.astype(np.float32), *rest)
+
+
 # ---------------------------------------------------------------- backends
 
 
@@ -140,7 +155,7 @@ def _torch_functional(name):
         import torch
 
         function = getattr(torch.nn.functional, name)
-        tensors = [torch.from_numpy(a) for a in inputs]
+        tensors = [as_tensor(a) for a in inputs]
         return lambda: function(*tensors)
 
     return prepare
@@ -215,7 +230,7 @@ def _torch_cross_entropy_grad(inputs, n_threads):
     """F.cross_entropy(x, t).backward() with x a fresh leaf (zero-copy view) per call."""
     import torch
 
-    logits, target = (torch.from_numpy(a) for a in inputs)
+    logits, target = (as_tensor(a) for a in inputs)
 
     def loss_and_grad():
         x = logits.detach().requires_grad_()
@@ -303,7 +318,28 @@ def _training_step(module):
     return prepare
 
 
+def _on_float32(prepare):
+    """``prepare`` on the inputs with 16-bit logits upcast to float32 (untimed)."""
+    return lambda inputs, n_threads: prepare(as_float32(inputs), n_threads)
+
+
+def _cecore_log_softmax(inputs, n_threads):
+    import cecore
+
+    logits, _ = inputs
+    return lambda: cecore.log_softmax(logits, n_threads=n_threads)
+
+
+def _torch_log_softmax(inputs, n_threads):
+    import torch
+
+    logits = as_tensor(inputs[0])
+    return lambda: torch.log_softmax(logits, dim=-1)
+
+
 CECORE_CE = Impl("cecore", "cecore", _cecore_cross_entropy)
+# the same values as float32 logits: what a 16-bit input saves
+CECORE_CE_FLOAT32 = Impl("cecore, float32", "cecore", _on_float32(_cecore_cross_entropy))
 CECORE_CE_1_THREAD = Impl(
     "cecore, 1 thread", "cecore", lambda inputs, n_threads: _cecore_cross_entropy(inputs, 1)
 )
@@ -321,11 +357,22 @@ BCE_PEERS = (
     Impl("numpy", "numpy", _numpy_binary_cross_entropy),
 )
 
+CECORE_LOG_SOFTMAX = Impl("cecore", "cecore", _cecore_log_softmax)
+LOG_SOFTMAX_PEERS = (
+    Impl("cecore, float32", "cecore", _on_float32(_cecore_log_softmax)),
+    Impl("torch", "torch", _torch_log_softmax),
+)
+
 CECORE_CE_GRAD = Impl("cecore", "cecore", _cecore_cross_entropy_grad)
 CE_GRAD_PEERS = (
     Impl("torch", "torch", _torch_cross_entropy_grad),
     Impl("jax", "jax", _jax_cross_entropy_grad),
     Impl("sklearn", "sklearn", _sklearn_loss_gradient),
+)
+HALF_CE_PEERS = (CECORE_CE_FLOAT32, TORCH_CE, JAX_CE)
+HALF_CE_GRAD_PEERS = (
+    Impl("cecore, float32", "cecore", _on_float32(_cecore_cross_entropy_grad)),
+    Impl("torch", "torch", _torch_cross_entropy_grad),
 )
 
 CECORE_TORCH_STEP = Impl("cecore.torch", "torch", _training_step("cecore.torch"))
@@ -464,7 +511,7 @@ LINEAR_PEERS = (
 def _torch_sum(inputs, n_threads):
     import torch
 
-    tensors = [torch.from_numpy(a.reshape(-1)) for a in inputs]
+    tensors = [as_tensor(a.reshape(-1)) for a in inputs]
     return lambda: [t.sum() for t in tensors]
 
 

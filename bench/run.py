@@ -113,6 +113,7 @@ class Measurement:
     cores: float = None  # process CPU time / wall time while sampling
     rel_error: float = None  # against cecore's result; None for cecore and floors
     peak_bytes: int = None  # peak resident memory added by one call, if measured
+    tolerance: float = TOLERANCE  # the workload's (see Workload.tolerance)
 
     @property
     def ok(self):
@@ -120,7 +121,7 @@ class Measurement:
 
     @property
     def mismatch(self):
-        return self.rel_error is not None and not self.rel_error <= TOLERANCE
+        return self.rel_error is not None and not self.rel_error <= self.tolerance
 
 
 @dataclass
@@ -211,8 +212,9 @@ def to_host(value):
     """A result as float64 NumPy array(s), independent of the library's buffers."""
     if isinstance(value, (tuple, list)):
         return tuple(to_host(v) for v in value)
-    if hasattr(value, "detach"):  # torch.Tensor
-        value = value.detach().numpy()
+    if hasattr(value, "detach"):  # torch.Tensor (bfloat16: numpy() refuses it)
+        value = value.detach().float().numpy() if value.dtype.is_floating_point and \
+            value.element_size() == 2 else value.detach().numpy()
     return np.array(value, dtype=np.float64)
 
 
@@ -281,6 +283,7 @@ def run_workload(workload, n_threads, repeats, available):
     _log_measurement(cecore)
     for impl in workload.peers:
         peer, value = measure_on_inputs(impl, impl.label)
+        peer.tolerance = workload.tolerance
         if value is not None:
             peer.rel_error = relative_error(value, reference)
         result.measurements.append(peer)
@@ -300,7 +303,7 @@ def _log_measurement(m, workload=None):
     _log(f"  {m.label:<36} {report.time_text(m.seconds) if m.ok else m.status}{memory}")
     if m.mismatch:
         _log(f"  !!! MISMATCH: {m.label} disagrees with cecore on {workload.name}: "
-             f"relative difference {m.rel_error:.2e} > {TOLERANCE:g}")
+             f"relative difference {m.rel_error:.2e} > {m.tolerance:g}")
 
 
 # ------------------------------------------------------------------- main

@@ -34,6 +34,16 @@ def class_index_inputs(shape, dtype, rng):
     return logits, target
 
 
+def half_inputs(shape, dtype, rng):
+    """As class_index_inputs in float32, the logits then rounded to ``dtype``
+    ("bfloat16" is ml_dtypes.bfloat16, the NumPy dtype of JAX and of cecore)."""
+    import ml_dtypes
+
+    logits, target = class_index_inputs(shape, np.float32, rng)
+    wanted = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+    return logits.astype(wanted), target
+
+
 def binary_inputs(shape, dtype, rng):
     """Logits 2 * N(0, 1) and uniform {0, 1} targets of the logits' dtype."""
     logits = rng.standard_normal(shape, dtype=dtype)
@@ -71,6 +81,9 @@ class Workload:
     min_threads: int = 1  # skipped when --threads is lower
     peak_memory: bool = False  # also measure each implementation's peak memory
     memory_max: dict = field(default_factory=dict)
+    # relative difference allowed between a peer's result and cecore's: 16-bit peers
+    # (PyTorch, JAX) round their loss and gradient to 16 bits
+    tolerance: float = 1e-4
 
     def quick(self, shrink=16):
         """This workload with fewer rows and calls, for --quick."""
@@ -81,6 +94,9 @@ class Workload:
 
 
 BIG_K_TARGETS = dict(speedups={"torch": 10, "jax": 2}, floor_max=2.0)
+# 16-bit logits: <= 0.6x cecore's own float32 time, >= 15x PyTorch on the same tensor
+HALF_TARGETS = dict(speedups={"cecore, float32": 1 / 0.6, "torch": 15}, floor_max=2.0,
+                    tolerance=1e-2)
 
 WORKLOADS = (
     Workload("cls-f32", "classification, K = 1,000", (65_536, 1_000), "float32",
@@ -92,6 +108,21 @@ WORKLOADS = (
              class_index_inputs, peers.CECORE_CE, peers.CE_PEERS, **BIG_K_TARGETS),
     Workload("lm-128k", "language model, 128k vocabulary", (1_024, 128_256), "float32",
              class_index_inputs, peers.CECORE_CE, peers.CE_PEERS, **BIG_K_TARGETS),
+    Workload("lm-32k-bf16", "language model, 32k vocabulary, bfloat16", (4_096, 32_000),
+             "bfloat16", half_inputs, peers.CECORE_CE, peers.HALF_CE_PEERS, **HALF_TARGETS),
+    Workload("lm-32k-f16", "language model, 32k vocabulary, float16", (4_096, 32_000),
+             "float16", half_inputs, peers.CECORE_CE, peers.HALF_CE_PEERS, **HALF_TARGETS),
+    Workload("cls-bf16", "classification, K = 1,000, bfloat16", (65_536, 1_000), "bfloat16",
+             half_inputs, peers.CECORE_CE, peers.HALF_CE_PEERS, **HALF_TARGETS),
+    Workload("cls-f16", "classification, K = 1,000, float16", (65_536, 1_000), "float16",
+             half_inputs, peers.CECORE_CE, peers.HALF_CE_PEERS, **HALF_TARGETS),
+    Workload("logsm-bf16", "log_softmax, bfloat16 -> bfloat16, 32k vocabulary",
+             (4_096, 32_000), "bfloat16", half_inputs, peers.CECORE_LOG_SOFTMAX,
+             peers.LOG_SOFTMAX_PEERS, speedups={"cecore, float32": 1 / 0.6}, read_floor=False,
+             tolerance=1e-2),
+    Workload("grad-bf16", "loss and gradient (mean), K = 1,000, bfloat16", (65_536, 1_000),
+             "bfloat16", half_inputs, peers.CECORE_CE_GRAD, peers.HALF_CE_GRAD_PEERS,
+             speedups={"torch": 10}, tolerance=1e-2),
     Workload("k10", "small class count, K = 10", (1_048_576, 10), "float32",
              class_index_inputs, peers.CECORE_CE, peers.CE_PEERS,
              speedups={"torch": 10, "jax": 2}),
