@@ -140,6 +140,14 @@ def cross_entropy(
     >>> round(float(cecore.cross_entropy(logits, np.array([0, 2]))), 5)
     0.66996
     """
+    if (weight is None and n_threads is None and return_grad is False and out is None
+            and type(axis) is int and axis in (-1, 1) and type(ignore_index) is int
+            and ignore_index == -100 and type(label_smoothing) is float
+            and label_smoothing == 0.0 and type(reduction) is str and reduction == "mean"):
+        # the common call, validated in compiled code (None: take the general path)
+        loss = _softmax_kernels.ce_index_fast(logits, target)
+        if loss is not None:
+            return loss
     rows, batch_shape, axis, in_dtype = logits_rows(logits, axis, "logits")
     n, k = rows.shape
     reduction = check_reduction(reduction)

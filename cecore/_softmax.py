@@ -34,6 +34,11 @@ def _output_dtype(dtype):
 
 
 def _row_transform(x, axis, mode, n_threads, name="x", dtype=None):
+    if n_threads is None and dtype is None and type(axis) is int and axis in (-1, 1):
+        # the common call, validated in compiled code (None: take the general path)
+        result = _softmax_kernels.softmax_fast(x, mode)
+        if result is not None:
+            return result
     wanted = _output_dtype(dtype)
     if wanted is not None:
         arr, _ = as_logits_array(x, name)

@@ -17,9 +17,10 @@ slowed by another process does not hold the others up at the end.
 
 import numpy as np
 
+cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport exp
+from libc.math cimport INFINITY, NAN, exp, signbit
 from libc.stdint cimport int32_t, int64_t, uint16_t
 from libc.stdlib cimport calloc, free, malloc
 
@@ -32,6 +33,11 @@ from cecore._rows cimport (SMALL_K, Scratch, class_index_loss, logsum_of_probs, 
 ctypedef fused target_t:
     int32_t
     int64_t
+
+cnp.import_array()
+
+# Below this many elements a call runs on one thread (cecore._threads.MIN_PARALLEL_WORK).
+cdef Py_ssize_t MIN_PARALLEL_WORK = 1 << 15
 
 
 def dispatch_init(int requested):
@@ -520,3 +526,159 @@ def softmax_rows(const storage_t[:, :] x, int half, out, int mode, int n_threads
                      n_threads)
     else:
         _softmax(&x[0, 0], n, k, stride, o, ostride, osize, mode, n_threads)
+
+
+# ------------------------------------------------------------------ fast paths
+#
+# The common call of a library that calls cecore in a loop: a small 2-D float32 or
+# float64 array with contiguous rows and default options. Validated here, in
+# compiled code, it skips the Python layer's general checks (a few microseconds);
+# anything else returns None and the caller takes the general path, which also
+# raises every error, so errors are the same either way. Results are those of the
+# general path bit for bit (same kernels, same block order, one thread: the
+# general path also runs inputs this small on one thread).
+
+
+cdef inline bint _plain_rows(object x, Py_ssize_t max_size) noexcept:
+    """x is a 2-D native float32/float64 ndarray with aligned, contiguous rows, at
+    least one class and fewer than max_size elements."""
+    cdef cnp.ndarray a
+    cdef int kind
+    cdef Py_ssize_t itemsize
+    if type(x) is not np.ndarray:
+        return False
+    a = <cnp.ndarray> x
+    if cnp.PyArray_NDIM(a) != 2:
+        return False
+    kind = cnp.PyArray_TYPE(a)
+    if kind != cnp.NPY_FLOAT32 and kind != cnp.NPY_FLOAT64:
+        return False
+    if not cnp.PyArray_ISNOTSWAPPED(a) or not cnp.PyArray_ISALIGNED(a):
+        return False
+    itemsize = cnp.PyArray_ITEMSIZE(a)
+    if cnp.PyArray_DIMS(a)[1] == 0 or cnp.PyArray_SIZE(a) >= max_size:
+        return False
+    if cnp.PyArray_DIMS(a)[1] > 1 and cnp.PyArray_STRIDES(a)[1] != itemsize:
+        return False
+    return cnp.PyArray_STRIDES(a)[0] % itemsize == 0
+
+
+cdef inline object _mean(double total, double weight, bint f64):
+    """total / weight with IEEE semantics (cecore._validation.divide), as the
+    result's NumPy scalar; beyond float32's range a float32 result is +-inf."""
+    cdef double value
+    if weight != 0.0:
+        value = total / weight
+    elif total == 0.0 or total != total:
+        value = NAN
+    else:
+        value = INFINITY if (total > 0) == (weight >= 0 and not signbit(weight)) else -INFINITY
+    if f64:
+        return np.float64(value)
+    return np.float32(<float> value)
+
+
+cdef (double, double, Py_ssize_t) _ce_index_serial(const floating *x, Py_ssize_t n,
+                                                    Py_ssize_t k, Py_ssize_t stride,
+                                                    const int64_t *target) noexcept nogil:
+    """Sum of losses, of weights and the first bad row of _ce_index with default options
+    and one thread (blocks added in the same order). Returns bad row -2 when out of memory."""
+    cdef Py_ssize_t brows = _block_rows(n, k), b
+    cdef double loss = 0.0, weight = 0.0, block_loss, block_weight
+    cdef Py_ssize_t bad = -1, block_bad
+    cdef Scratch *s = scratch_new(brows, k, floating is double)
+    if s == NULL:
+        return 0.0, 0.0, -2
+    for b in range((n + brows - 1) // brows):
+        block_loss = 0.0
+        block_weight = 0.0
+        block_bad = -1
+        _ce_index_block(x, stride, k, target, NULL, k, -100, 0.0, 0.0, NULL, 0, NULL,
+                        b * brows, min(n, (b + 1) * brows), s, &block_loss, &block_weight,
+                        &block_bad)
+        loss += block_loss
+        weight += block_weight
+        if bad < 0 and block_bad >= 0:
+            bad = block_bad
+    scratch_free(s)
+    return loss, weight, bad
+
+
+def ce_index_fast(object logits, object target):
+    """cross_entropy(logits, target) with every option at its default, or None.
+
+    None unless logits is a small plain 2-D float array (see _plain_rows) and
+    target a contiguous native int64 array of one index per row, all in range.
+    """
+    cdef cnp.ndarray x, t
+    cdef Py_ssize_t n, k, stride
+    cdef double loss, weight
+    cdef Py_ssize_t bad
+    cdef bint f64
+    if not _plain_rows(logits, MIN_PARALLEL_WORK) or type(target) is not np.ndarray:
+        return None
+    x = <cnp.ndarray> logits
+    t = <cnp.ndarray> target
+    n = cnp.PyArray_DIMS(x)[0]
+    k = cnp.PyArray_DIMS(x)[1]
+    if (cnp.PyArray_NDIM(t) != 1 or cnp.PyArray_TYPE(t) != cnp.NPY_INT64
+            or not cnp.PyArray_ISNOTSWAPPED(t) or not cnp.PyArray_ISALIGNED(t)
+            or cnp.PyArray_DIMS(t)[0] != n or n == 0
+            or (n > 1 and cnp.PyArray_STRIDES(t)[0] != sizeof(int64_t))):
+        return None
+    f64 = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64
+    stride = cnp.PyArray_STRIDES(x)[0] // cnp.PyArray_ITEMSIZE(x)
+    with nogil:
+        if f64:
+            loss, weight, bad = _ce_index_serial(<const double *> cnp.PyArray_DATA(x), n, k,
+                                                 stride, <const int64_t *> cnp.PyArray_DATA(t))
+        else:
+            loss, weight, bad = _ce_index_serial(<const float *> cnp.PyArray_DATA(x), n, k,
+                                                 stride, <const int64_t *> cnp.PyArray_DATA(t))
+    if bad != -1:
+        return None  # the general path names the bad target (or reports no memory)
+    return _mean(loss, weight, f64)
+
+
+cdef void _softmax_serial(const floating *x, Py_ssize_t n, Py_ssize_t k, Py_ssize_t stride,
+                          char *out, Py_ssize_t ostride, int mode, int *failed) noexcept nogil:
+    cdef Py_ssize_t brows = _block_rows(n, k), b
+    cdef Scratch *s = scratch_new(brows, k, floating is double)
+    if s == NULL:
+        failed[0] = 1
+        return
+    for b in range((n + brows - 1) // brows):
+        _softmax_block(x, stride, k, out, ostride, sizeof(floating), mode, b * brows,
+                       min(n, (b + 1) * brows), s)
+    scratch_free(s)
+
+
+def softmax_fast(object x, int mode):
+    """logsumexp (mode 0), log_softmax (1) or softmax (2) along the last axis of a
+    small plain 2-D float array (see _plain_rows), or None for any other input."""
+    cdef cnp.ndarray a, out
+    cdef Py_ssize_t n, k
+    cdef int failed = 0
+    if not _plain_rows(x, MIN_PARALLEL_WORK):
+        return None
+    a = <cnp.ndarray> x
+    n = cnp.PyArray_DIMS(a)[0]
+    k = cnp.PyArray_DIMS(a)[1]
+    if mode == 0:
+        out = np.empty(n, dtype=x.dtype)
+    else:
+        out = np.empty((n, k), dtype=x.dtype)
+    if n == 0:
+        return out
+    with nogil:
+        if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64:
+            _softmax_serial(<const double *> cnp.PyArray_DATA(a), n, k,
+                            cnp.PyArray_STRIDES(a)[0] // sizeof(double),
+                            <char *> cnp.PyArray_DATA(out), k * sizeof(double), mode, &failed)
+        else:
+            _softmax_serial(<const float *> cnp.PyArray_DATA(a), n, k,
+                            cnp.PyArray_STRIDES(a)[0] // sizeof(float),
+                            <char *> cnp.PyArray_DATA(out), k * sizeof(float), mode, &failed)
+    if failed:
+        raise MemoryError("cecore: could not allocate kernel scratch space")
+    return out

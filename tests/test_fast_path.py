@@ -1,0 +1,116 @@
+"""The compiled fast path of the common call (small plain arrays, default options).
+
+cross_entropy(logits, target), logsumexp(x), log_softmax(x) and softmax(x) on a
+small 2-D float32/float64 array with contiguous rows skip the Python layer's
+checks. They must give the general path's results bit for bit and its errors
+word for word: the general path is reached with the same inputs by passing an
+option at a value equal to its default (n_threads=1, which small inputs use anyway).
+"""
+
+import numpy as np
+import pytest
+
+import cecore
+from cecore import _softmax_kernels
+
+FLOATS = [np.float32, np.float64]
+
+
+def _general_ce(x, y):
+    return cecore.cross_entropy(x, y, n_threads=1)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 10), (64, 100), (17, 32), (300, 7), (3, 5000)])
+def test_cross_entropy_matches_the_general_path_bitwise(dtype, shape, rng):
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    y = rng.integers(0, shape[1], shape[0])
+    y[::3] = -100
+    assert _softmax_kernels.ce_index_fast(x, y) is not None  # the fast path ran
+    got, want = cecore.cross_entropy(x, y), _general_ce(x, y)
+    assert type(got) is type(want) and got.dtype == want.dtype
+    assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_row_strided_logits_take_the_fast_path(dtype, rng):
+    wide = rng.standard_normal((50, 40)).astype(dtype)
+    x = wide[:, 5:25]  # rows contiguous, row stride 40
+    y = rng.integers(0, 20, 50)
+    assert _softmax_kernels.ce_index_fast(x, y) is not None
+    assert cecore.cross_entropy(x, y).tobytes() == _general_ce(x, y).tobytes()
+
+
+def test_all_ignored_and_special_values(rng):
+    x = np.array([[0.0, -np.inf, 1.0], [np.nan, 0.0, 0.0], [np.inf, 0.0, 0.0]], np.float32)
+    for y in ([-100, -100, -100], [0, 1, 2], [2, 1, 0]):
+        y = np.array(y)
+        got, want = cecore.cross_entropy(x, y), _general_ce(x, y)
+        assert got.tobytes() == want.tobytes(), y
+
+
+@pytest.mark.parametrize("bad", [5, -1, -101])
+def test_a_bad_target_raises_the_general_error(bad, rng):
+    x = rng.standard_normal((10, 5)).astype(np.float32)
+    y = np.zeros(10, np.int64)
+    y[7] = bad
+    with pytest.raises(ValueError) as fast:
+        cecore.cross_entropy(x, y)
+    with pytest.raises(ValueError) as general:
+        _general_ce(x, y)
+    assert str(fast.value) == str(general.value)
+    assert "target[7]" in str(fast.value)
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, y: cecore.cross_entropy(x, y[:-1]),  # a target too short
+    lambda x, y: cecore.cross_entropy(x, y.astype(np.float32)),  # probabilities, wrong shape
+    lambda x, y: cecore.cross_entropy(x, y, axis=True),
+    lambda x, y: cecore.cross_entropy(x, y, label_smoothing=False),
+    lambda x, y: cecore.cross_entropy(x, y, ignore_index=-100.0),
+    lambda x, y: cecore.cross_entropy(x, y, reduction="avg"),
+    lambda x, y: cecore.cross_entropy(x.astype(np.complex64), y),
+])
+def test_calls_that_are_not_the_common_one_still_raise(call, rng):
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    y = rng.integers(0, 4, 6)
+    with pytest.raises((TypeError, ValueError)):
+        call(x, y)
+
+
+@pytest.mark.parametrize("make", [
+    lambda x: x.astype(">f4"),  # byte-swapped
+    lambda x: np.asfortranarray(x),  # columns contiguous
+    lambda x: x.astype(np.float16),
+    lambda x: x.tolist(),
+    lambda x: np.zeros((300, 200), np.float32),  # too large for one thread
+])
+def test_other_inputs_leave_the_fast_path(make, rng):
+    x = make(rng.standard_normal((8, 6)).astype(np.float32))
+    assert _softmax_kernels.ce_index_fast(x, np.zeros(len(x), np.int64)) is None
+    assert _softmax_kernels.softmax_fast(x, 1) is None
+
+
+def test_other_targets_leave_the_fast_path(rng):
+    x = rng.standard_normal((8, 6)).astype(np.float32)
+    want = _general_ce(x, np.zeros(8, np.int64))
+    for y in (np.zeros(8, np.int32), np.zeros(8, ">i8"), np.zeros(16, np.int64)[::2], [0] * 8):
+        assert _softmax_kernels.ce_index_fast(x, y) is None
+        assert cecore.cross_entropy(x, y).tobytes() == want.tobytes()
+    assert _softmax_kernels.ce_index_fast(x, np.zeros((8, 1), np.int64)) is None
+    with pytest.raises(ValueError, match="target has shape"):
+        cecore.cross_entropy(x, np.zeros((8, 1), np.int64))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name, mode", [("logsumexp", 0), ("log_softmax", 1), ("softmax", 2)])
+@pytest.mark.parametrize("shape", [(1, 1), (64, 100), (33, 9), (2, 4000)])
+def test_softmax_family_matches_the_general_path_bitwise(dtype, name, mode, shape, rng):
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    x[0, 0] = -np.inf
+    assert _softmax_kernels.softmax_fast(x, mode) is not None
+    f = getattr(cecore, name)
+    got, want = f(x), f(x, n_threads=1)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert got.tobytes() == want.tobytes()
+    assert not np.shares_memory(got, x)
