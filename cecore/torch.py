@@ -18,7 +18,7 @@ Examples
 
 import numpy as np
 
-from cecore import _losses, _softmax
+from cecore import _losses, _softmax, _softmax_kernels
 from cecore._validation import _from_torch, is_bfloat16
 
 try:
@@ -31,6 +31,7 @@ except ImportError as error:
 __all__ = ["CrossEntropyLoss", "cross_entropy"]
 
 _FLOATS = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
+_FAST_FLOATS = (torch.float32, torch.float64)
 _INTEGERS = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
@@ -91,6 +92,19 @@ def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="m
     Threads follow cecore's default (``OMP_NUM_THREADS``, threadpoolctl), not
     ``torch.set_num_threads``.
     """
+    if (weight is None and type(input) is torch.Tensor and type(target) is torch.Tensor
+            and input.dtype in _FAST_FLOATS and target.dtype is torch.int64
+            and input.dim() == 2 and input.device.type == "cpu" and target.device.type == "cpu"
+            and input.layout is torch.strided and target.layout is torch.strided
+            and not (input.requires_grad and torch.is_grad_enabled())
+            and not input.is_neg() and type(ignore_index) is int and ignore_index == -100
+            and type(label_smoothing) is float and label_smoothing == 0.0
+            and type(reduction) is str and reduction == "mean"):
+        # the common call without a gradient, validated in compiled code (None: take the
+        # general path, which also raises every error)
+        loss = _softmax_kernels.ce_index_fast(input.detach().numpy(), target.numpy())
+        if loss is not None:
+            return torch.from_numpy(np.asarray(loss))
     _check_tensor(input, "input", _FLOATS)
     _check_tensor(target, "target", _FLOATS + _INTEGERS)
     if input.dim() == 0:

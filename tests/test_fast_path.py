@@ -114,3 +114,24 @@ def test_softmax_family_matches_the_general_path_bitwise(dtype, name, mode, shap
     assert got.dtype == want.dtype and got.shape == want.shape
     assert got.tobytes() == want.tobytes()
     assert not np.shares_memory(got, x)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cecore_torch_common_call(dtype, rng):
+    torch = pytest.importorskip("torch")
+    import cecore.torch as ct
+
+    x = torch.from_numpy((rng.standard_normal((64, 100)) * 3).astype(dtype))
+    y = torch.from_numpy(rng.integers(0, 100, 64))
+    got = ct.cross_entropy(x, y)
+    assert got.dim() == 0 and got.dtype == x.dtype
+    want = cecore.cross_entropy(x.numpy(), y.numpy(), n_threads=1)
+    assert got.numpy().tobytes() == np.asarray(want).tobytes()
+    torch.testing.assert_close(got, torch.nn.functional.cross_entropy(x, y))
+    y[3] = 100
+    with pytest.raises(ValueError, match=r"target\[3\] = 100 is out of range"):
+        ct.cross_entropy(x, y)
+    # with a gradient wanted, the autograd path runs
+    xg = x.clone().requires_grad_()
+    ct.cross_entropy(xg, y.clamp(max=99)).backward()
+    assert xg.grad is not None
