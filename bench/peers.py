@@ -337,6 +337,35 @@ def _torch_log_softmax(inputs, n_threads):
     return lambda: torch.log_softmax(logits, dim=-1)
 
 
+def _concurrent(prepare, callers=16, calls_each=50):
+    """``prepare``'s callable called by ``callers`` Python threads at once (a server
+    under load), ``calls_each`` times each on its share of the rows; returns the
+    sum of the results (timed: all the calls)."""
+
+    def prepare_pool(inputs, n_threads):
+        logits, target = inputs
+        parts = [prepare((logits[i::callers], target[i::callers]), n_threads)
+                 for i in range(callers)]
+        pool = ThreadPoolExecutor(callers)
+
+        def run():
+            futures = [pool.submit(lambda f=f: [f() for _ in range(calls_each)][-1])
+                       for f in parts]
+            return sum(float(f.result()) for f in futures)
+
+        return run
+
+    return prepare_pool
+
+
+def _cecore_cross_entropy_default_threads(inputs, n_threads):
+    """cecore.cross_entropy with n_threads=None: the callers share OpenMP's default."""
+    import cecore
+
+    logits, target = inputs
+    return lambda: cecore.cross_entropy(logits, target)
+
+
 CECORE_CE = Impl("cecore", "cecore", _cecore_cross_entropy)
 # the same values as float32 logits: what a 16-bit input saves
 CECORE_CE_FLOAT32 = Impl("cecore, float32", "cecore", _on_float32(_cecore_cross_entropy))
@@ -370,6 +399,8 @@ CE_GRAD_PEERS = (
     Impl("sklearn", "sklearn", _sklearn_loss_gradient),
 )
 HALF_CE_PEERS = (CECORE_CE_FLOAT32, TORCH_CE, JAX_CE)
+CECORE_CE_CONCURRENT = Impl("cecore", "cecore", _concurrent(_cecore_cross_entropy_default_threads))
+CE_CONCURRENT_PEERS = (Impl("torch", "torch", _concurrent(_torch_functional("cross_entropy"))),)
 HALF_CE_GRAD_PEERS = (
     Impl("cecore, float32", "cecore", _on_float32(_cecore_cross_entropy_grad)),
     Impl("torch", "torch", _torch_cross_entropy_grad),

@@ -131,6 +131,10 @@ WORKLOADS = (
     Workload("tiny", "per-call overhead (time per call)", (64, 100), "float32",
              class_index_inputs, peers.CECORE_CE, peers.CE_PEERS,
              speedups={"torch": 1}, read_floor=False, calls=2_000),
+    # 16 Python threads at once, 50 calls each on 1/16 of the rows: a server's load
+    Workload("concurrent", "16 Python threads x 50 calls on 64-row batches (time: all calls)",
+             (1_024, 100), "float32", class_index_inputs, peers.CECORE_CE_CONCURRENT,
+             peers.CE_CONCURRENT_PEERS, speedups={"torch": 1}, read_floor=False),
     Workload("threads", "thread scaling: --threads N vs 1 thread", (65_536, 1_000), "float32",
              class_index_inputs, peers.CECORE_CE, (peers.CECORE_CE_1_THREAD,),
              speedups={peers.CECORE_CE_1_THREAD.label: 1.8}, read_floor=False, min_threads=2),

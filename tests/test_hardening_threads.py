@@ -121,9 +121,10 @@ def test_bitwise_identical_for_awkward_shapes(shape):
         assert len(results) == 1
 
 
-def test_concurrent_calls_from_many_threads():
-    """8 Python threads x mixed functions x both dtypes, each result bitwise equal to the
-    serial result (threads alternate small and large inputs, n_threads None/1/2)."""
+@pytest.mark.parametrize("callers", [8, 16])
+def test_concurrent_calls_from_many_threads(callers):
+    """8 or 16 Python threads (a server) x mixed functions x both dtypes, each result
+    bitwise equal to the serial result (small and large inputs, n_threads None/1/2)."""
     data = {dtype: _inputs(seed=3, dtype=dtype) for dtype in (np.float32, np.float64)}
     small = {dtype: _inputs(seed=4, n=40, k=9, dtype=dtype) for dtype in data}
     jobs = []
@@ -143,7 +144,7 @@ def test_concurrent_calls_from_many_threads():
         call, expected, name = job
         return name, _bytes(call()) == expected
 
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(callers) as pool:
         results = list(pool.map(run, jobs))
     assert all(ok for _, ok in results), [name for name, ok in results if not ok]
 
@@ -191,24 +192,25 @@ def _os_threads():
         return threading.active_count()
 
 
-def test_no_oversubscription_under_an_outer_thread_pool(monkeypatch):
-    """8 worker threads calling large kernels with n_threads=None: the OpenMP threads
-    running beyond the callers never exceed the default team's (default - 1)."""
+@pytest.mark.parametrize("callers", [8, 16])
+def test_no_oversubscription_under_an_outer_thread_pool(monkeypatch, callers):
+    """8 or 16 worker threads calling large kernels with n_threads=None: the OpenMP
+    threads running beyond the callers never exceed the default team's (default - 1)."""
     budget = _threads.default_n_threads()
     if budget < 2:
         pytest.skip("OpenMP's default is one thread here: nothing to share")
     rec = _Recorder(monkeypatch)
     d = _inputs(seed=6)
     calls = list(_calls(d, None).values())
-    barrier = threading.Barrier(8)
+    barrier = threading.Barrier(callers)
 
     def worker(i):
         barrier.wait()  # start together: calls overlap
         for call in calls[i::2] * 2:
             call()
 
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(worker, range(8)))
+    with ThreadPoolExecutor(callers) as pool:
+        list(pool.map(worker, range(callers)))
     assert rec.peak_running > 1, "the calls never overlapped: the test proves nothing"
     assert rec.peak_extra <= budget - 1, (rec.peak_extra, budget, rec.peak_running)
     # the budget is shared, not lost: some calls still got the full default team
