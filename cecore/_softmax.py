@@ -4,12 +4,20 @@ import numpy as np
 
 from cecore import _softmax_kernels
 from cecore._threads import run_kernel
-from cecore._validation import cast, logits_rows
+from cecore._validation import asarray, cast, check_int, logits_rows
 
 _LSE, _LOG_SOFTMAX, _SOFTMAX = 0, 1, 2
 
 
 def _row_transform(x, axis, mode, n_threads, name="x"):
+    if type(x) is not np.ndarray or x.ndim == 0:
+        x = asarray(x, name)
+        if x.ndim == 0:
+            # as PyTorch: axis 0 (or -1) of a 0-d array is its one element
+            if check_int(axis, "axis") not in (0, -1):
+                raise ValueError(f"axis {axis} is out of range for {name} with 0 dimensions "
+                                 "(a 0-d array has only axis 0 or -1, its one element)")
+            return _row_transform(x.reshape(1), 0, mode, n_threads, name).reshape(())
     rows, batch_shape, axis, in_dtype = logits_rows(x, axis, name)
     n, k = rows.shape
     out = np.empty((n, 1 if mode == _LSE else k), dtype=rows.dtype)
@@ -34,7 +42,9 @@ def logsumexp(x, axis=-1, *, n_threads=None):
     x : array_like
         Real values, float16/float32/float64 (integers are promoted to float64).
     axis : int, default -1
-        The axis to reduce.
+        The axis to reduce. As in PyTorch, axis 0 (or -1) of a 0-d ``x`` is
+        its one element: ``logsumexp`` returns it, ``softmax`` gives 1 and
+        ``log_softmax`` 0 (NaN for an infinite or NaN element), as 0-d arrays.
     n_threads : int, optional
         OpenMP threads; default follows OMP_NUM_THREADS (see README).
 
