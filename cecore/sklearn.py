@@ -5,7 +5,7 @@ Does not import scikit-learn. Examples
 >>> from cecore.sklearn import log_loss
 >>> round(log_loss(["spam", "ham", "ham", "spam"],
 ...                [[.1, .9], [.9, .1], [.8, .2], [.35, .65]]), 6)
-0.216161
+0.216162
 """
 
 import math

@@ -298,3 +298,10 @@ def test_signatures_match_scipy():
     params = inspect.signature(cs.entropy).parameters
     assert [(p.name, p.default, p.kind) for p in params.values()] == [
         (p.name, p.default, p.kind) for p in inspect.signature(ss.entropy).parameters.values()]
+
+
+def test_docstring_examples():
+    import doctest
+
+    failures, tried = doctest.testmod(cs, optionflags=doctest.ELLIPSIS, report=False)
+    assert tried and failures == 0

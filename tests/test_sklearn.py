@@ -194,3 +194,12 @@ def test_import_does_not_import_sklearn():
     code = ("import sys, cecore.sklearn; assert 'sklearn' not in sys.modules; "
             "assert 'cecore.sklearn' not in __import__('cecore').__all__")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_docstring_examples():
+    import doctest
+
+    import cecore.sklearn
+
+    failures, tried = doctest.testmod(cecore.sklearn, report=False)
+    assert tried and failures == 0
