@@ -64,7 +64,7 @@ def _classes(y, name):
 
 def log_loss(y_true, y_proba=None, *, normalize=True, sample_weight=None, labels=None,
              y_pred="deprecated"):
-    r"""Log loss (cross-entropy of labels under predicted probabilities): ``sklearn.metrics.log_loss``.
+    r"""Log loss, the cross-entropy of labels under predicted probabilities (sklearn 1.9).
 
     ``L = -(1 / sum w) sum_i w_i sum_k y_ik log p_ik`` with ``p`` clipped to
     ``[eps, 1 - eps]`` (``eps`` of ``y_proba``'s dtype), as scikit-learn 1.9
