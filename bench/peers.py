@@ -540,7 +540,6 @@ LINEAR_PEERS = (
 
 
 def _torch_sum(inputs, n_threads):
-    import torch
 
     tensors = [as_tensor(a.reshape(-1)) for a in inputs]
     return lambda: [t.sum() for t in tensors]

@@ -307,7 +307,8 @@ def render_markdown(results, context):
 Times are medians per call. "/ cecore" is time / cecore's time (above 1:
 cecore is faster); "/ floor" is time / the read floor's time; GB/s counts the
 logits' bytes; "cores" is process CPU time / wall time while timing; "check" is
-the relative difference of the result from cecore's (tolerance 1e-4; 1e-2 for 16-bit workloads, whose peers round their results to 16 bits).
+the relative difference of the result from cecore's (tolerance 1e-4; 1e-2 for 16-bit
+workloads, whose peers round their results to 16 bits).
 
 {results_table(results)}
 

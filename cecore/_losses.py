@@ -100,7 +100,8 @@ def cross_entropy(
     weight : array_like of shape (K,), optional
         Per-class weights.
     ignore_index : int, default -100
-        Target value that is ignored (class-index targets only).
+        Target value that is ignored (class-index targets only; with
+        probability targets a value >= 0 raises ValueError, as in PyTorch).
     label_smoothing : float in [0, 1], default 0
         Mixes the target with the uniform distribution over classes.
     reduction : {"mean", "sum", "none"}, default "mean"
@@ -184,6 +185,12 @@ def cross_entropy(
         return (loss, finish()) if return_grad else loss
 
     if t.dtype.kind == "f" or is_bfloat16(t.dtype):
+        if ignore_index >= 0:  # PyTorch's rule: negative values (the default -100) pass
+            raise ValueError(
+                f"ignore_index is not supported for floating point target (got ignore_index="
+                f"{ignore_index}; probability targets have no class to ignore: leave it at "
+                "its default -100)"
+            )
         if t.shape != logits_shape:
             raise ValueError(
                 f"probability target has shape {t.shape}, expected the logits' shape "

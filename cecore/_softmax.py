@@ -6,7 +6,9 @@ from cecore import _softmax_kernels
 from cecore._threads import run_kernel
 from cecore._validation import (
     as_logits_array,
+    asarray,
     cast,
+    check_int,
     compute_dtype,
     is_bfloat16,
     is_half,
@@ -39,6 +41,14 @@ def _row_transform(x, axis, mode, n_threads, name="x", dtype=None):
         result = _softmax_kernels.softmax_fast(x, mode)
         if result is not None:
             return result
+    if type(x) is not np.ndarray or x.ndim == 0:
+        x = asarray(x, name)
+        if x.ndim == 0:
+            # as PyTorch: axis 0 (or -1) of a 0-d array is its one element
+            if check_int(axis, "axis") not in (0, -1):
+                raise ValueError(f"axis {axis} is out of range for {name} with 0 dimensions "
+                                 "(a 0-d array has only axis 0 or -1, its one element)")
+            return _row_transform(x.reshape(1), 0, mode, n_threads, name, dtype).reshape(())
     wanted = _output_dtype(dtype)
     if wanted is not None:
         arr, _ = as_logits_array(x, name)
@@ -72,7 +82,9 @@ def logsumexp(x, axis=-1, *, n_threads=None):
         Real values: float32, float64, float16 or bfloat16 (``ml_dtypes.bfloat16``,
         or a ``torch.bfloat16`` tensor); integers are promoted to float64.
     axis : int, default -1
-        The axis to reduce.
+        The axis to reduce. As in PyTorch, axis 0 (or -1) of a 0-d ``x`` is
+        its one element: ``logsumexp`` returns it, ``softmax`` gives 1 and
+        ``log_softmax`` 0 (NaN for an infinite or NaN element), as 0-d arrays.
     n_threads : int, optional
         OpenMP threads; default follows OMP_NUM_THREADS (see README).
 

@@ -62,7 +62,8 @@ def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="m
         a gradient).
     ignore_index : int, default -100
         Class-index target value that contributes neither loss nor gradient
-        and is not counted by ``"mean"``.
+        and is not counted by ``"mean"``. With probability targets a value
+        >= 0 raises ValueError (PyTorch raises RuntimeError).
     reduction : {"mean", "sum", "none"}, default "mean"
     label_smoothing : float in [0, 1], default 0
 
