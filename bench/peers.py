@@ -366,6 +366,32 @@ def _cecore_cross_entropy_default_threads(inputs, n_threads):
     return lambda: cecore.cross_entropy(logits, target)
 
 
+def _scipy_logsumexp(module):
+    """``module.logsumexp(logits, axis=-1)`` (module: scipy.special or cecore.scipy)."""
+
+    def prepare(inputs, n_threads):
+        function = importlib.import_module(module).logsumexp
+        logits = inputs[0]
+        return lambda: function(logits, axis=-1)
+
+    return prepare
+
+
+def _log_loss(module):
+    """``module.log_loss(y, p)`` on softmax probabilities (made once, untimed), with the
+    class labels given (sklearn.metrics or cecore.sklearn)."""
+
+    def prepare(inputs, n_threads):
+        function = importlib.import_module(module).log_loss
+        logits, target = inputs
+        z = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs = z / z.sum(axis=1, keepdims=True)
+        labels = np.arange(logits.shape[1])
+        return lambda: function(target, probs, labels=labels)
+
+    return prepare
+
+
 CECORE_CE = Impl("cecore", "cecore", _cecore_cross_entropy)
 # the same values as float32 logits: what a 16-bit input saves
 CECORE_CE_FLOAT32 = Impl("cecore, float32", "cecore", _on_float32(_cecore_cross_entropy))
@@ -400,6 +426,42 @@ CE_GRAD_PEERS = (
 )
 HALF_CE_PEERS = (CECORE_CE_FLOAT32, TORCH_CE, JAX_CE)
 CECORE_CE_CONCURRENT = Impl("cecore", "cecore", _concurrent(_cecore_cross_entropy_default_threads))
+def _cecore_logsumexp(inputs, n_threads):
+    import cecore
+
+    logits = inputs[0]
+    return lambda: cecore.logsumexp(logits)
+
+
+def _torch_logsumexp(inputs, n_threads):
+    import torch
+
+    logits = as_tensor(inputs[0])
+    return lambda: torch.logsumexp(logits, dim=-1)
+
+
+CECORE_LSE = Impl("cecore", "cecore", _cecore_logsumexp)
+LSE_PEERS = (Impl("torch", "torch", _torch_logsumexp),)
+
+
+def _cecore_log_softmax_default_threads(inputs, n_threads):
+    """cecore.log_softmax as a library calls it in a loop: default options (small
+    inputs run on one thread whatever n_threads says)."""
+    import cecore
+
+    logits = inputs[0]
+    return lambda: cecore.log_softmax(logits)
+
+
+CECORE_LOG_SOFTMAX_DEFAULT = Impl("cecore", "cecore", _cecore_log_softmax_default_threads)
+# cross_entropy as a library calls it in a loop: default options, n_threads=None
+CECORE_CE_DEFAULT = Impl("cecore", "cecore",
+                         lambda inputs, n_threads: _cecore_cross_entropy_default_threads(
+                             inputs, None))
+CECORE_SCIPY_LSE = Impl("cecore.scipy", "cecore", _scipy_logsumexp("cecore.scipy"))
+SCIPY_LSE_PEERS = (Impl("scipy", "scipy", _scipy_logsumexp("scipy.special")),)
+CECORE_LOG_LOSS = Impl("cecore.sklearn", "cecore", _log_loss("cecore.sklearn"))
+LOG_LOSS_PEERS = (Impl("sklearn", "sklearn", _log_loss("sklearn.metrics")),)
 CE_CONCURRENT_PEERS = (Impl("torch", "torch", _concurrent(_torch_functional("cross_entropy"))),)
 HALF_CE_GRAD_PEERS = (
     Impl("cecore, float32", "cecore", _on_float32(_cecore_cross_entropy_grad)),
