@@ -1,14 +1,14 @@
 """Fuzzing the whole public API with hypothesis.
 
-Every drawn call mixes valid and invalid pieces: dtypes (floating, integer,
-non-native byte order, and bool, longdouble, complex, object, str, bytes,
-datetime), shapes (0-d, empty, up to 3-d), layouts (C, Fortran, negative and
-gapped strides, stride-0 broadcasts, misaligned and read-only buffers, nested
-lists), values (moderate, NaN/inf, extremes) and option values (valid, out of
-range, wrong type). Each piece knows whether it is valid, invalid (and which
-exception README promises: TypeError for non-numeric or complex data,
-ValueError for bad values and shapes) or "gray" (accepted or rejected, both
-fine). The oracle:
+Every drawn call mixes valid and invalid pieces: dtypes (floating - float16
+and bfloat16 included -, integer, non-native byte order, and bool, longdouble,
+complex, object, str, bytes, datetime), shapes (0-d, empty, up to 3-d),
+layouts (C, Fortran, negative and gapped strides, stride-0 broadcasts,
+misaligned and read-only buffers, nested lists), values (moderate, NaN/inf,
+extremes) and option values (valid, out of range, wrong type). Each piece
+knows whether it is valid, invalid (and which exception README promises:
+TypeError for non-numeric or complex data, ValueError for bad values and
+shapes) or "gray" (accepted or rejected, both fine). The oracle:
 
 * every call returns or raises TypeError/ValueError - never anything else,
   never a crash, never a hang (faulthandler kills a call stuck for 120 s);
@@ -17,13 +17,26 @@ fine). The oracle:
   NumPy reference within a tolerance scaled by the inputs' magnitude; inputs
   with +-inf or extreme values are checked for NaN consistency only (their
   exact semantics are pinned in tests/test_hardening_numerics.py);
+* dtypes follow README's rule: reductions (every loss, reduction="none"
+  included, logsumexp, the divergences, Evaluator) in float64 for float64 or
+  integer input and float32 otherwise - 16-bit input too, whose values the
+  kernels upcast exactly and compute on in float32, so the float32 tolerance
+  applies against the float64 reference on the upcast values; elementwise
+  results (log_softmax, softmax, gradients) in the input's floating dtype,
+  16-bit ones rounded once (half an ulp of the 16-bit type, plus slack);
 * a call with an invalid piece must raise (the promised type when there is
   only one kind of invalid piece).
 
 Properties: the softmax family, cross_entropy, nll_loss, both binary
-cross-entropies, the three divergences, linear_cross_entropy and Evaluator.
-Profiles: CECORE_FUZZ=ci (default: 300 derandomized examples per test, ~15 s
-in all) or CECORE_FUZZ=full (3000 random examples per test, ~3 min). Run
+cross-entropies, the three divergences, linear_cross_entropy and Evaluator;
+and test_fuzz_half_logits, valid calls of every function on bfloat16 and
+float16 logits with rows of up to 80 classes (the block kernels, their partial
+row groups and the vector loops' remainders), checked against the float64
+reference on the upcast values, or, with NaN/inf mixed in, against the float32
+call on them.
+Profiles: CECORE_FUZZ=ci (default: 300 derandomized examples per test, and 30
+per (function, dtype) of test_fuzz_half_logits; ~20 s in all) or
+CECORE_FUZZ=full (3000 random examples per test, 300 per pair; a few minutes). Run
 against the code before the hardening fixes, the ci profile failed 3 of the
 first 6 tests and the full profile 5 (OverflowError, ZeroDivisionError,
 RuntimeWarning); on main's new API it found the linear_cross_entropy and
@@ -35,14 +48,17 @@ import math
 import os
 import warnings
 
+import ml_dtypes
 import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
+import _reference  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import cecore  # noqa: E402
+from cecore._validation import is_bfloat16  # noqa: E402
 
 _COMMON = dict(
     deadline=None,
@@ -59,13 +75,25 @@ FUZZ = settings(settings.get_profile(f"cecore-fuzz-{PROFILE}"))
 OK, TYPE, VALUE, GRAY = "ok", "type", "value", "gray"
 HANG_SECONDS = 120
 
-FLOATS = ["float16", "float32", "float64", ">f2", ">f4", ">f8"]
+BF16 = np.dtype(ml_dtypes.bfloat16)  # kind 'V', no byte-swapped variant
+FLOATS = ["float16", BF16, "float32", "float64", ">f2", ">f4", ">f8"]
+HALVES = ["float16", BF16, ">f2"]  # drawn more often: the kernels' 16-bit load paths
 INTS = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", ">i8"]
 NON_NUMERIC = ["complex64", "complex128", "object", "U4", "S4", "datetime64[s]",
                "timedelta64[s]"]
 ODD = ["bool", "longdouble"]  # numeric, but not what the API documents
 
 SPECIALS = [math.nan, math.inf, -math.inf, 0.0, -0.0, 5e-324, 1e-310, 1.2e-38, 1e-45]
+
+
+def _is_float(dtype):
+    """A floating dtype (bfloat16's NumPy kind is 'V', not 'f')."""
+    return dtype.kind == "f" or is_bfloat16(dtype)
+
+
+def _finfo(dtype):
+    """np.finfo, which does not know bfloat16."""
+    return ml_dtypes.finfo(BF16) if is_bfloat16(dtype) else np.finfo(dtype)
 
 
 class Arg:
@@ -103,8 +131,9 @@ def _layout(draw, a):
         buf[..., ::2] = a
         return buf[..., ::2]
     if kind == "swapped" and a.dtype.kind in "fiu" and a.dtype.itemsize > 1:
-        return a.astype(a.dtype.newbyteorder())
-    if kind == "misaligned" and a.dtype.kind in "fiu" and a.dtype.itemsize > 1:
+        return a.astype(a.dtype.newbyteorder())  # (bfloat16 has no byte order)
+    if kind == "misaligned" and (a.dtype.kind in "fiu" or is_bfloat16(a.dtype)) \
+            and a.dtype.itemsize > 1:
         raw = np.zeros(a.nbytes + 1, dtype=np.uint8)
         out = np.frombuffer(raw[1:].data, dtype=a.dtype, count=a.size).reshape(a.shape)
         out[...] = a
@@ -115,8 +144,9 @@ def _layout(draw, a):
         return a
     if kind == "broadcast" and a.ndim and a.shape[0] > 1:
         return np.broadcast_to(a[:1], a.shape)  # stride 0 along the first axis
-    if kind == "list" and a.dtype.kind in "fiu" and a.dtype.itemsize >= 4 and a.size:
-        return a.tolist()  # floats come back as float64, ints as int64
+    if kind == "list" and a.size and (_is_float(a.dtype) or (
+            a.dtype.kind in "iu" and a.dtype.itemsize >= 4)):
+        return a.tolist()  # floats (16-bit ones exactly) come back as float64, ints as int64
     return np.ascontiguousarray(a)
 
 
@@ -125,7 +155,7 @@ def _values(draw, n, kind, dtype):
     if kind == "probs":
         elements = st.one_of(st.floats(0, 1), st.sampled_from([0.0, 1.0, 1e-300]))
     elif kind == "extreme":
-        big = float(np.finfo(dtype).max) if dtype.kind == "f" else 1e300
+        big = float(_finfo(dtype).max) if _is_float(dtype) else 1e300
         elements = st.one_of(st.floats(-100, 100), st.sampled_from([big, -big, big / 3,
                                                                     1e30, -1e30]))
     elif kind == "specials":
@@ -138,14 +168,15 @@ def _values(draw, n, kind, dtype):
 @st.composite
 def arrays(draw, shape, values=None, dtypes=None, name="x"):
     """An Arg holding an array of ``shape`` (floats or ints, or an invalid dtype)."""
-    group = draw(st.sampled_from(["float", "float", "float", "int", "non-numeric", "odd"]))
-    pool = dtypes or {"float": FLOATS, "int": INTS, "non-numeric": NON_NUMERIC,
-                      "odd": ODD}[group]
+    group = draw(st.sampled_from(["float", "float", "float", "half", "int", "non-numeric",
+                                  "odd"]))
+    pool = dtypes or {"float": FLOATS, "half": HALVES, "int": INTS,
+                      "non-numeric": NON_NUMERIC, "odd": ODD}[group]
     dtype = np.dtype(draw(st.sampled_from(pool)))
     n = math.prod(shape)
     if values is None:
         values = draw(st.sampled_from(["moderate", "moderate", "specials", "extreme"]))
-    if dtype.kind in "fc":
+    if dtype.kind in "fc" or is_bfloat16(dtype):
         with np.errstate(over="ignore", invalid="ignore"):
             a = np.array(_values(draw, n, values, dtype)).astype(dtype).reshape(shape)
     elif dtype.kind in "iub":
@@ -159,13 +190,13 @@ def arrays(draw, shape, values=None, dtypes=None, name="x"):
         a = a.astype(object).reshape(shape)
     else:
         a = np.zeros(shape, dtype=np.float64).astype(dtype)
-    if dtype.kind in "fiu" and dtype.itemsize <= 8:
+    if (dtype.kind in "fiu" and dtype.itemsize <= 8) or is_bfloat16(dtype):
         status = OK
     elif dtype.kind in "b" or dtype.kind == "f":  # bool, longdouble
         status = GRAY
     else:
         status = TYPE
-    if dtype.kind in "fiu":
+    if dtype.kind in "fiu" or is_bfloat16(dtype):
         a = _layout(draw, a)
     return Arg(a, status, values)
 
@@ -182,7 +213,12 @@ def _option(draw, valid, invalid_type, invalid_value, gray=()):
     return Arg(value, status)
 
 
-def axis_arg(draw, ndim):
+def axis_arg(draw, ndim, zero_d_element=False):
+    """An axis for ndim dimensions. ``zero_d_element``: as in PyTorch, axis 0 or -1
+    of a 0-d array is its one element (the softmax family); elsewhere a 0-d array
+    has no axis."""
+    if ndim == 0 and zero_d_element:
+        return _option(draw, [0, -1, np.int64(0)], [None, 1.5, "0"], [1, -2, 2**70], [])
     if ndim == 0:
         return _option(draw, [], [None, 1.5, "0"], [0, -1], [])
     return _option(draw, list(range(-ndim, ndim)) + [np.int64(-1)], [None, 1.5, "0", [0]],
@@ -239,19 +275,41 @@ def _float(a):
 
 
 def _result_dtype(*arrays):
-    """float64 for float64 or integer input, else float32 (cecore's reductions)."""
+    """float64 for float64 or integer input, else float32 (cecore's reductions;
+    16-bit input included)."""
     dts = [np.asarray(a).dtype for a in arrays]
     return np.dtype(np.float64) if any(d.kind in "iu" or d.itemsize == 8 for d in dts) \
         else np.dtype(np.float32)
 
 
+def _elementwise_dtype(given):
+    """log_softmax, softmax and gradients: the input's floating dtype (native
+    order), float64 for integer input."""
+    return given.newbyteorder("=") if _is_float(given) else np.dtype(np.float64)
+
+
 def _tolerance(dtype):
-    return {2: 4e-3, 4: 3e-5, 8: 1e-10}[np.dtype(dtype).itemsize]
+    """Relative tolerance of a result of ``dtype``: for 16-bit results (elementwise
+    ones, computed in float32 and rounded once) half an ulp of the 16-bit type
+    (its unit roundoff, 2**-8 for bfloat16, 2**-11 for float16) with slack for
+    float32's error; reductions of 16-bit input are float32 results."""
+    dtype = np.dtype(dtype)
+    if is_bfloat16(dtype):
+        return 1.25 * 2.0**-8
+    return {2: 1.25 * 2.0**-11, 4: 3e-5, 8: 1e-10}[dtype.itemsize]
+
+
+def _compute_tolerance(dtype):
+    """The tolerance of the arithmetic behind a result of ``dtype``: float32's for
+    16-bit results (the kernels compute them in float32, then round once)."""
+    return _tolerance(np.float32 if np.dtype(dtype).itemsize == 2 else dtype)
 
 
 def check_close(got, ref, dtype, scale, what=""):
     """got vs a float64 reference: same NaNs and infs; finite values within
-    tolerance * (|ref| + scale) + the dtype's smallest normal (underflow)."""
+    tolerance * |ref| + compute tolerance * scale + the dtype's smallest normal
+    (underflow): the result's rounding, relative to the value, and the error of
+    the arithmetic, relative to the inputs' magnitude (``scale``)."""
     got = np.asarray(got, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
     scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), ref.shape)
@@ -260,7 +318,8 @@ def check_close(got, ref, dtype, scale, what=""):
     inf = np.isinf(ref) | np.isinf(got)
     assert np.array_equal(got[inf], ref[inf]), (what, got, ref)
     fin = ~np.isnan(ref) & ~inf
-    tol = _tolerance(dtype) * (np.abs(ref[fin]) + scale[fin]) + float(np.finfo(dtype).tiny)
+    tol = (_tolerance(dtype) * np.abs(ref[fin]) + _compute_tolerance(dtype) * scale[fin]
+           + float(_finfo(dtype).tiny))
     err = np.abs(got[fin] - ref[fin])
     assert (err <= tol).all(), (what, got, ref, err.max())
 
@@ -308,7 +367,7 @@ def test_fuzz_softmax_family(data):
     shape = draw(shapes())
     x = draw(arrays(shape))
     ndim = len(shape)
-    axis = axis_arg(draw, ndim)
+    axis = axis_arg(draw, ndim, zero_d_element=True)
     n_threads = n_threads_arg(draw)
     zero_classes = Arg(None, OK)
     if ndim and axis.status == OK and shape[int(axis.value)] == 0:
@@ -318,10 +377,19 @@ def test_fuzz_softmax_family(data):
     if result is None:
         return
     given_dtype = np.asarray(x.value).dtype
-    out_dtype = given_dtype.newbyteorder("=") if given_dtype.kind == "f" else np.dtype(float)
-    assert isinstance(result, np.ndarray) and result.dtype == out_dtype
+    if fn is cecore.logsumexp:  # a reduction: float32 for 16-bit input
+        out_dtype = _result_dtype(x.value)
+    else:
+        out_dtype = _elementwise_dtype(given_dtype)
+    assert isinstance(result, np.ndarray) and result.dtype == out_dtype, (result.dtype,
+                                                                           given_dtype)
+    xv = x.value
+    if ndim == 0:  # the one element: a 0-d result, checked as a row of one
+        assert result.shape == ()
+        xv, shape, ndim = np.asarray(xv).reshape(1), (1,), 1
+        result = result.reshape(() if fn is cecore.logsumexp else (1,))
     ax = int(axis.value) % ndim
-    xf = np.moveaxis(_float(x.value), ax, -1)
+    xf = np.moveaxis(_float(xv), ax, -1)
     want_shape = shape[:ax] + shape[ax + 1:] if fn is cecore.logsumexp else shape
     assert result.shape == want_shape
     if x.values == "moderate" and expect == OK:
@@ -337,10 +405,11 @@ def test_fuzz_softmax_family(data):
             with np.errstate(under="ignore"):
                 ref = np.moveaxis(np.exp(xf - lse[..., None]), -1, ax)
             # relative, down to two ulps of the subnormal range (gradual underflow)
-            floor = 2 * float(np.finfo(out_dtype).smallest_subnormal) / _tolerance(out_dtype)
+            floor = 2 * float(_finfo(out_dtype).smallest_subnormal) / _compute_tolerance(
+                out_dtype)
             check_close(result, ref, out_dtype, floor, "softmax")
     elif expect == OK:
-        check_nan_consistency(result, x.value, ax)
+        check_nan_consistency(result, xv, ax)
 
 
 # ---------------------------------------------------------------------------
@@ -459,6 +528,10 @@ def test_fuzz_cross_entropy(data):
     return_grad = draw(st.booleans())
     if kind == "index" and ax is not None:
         _check_indices(target, k, ignore_index)
+    if kind == "prob" and ignore_index.status == OK and int(ignore_index.value) >= 0:
+        # PyTorch's rule: no class to ignore in probability targets (negative values,
+        # the default -100 included, pass)
+        ignore_index = Arg(ignore_index.value, VALUE)
     expect = _expected(logits, axis, target, shape_ok, weight, smoothing, ignore_index,
                        reduction, n_threads)
     kwargs = dict(axis=axis.value, weight=weight.value, label_smoothing=smoothing.value,
@@ -476,8 +549,7 @@ def test_fuzz_cross_entropy(data):
     else:
         assert type(loss) is rdt.type
     if grad is not None:
-        given_dtype = np.asarray(logits.value).dtype
-        want = given_dtype.newbyteorder("=") if given_dtype.kind == "f" else np.dtype(float)
+        want = _elementwise_dtype(np.asarray(logits.value).dtype)
         assert grad.shape == shape and grad.dtype == want
     if expect != OK:
         return
@@ -617,6 +689,7 @@ def test_fuzz_binary_cross_entropy_with_logits(data):
         assert type(loss) is rdt.type
     if grad is not None:
         assert grad.shape == shape
+        assert grad.dtype == _elementwise_dtype(np.asarray(logits.value).dtype)
     if expect != OK or logits.values != "moderate" or target.values not in ("probs",
                                                                              "moderate"):
         return
@@ -624,7 +697,7 @@ def test_fuzz_binary_cross_entropy_with_logits(data):
     t = _float(target.value)
     w = 1.0 if weight.value is None else _float(weight.value)
     p = 1.0 if pos_weight.value is None else _float(pos_weight.value)
-    # the kernels compute in float32 for float16/float32 input: round t, w, p alike
+    # the kernels compute in float32 for 16-bit/float32 input: round t, w, p alike
     cdt = np.float64 if rdt == np.float64 else np.float32
     t, w, p = (np.asarray(v, dtype=cdt).astype(np.float64) for v in (t, w, p))
     ref = w * (p * t * _softplus(-x) + (1 - t) * _softplus(x))
@@ -908,3 +981,225 @@ def test_fuzz_evaluator(data):
         scale = _row_scale(x).sum() * max(k, 1) * 3
         check_close(result["loss"], _divide(losses.sum(), wsum), rdt,
                     _divide(scale, abs(wsum)) if wsum else np.inf)
+
+
+# ---------------------------------------------------------------------------
+# 16-bit logits: valid calls only, on rows long enough for every load path
+
+
+def _half_layout(x, kind):
+    """(array, axis): the (n, k) logits x in another layout, rows along axis."""
+    n, k = x.shape
+    if kind == "strided":  # a row stride: a column slice of a wider array
+        wide = np.zeros((n, k + 3), x.dtype)
+        wide[:, 1:k + 1] = x
+        return wide[:, 1:k + 1], -1
+    if kind == "axis0":
+        return np.ascontiguousarray(x.T), 0
+    if kind == "fortran":
+        return np.asfortranarray(x), -1
+    if kind == "reversed":
+        return np.flip(np.flip(x).copy()), -1
+    if kind == "misaligned":
+        raw = np.zeros(x.nbytes + 1, dtype=np.uint8)
+        out = np.frombuffer(raw[1:].data, dtype=x.dtype, count=x.size).reshape(x.shape)
+        out[...] = x
+        return out, -1
+    if kind == "readonly":
+        x = x.copy()
+        x.setflags(write=False)
+    return x, -1
+
+
+HALF_FUNCTIONS = ["logsumexp", "log_softmax", "softmax", "cross_entropy", "nll_loss",
+                  "bce_with_logits", "entropy", "kl_divergence", "evaluator"]
+
+
+# every (function, dtype) pair gets its share of the profile's examples
+HALF_FUZZ = settings(FUZZ, max_examples=max(30, FUZZ.max_examples // 10))
+
+
+@pytest.mark.parametrize("dtype", [BF16, np.dtype(np.float16)], ids=["bf16", "f16"])
+@pytest.mark.parametrize("fn", HALF_FUNCTIONS)
+@HALF_FUZZ
+@given(data=st.data())
+def test_fuzz_half_logits(fn, dtype, data):
+    """bfloat16 and float16 logits, n x k with k up to 80 (the K <= 32 block kernels,
+    their partial row groups, and vector loops with remainders), in several layouts:
+    reductions in float32 and within float32's tolerance of the float64 reference on
+    the exactly upcast values, elementwise results in the input dtype within half an
+    ulp of it; with NaN/inf mixed in, the same result as for the upcast float32 input
+    (NaN/inf positions equal, finite values close)."""
+    draw = data.draw
+    n, k = draw(st.integers(1, 40)), draw(st.integers(1, 80))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x64 = rng.standard_normal((n, k)) * draw(st.sampled_from([0.5, 3.0, 30.0]))
+    specials = draw(st.integers(0, 3)) == 0
+    if specials:
+        for _ in range(draw(st.integers(1, 4))):
+            x64[rng.integers(n), rng.integers(k)] = draw(st.sampled_from(
+                [math.nan, math.inf, -math.inf, -math.inf]))
+    x = x64.astype(dtype)
+    xf = _float(x)  # the exact 16-bit values, (n, k)
+    xl, axis = _half_layout(x, draw(st.sampled_from(
+        ["C", "C", "strided", "axis0", "fortran", "reversed", "misaligned", "readonly"])))
+    n_threads = draw(st.sampled_from([None, 1, 2]))
+    f32 = np.dtype(np.float32)
+
+    def rows(a):  # a result laid out as xl -> (n, k) rows
+        return np.moveaxis(np.asarray(a), axis, -1)
+
+    def upcast(a):
+        return a if a is None or not isinstance(a, np.ndarray) or a.dtype not in (
+            BF16, np.dtype(np.float16)) else a.astype(np.float32)
+
+    def compare(got, call, reference, rdt, scale, what):
+        """16-bit result vs the reference (finite input) or vs the float32 call on
+        the upcast values (NaN/inf in the input)."""
+        if not specials:
+            check_close(got, reference, rdt, scale, what)
+            return
+        want = np.asarray(call(), dtype=np.float64)
+        check_close(got, want, rdt, scale, what + " (vs float32 on the upcast values)")
+
+    scale = _row_scale(xf)
+    if fn == "logsumexp":
+        got = cecore.logsumexp(xl, axis=axis, n_threads=n_threads)
+        assert got.dtype == f32 and got.shape == (n,)
+        compare(got, lambda: cecore.logsumexp(upcast(xl), axis=axis), ref_lse(xf), f32,
+                scale, fn)
+    elif fn in ("log_softmax", "softmax"):
+        out_dtype = draw(st.sampled_from([None, np.float32]))
+        f = getattr(cecore, fn)
+        got = f(xl, axis=axis, dtype=out_dtype, n_threads=n_threads)
+        rdt = dtype if out_dtype is None else f32
+        assert got.dtype == rdt and got.shape == xl.shape
+        lse = ref_lse(xf)[:, None]
+        with np.errstate(invalid="ignore", under="ignore"):
+            want = xf - lse if fn == "log_softmax" else np.exp(xf - lse)
+        sc = np.broadcast_to(scale[:, None], (n, k)) if fn == "log_softmax" else \
+            2 * float(_finfo(rdt).smallest_subnormal) / _compute_tolerance(rdt)
+        compare(rows(got), lambda: rows(f(upcast(xl), axis=axis)), want, rdt, sc, fn)
+    elif fn in ("cross_entropy", "nll_loss"):
+        y = rng.integers(0, k, n)
+        y[rng.random(n) < 0.2] = -100
+        weight = rng.uniform(0.5, 2.0, k) if draw(st.booleans()) else None
+        reduction = draw(st.sampled_from(["mean", "sum", "none"]))
+        opts = dict(axis=axis, weight=weight, reduction=reduction, n_threads=n_threads)
+        if fn == "nll_loss":
+            got = cecore.nll_loss(xl, y, **opts)
+            grad = None
+            want = _reference.nll_loss(xf, y, weight=weight, reduction=reduction)
+            sc = _row_scale(xf) * (1 if weight is None else 2)
+        else:
+            target_kind = draw(st.sampled_from(["index", "index", "prob"]))
+            if target_kind == "prob":
+                y = rng.dirichlet(np.ones(k), n).astype(draw(st.sampled_from(
+                    [np.float64, np.float32, dtype])))
+                y = np.moveaxis(y, -1, axis) if axis == 0 else y
+            opts["label_smoothing"] = draw(st.sampled_from([0.0, 0.1]))
+            return_grad = draw(st.booleans())
+            result = cecore.cross_entropy(xl, y, return_grad=return_grad, **opts)
+            got, grad = result if return_grad else (result, None)
+            yr = y if target_kind == "index" else rows(y)
+            want = _reference.cross_entropy(xf, yr, weight=weight, reduction=reduction,
+                                     label_smoothing=opts["label_smoothing"])
+            sc = scale * k * (1 if weight is None else 3)
+            if grad is not None:
+                assert grad.dtype == dtype and grad.shape == xl.shape
+                gref = _reference.cross_entropy_grad(
+                    xf, yr, weight=weight, reduction="sum" if reduction == "mean" else
+                    reduction, label_smoothing=opts["label_smoothing"])
+                gscale = 3.0 if weight is None else 7.0
+                if reduction == "mean":
+                    norm = n if target_kind == "prob" else float(
+                        np.sum(np.where(y != -100, 1.0 if weight is None else
+                                        weight[np.where(y != -100, y, 0)], 0.0)))
+                    if norm:  # else every row is ignored: a zero gradient
+                        gref, gscale = gref / norm, gscale / norm
+                if not specials:
+                    check_close(rows(grad), gref, dtype, gscale, "gradient")
+        if reduction == "none":
+            assert got.dtype == f32 and got.shape == (n,)
+        else:
+            assert type(got) is np.float32
+            norm = float(np.sum(y != -100)) if y.dtype.kind in "iu" else n
+            sc = sc.sum() / (max(norm, 1) if reduction == "mean" else 1)
+        call = getattr(cecore, fn)
+        call_opts = {key: v for key, v in opts.items()}
+        compare(got, lambda: call(upcast(xl), upcast(y), **call_opts), want, f32, sc, fn)
+    elif fn == "bce_with_logits":
+        t = rng.random((n, k)).astype(draw(st.sampled_from([np.float64, np.float32, dtype])))
+        pos_weight = rng.uniform(0.5, 2.0, k) if draw(st.booleans()) else None
+        weight = rng.uniform(0.5, 2.0, (n, k)) if draw(st.booleans()) else None
+        reduction = draw(st.sampled_from(["mean", "sum", "none"]))
+        return_grad = draw(st.booleans())
+        xb = x if axis == -1 else x  # elementwise: any layout of the same shape
+        xb = _half_layout(x, "strided")[0] if draw(st.booleans()) else xb
+        opts = dict(weight=weight, pos_weight=pos_weight, reduction=reduction)
+        result = cecore.binary_cross_entropy_with_logits(xb, t, return_grad=return_grad,
+                                                         n_threads=n_threads, **opts)
+        got, grad = result if return_grad else (result, None)
+        # the kernels compute in float32: targets and weights rounded to it
+        t32, w32, p32 = (None if v is None else np.asarray(v, np.float32).astype(np.float64)
+                         for v in (t, weight, pos_weight))
+        want = _reference.binary_cross_entropy_with_logits(xf, t32, weight=w32, pos_weight=p32,
+                                                    reduction=reduction)
+        elem = 4.0 * (np.where(np.isfinite(xf), np.abs(xf), 0.0) + 2)
+        sc = elem if reduction == "none" else elem.sum() / (xf.size if reduction == "mean"
+                                                            else 1)
+        assert (got.dtype if reduction == "none" else type(got)) in (f32, np.float32)
+        compare(got, lambda: cecore.binary_cross_entropy_with_logits(
+            upcast(xb), upcast(t), **opts), want, f32, sc, fn)
+        if grad is not None:
+            assert grad.dtype == dtype and grad.shape == (n, k)
+            gref = _reference.binary_cross_entropy_with_logits_grad(xf, t32, weight=w32,
+                                                             pos_weight=p32,
+                                                             reduction=reduction)
+            if not specials:
+                check_close(grad, gref, dtype, 8.0 / (xf.size if reduction == "mean" else 1),
+                            "gradient")
+    elif fn in ("entropy", "kl_divergence"):
+        with np.errstate(invalid="ignore", under="ignore"):
+            p = np.exp(xf - ref_lse(xf)[:, None]).astype(dtype)  # 16-bit probabilities
+        q = rng.dirichlet(np.ones(k), n).astype(draw(st.sampled_from([dtype, np.float32])))
+        base = draw(st.sampled_from([None, 2]))
+        pl = _half_layout(p, "axis0")[0] if axis == 0 else p
+        ql = np.ascontiguousarray(q.T) if axis == 0 else q
+        if fn == "entropy":
+            got = cecore.entropy(pl, axis=axis, base=base, n_threads=n_threads)
+        else:
+            got = cecore.kl_divergence(pl, ql, axis=axis, base=base, n_threads=n_threads)
+        assert got.dtype == f32 and got.shape == (n,)
+        pf, qf = _float(p), _float(q)
+        with np.errstate(all="ignore"):  # NaN rows (specials): compared with float32
+            want = _reference.entropy(pf, base=base) if fn == "entropy" else \
+                _reference.kl_divergence(pf, qf, base=base)
+            sc = np.nansum(pf * (1 + np.abs(np.log(np.where(pf > 0, pf, 1)))
+                                 + np.abs(np.log(np.where(qf > 0, qf, 1)))), axis=1) * 2
+        compare(got, lambda: getattr(cecore, fn)(*[upcast(a) for a in (
+            (pl,) if fn == "entropy" else (pl, ql))], axis=axis, base=base), want, f32, sc, fn)
+    else:
+        y = rng.integers(0, k, n)
+        y[rng.random(n) < 0.2] = -100
+        smoothing = draw(st.sampled_from([0.0, 0.1]))
+        ev = cecore.Evaluator(axis=axis, topk=(1, 3), label_smoothing=smoothing,
+                              n_threads=n_threads)
+        ev32 = cecore.Evaluator(axis=axis, topk=(1, 3), label_smoothing=smoothing)
+        cut = draw(st.integers(0, n))
+        for lo, hi in ((0, cut), (cut, n)):
+            part = xl[lo:hi] if axis == -1 else xl[:, lo:hi]
+            ev.update(part, y[lo:hi])
+            ev32.update(upcast(part), y[lo:hi])
+        got, got32 = ev.result(), ev32.result()
+        assert got["count"] == int(np.sum(y != -100)) == got32["count"]
+        if not specials:
+            losses, wsum = ref_cross_entropy_index(xf, y, None, smoothing, -100)
+            check_close(got["loss"], _divide(losses.sum(), wsum), f32,
+                        _divide(scale.sum() * k, wsum) if wsum else np.inf, "evaluator")
+        # top-k counts: the upcast values, the same ranks
+        for key in got:
+            if key.startswith("accuracy"):
+                assert got[key] == got32[key] or (np.isnan(got[key]) and np.isnan(got32[key])), key
+        check_close(got["loss"], got32["loss"], f32, abs(got32["loss"]) if np.isfinite(
+            got32["loss"]) else 1.0, "evaluator vs float32")

@@ -6,16 +6,22 @@
   returns (gradients included), is either read-only - which must be accepted
   - or checksummed before and after the call. The only documented exception
   is ``out=logits`` with return_grad (in-place gradient), not exercised here.
+  Floating arguments are also passed as bfloat16 and float16 (the kernels
+  read 16-bit logits natively, through a uint16 view of the caller's buffer),
+  contiguous, strided and read-only.
 """
 
 import hashlib
 import itertools
 import sys
 
+import ml_dtypes
 import numpy as np
 import pytest
 
 import cecore
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
 
 
 def _rss_bytes():
@@ -53,6 +59,7 @@ def _small_calls():
         lambda: cecore.logsumexp(x32),
         lambda: cecore.log_softmax(x64, axis=0),
         lambda: cecore.softmax(x32.astype(np.float16)),
+        lambda: cecore.cross_entropy(x32.astype(BF16), y, return_grad=True),
         lambda: cecore.cross_entropy(x32, y),
         lambda: cecore.cross_entropy(x64, y, weight=w, label_smoothing=0.1, reduction="none"),
         lambda: cecore.cross_entropy(x64, t, return_grad=True),
@@ -101,7 +108,8 @@ def _digest(value):
 
 
 def _variants(a):
-    """The array as given, read-only, Fortran-ordered, strided, float16/big-endian."""
+    """The array as given, read-only, Fortran-ordered, strided, big-endian, and as
+    bfloat16 and float16 (contiguous, strided, read-only)."""
     out = {"plain": a}
     ro = a.copy()
     ro.setflags(write=False)
@@ -113,8 +121,16 @@ def _variants(a):
         out["strided"] = buf[:, ::2]
     if a.dtype.kind == "f":
         out["big-endian"] = a.astype(a.dtype.newbyteorder(">"))
-        if a.dtype == np.float32:
-            out["float16"] = a.astype(np.float16)
+        for half in (np.dtype(np.float16), BF16):
+            h = a.astype(half)
+            out[half.name] = h
+            ro = h.copy()
+            ro.setflags(write=False)
+            out[f"{half.name} read-only"] = ro
+            if a.ndim == 2:
+                buf = np.zeros((a.shape[0], 2 * a.shape[1]), dtype=half)
+                buf[:, ::2] = h
+                out[f"{half.name} strided"] = buf[:, ::2]
     return out
 
 

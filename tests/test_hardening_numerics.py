@@ -16,6 +16,16 @@ same-signed terms, and ``sum |terms|`` (the condition number of the sum) for
 entropy, cross_entropy_pq and kl_divergence, which equals |exact| whenever all
 terms share a sign (normalised p, q).
 
+16-bit input (bfloat16, float16; README "16-bit input"): the kernels upcast the
+values exactly and compute in float32, so every reduction (losses with any
+reduction, "none" included, logsumexp, the divergences) is a float32 result
+held to the float32 bound against the exact value of the 16-bit input, and
+log_softmax and softmax, whose results are rounded once to the input's type,
+are held to half an ulp of that type plus float32's error (with the same
+floors: within one ulp, and rounding, not truncation), and with
+``dtype=np.float32`` to the float32 bound. Small case families keep these
+rows to a few seconds (few distinct 16-bit values: cheap references).
+
 ``BOUNDS`` holds the asserted bound of each (function, dtype), a small margin
 above the maximum measured over all cases; ``python
 tests/test_hardening_numerics.py`` prints the measured table (README,
@@ -28,6 +38,7 @@ import sys
 import time
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -41,7 +52,19 @@ import cecore  # noqa: E402
 mpf = mpmath.mpf
 PREC = 160
 DTYPES = (np.float32, np.float64)
+BF16, F16 = np.dtype(ml_dtypes.bfloat16), np.dtype(np.float16)
+HALVES = (BF16, F16)  # 16-bit input: float32 reductions, elementwise results rounded to it
 INF = math.inf
+
+
+def _finfo(dtype):
+    """np.finfo, which does not know bfloat16 (NumPy kind 'V')."""
+    return ml_dtypes.finfo(dtype) if np.dtype(dtype) == BF16 else np.finfo(dtype)
+
+
+def _reduced(dtype):
+    """The dtype of reductions of ``dtype`` input: float32 for 16-bit input."""
+    return np.dtype(np.float32) if np.dtype(dtype) in HALVES else np.dtype(dtype)
 
 # ---------------------------------------------------------------------------
 # exact references (mpmath), kept as double-doubles (hi, lo)
@@ -292,7 +315,7 @@ def ulp_errors(got, hi, lo, dtype, floor):
     hi = np.asarray(hi, dtype=np.float64).reshape(-1)
     lo = np.asarray(lo, dtype=np.float64).reshape(-1)
     floor = np.broadcast_to(np.asarray(floor, dtype=np.float64), hi.shape)
-    finfo = np.finfo(dtype)
+    finfo = _finfo(dtype)
     scale = np.minimum(np.maximum(np.abs(hi), floor), float(finfo.max))
     with np.errstate(over="ignore"):
         ulp = np.spacing(scale.astype(dtype)).astype(np.float64)
@@ -308,7 +331,7 @@ def ulp_errors(got, hi, lo, dtype, floor):
 
 
 def _floor_tiny(dtype):
-    return float(np.finfo(dtype).tiny)
+    return float(_finfo(dtype).tiny)
 
 
 # ---------------------------------------------------------------------------
@@ -464,6 +487,86 @@ def bce_prob_cases(dtype, seed=3):
     return [(name, _as(dtype, p), _as(dtype, t)) for name, p, t in cases]
 
 
+def half_logit_cases(dtype, seed=10):
+    """Logits for 16-bit input: the block (K <= 32, 17 rows: a 16-row block and its
+    remainder) and row paths, -inf masks, an outlier, the type's extremes, softmax
+    tails into the 16-bit subnormal range."""
+    rng = np.random.default_rng(seed)
+    f = _finfo(dtype)
+    cases = []
+    for k in (1, 5, 31, 33, 100):
+        for s in (1.0, 8.0):
+            cases.append((f"normal K={k} x{s:g}", rng.standard_normal((17, k)) * s))
+    cases.append(("normal K=1000 x8", rng.standard_normal((2, 1000)) * 8))
+    for c in (0.0, -30.0):
+        cases.append((f"all equal {c:g} K=33", np.full((17, 33), c)))
+    x = rng.standard_normal((17, 33))
+    x[np.arange(17), rng.integers(0, 33, 17)] = 60.0
+    cases.append(("one dominant outlier +60", x))
+    x = rng.standard_normal((17, 40)) * 4
+    x[rng.random(x.shape) < 0.6] = -INF
+    x[np.arange(17), rng.integers(0, 40, 17)] = rng.standard_normal(17)
+    cases.append(("-inf masks K=40", x))
+    x = np.full((17, 9), -float(f.max))
+    x[:, 3] = 0.5
+    cases.append(("huge negative entries", x))
+    lo_tail = 110.0 if dtype == BF16 else 20.0  # exp(-20) is below float16's subnormals
+    x = -rng.random((17, 40)) * lo_tail
+    x[:, 0] = 0.0
+    cases.append(("tails into the subnormal range", x))
+    return [(name, _as(dtype, a)) for name, a in cases]
+
+
+def half_prob_cases(dtype, seed=11):
+    rng = np.random.default_rng(seed)
+    f = _finfo(dtype)
+    cases = []
+    for k, n in ((5, 13), (33, 13), (1000, 2)):
+        cases.append((f"dirichlet K={k}", rng.dirichlet(np.ones(k), n),
+                      rng.dirichlet(np.ones(k), n)))
+    p = rng.dirichlet(np.ones(20), 13)
+    p[rng.random(p.shape) < 0.4] = 0.0
+    cases.append(("zeros (0 log 0)", p, rng.dirichlet(np.ones(20), 13)))
+    p = rng.integers(1, 50, (13, 16)) * float(f.smallest_subnormal)
+    p[:, 0] = 0.5
+    cases.append(("subnormal p", p, rng.dirichlet(np.ones(16), 13)))
+    p = rng.dirichlet(np.ones(30), 13)
+    cases.append(("q close to p", p, p * (1 + rng.standard_normal(p.shape) * 1e-2)))
+    return [(name, _as(dtype, p), _as(dtype, q)) for name, p, q in cases]
+
+
+def half_bce_logit_cases(dtype, seed=12):
+    rng = np.random.default_rng(seed)
+    f = _finfo(dtype)
+    special = np.array([0.0, 1e-3, -1e-3, 15.0, -15.0, 33.0, -33.0, 100.0, -100.0, 1e4,
+                        -1e4, float(f.max) / 8, -float(f.max) / 8, float(f.tiny),
+                        float(f.smallest_subnormal) * 3, 88.0, -88.0])
+    x = rng.standard_normal((17, 40)) * 8
+    x2 = np.tile(special, (4, 1))
+    t2 = np.repeat(np.array([0.0, 1.0, 0.5, 0.25]), special.size).reshape(4, -1)
+    cases = [("normal x8", x, rng.random(x.shape)),
+             ("normal x8, t in {0, 1}", x, (rng.random(x.shape) < 0.5) * 1.0),
+             ("extreme logits", x2, t2)]
+    return [(name, _as(dtype, x), _as(dtype, t)) for name, x, t in cases]
+
+
+def half_bce_prob_cases(dtype, seed=13):
+    rng = np.random.default_rng(seed)
+    f = _finfo(dtype)
+    eps = float(f.eps)
+    special = np.array([0.0, 1.0, float(f.tiny), float(f.smallest_subnormal) * 3, eps,
+                        eps / 2, 1 - eps / 2, 0.5, 0.999, 1e-3])
+    p = rng.random((17, 40))
+    cases = [("uniform", p, rng.random(p.shape)),
+             ("extreme probabilities", np.tile(special, (3, 1)),
+              np.repeat(np.array([0.0, 1.0, 0.5]), special.size).reshape(3, -1))]
+    return [(name, _as(dtype, p), _as(dtype, t)) for name, p, t in cases]
+
+
+HALF_FAMILIES = {logit_cases: half_logit_cases, prob_cases: half_prob_cases,
+                 bce_logit_cases: half_bce_logit_cases, bce_prob_cases: half_bce_prob_cases}
+
+
 # ---------------------------------------------------------------------------
 # measurements: each returns a list of (case name, max error in ulps)
 
@@ -487,16 +590,22 @@ class Errors:
     """Worst errors of one case: elementwise (or per row) and of reduced results."""
 
     def __init__(self, dtype, floor):
-        self.dtype, self.floor = dtype, floor
+        """``dtype``: the results' dtype (asserted), in whose ulps errors are measured."""
+        self.dtype, self.floor = np.dtype(dtype), floor
         self.elementwise = 0.0
         self.reduction = float("nan")
 
+    def _check_dtype(self, got):
+        assert np.asarray(got).dtype == self.dtype, (np.asarray(got).dtype, self.dtype)
+
     def values(self, got, hi, lo, floor=None):
+        self._check_dtype(got)
         floor = self.floor if floor is None else floor
         self.elementwise = max(self.elementwise,
                                ulp_errors(got, hi, lo, self.dtype, floor).max())
 
     def scalar(self, got, exact):
+        self._check_dtype(got)
         hi, lo = _dd([exact])
         err = float(ulp_errors([got], hi, lo, self.dtype, self.floor)[0])
         self.reduction = err if math.isnan(self.reduction) else max(self.reduction, err)
@@ -505,7 +614,7 @@ class Errors:
 def measure_logsumexp(dtype, cases):
     out = []
     for name, x in cases:
-        e = Errors(dtype, 1.0)
+        e = Errors(_reduced(dtype), 1.0)
         e.values(cecore.logsumexp(x), *ref_logsumexp(x))
         out.append((name, e))
     return out
@@ -516,6 +625,9 @@ def measure_log_softmax(dtype, cases):
     for name, x in cases:
         e = Errors(dtype, 1.0)
         e.values(cecore.log_softmax(x), *ref_log_softmax(x))
+        if np.dtype(dtype) in HALVES:  # measured apart: the float32 result of dtype=float32
+            e.as_float32 = Errors(np.float32, 1.0)
+            e.as_float32.values(cecore.log_softmax(x, dtype=np.float32), *ref_log_softmax(x))
         out.append((name, e))
     return out
 
@@ -525,6 +637,9 @@ def measure_softmax(dtype, cases):
     for name, x in cases:
         e = Errors(dtype, _floor_tiny(dtype))
         e.values(cecore.softmax(x), *ref_softmax(x))
+        if np.dtype(dtype) in HALVES:
+            e.as_float32 = Errors(np.float32, _floor_tiny(np.float32))
+            e.as_float32.values(cecore.softmax(x, dtype=np.float32), *ref_softmax(x))
         out.append((name, e))
     return out
 
@@ -560,7 +675,7 @@ def measure_cross_entropy_index(dtype, cases):
         n, k = x.shape
         y = _class_targets(rng, n, k)
         w = _few_values(rng, k, 0.5, 1.5)
-        e = Errors(dtype, 1.0)
+        e = Errors(_reduced(dtype), 1.0)
         for weight, eps in _ce_options(x, dtype, w):
             losses, wsum = ref_ce_index(x, y, weight, eps)
             opts = dict(weight=weight, label_smoothing=eps)
@@ -583,7 +698,7 @@ def measure_cross_entropy_prob(dtype, cases):
             t[rng.random(t.shape) < 0.3] = 0.0
         t = _as(dtype, t)
         w = _few_values(rng, x.shape[1], 0.5, 1.5)
-        e = Errors(dtype, 1.0)
+        e = Errors(_reduced(dtype), 1.0)
         for weight, eps in _ce_options(x, dtype, w):
             losses = ref_ce_prob(x, t, weight, eps)
             opts = dict(weight=weight, label_smoothing=eps)
@@ -602,7 +717,7 @@ def measure_nll_loss(dtype, cases):
         lp = -np.abs(x)  # log-probabilities: <= 0 (and -inf where x is +-inf)
         y = _class_targets(rng, n, k)
         w = _few_values(rng, k, 0.5, 1.5)
-        e = Errors(dtype, _floor_tiny(dtype))
+        e = Errors(_reduced(dtype), _floor_tiny(_reduced(dtype)))
         for weight in (None, w):
             losses, wsum = ref_nll(lp, y, weight)
             e.values(cecore.nll_loss(lp, y, weight=weight, reduction="none"), *_dd(losses))
@@ -613,7 +728,7 @@ def measure_nll_loss(dtype, cases):
 
 
 def _bce_measure(dtype, x, t, weights, call, reference):
-    e = Errors(dtype, _floor_tiny(dtype))
+    e = Errors(_reduced(dtype), _floor_tiny(_reduced(dtype)))
     for kw in weights:
         full = {key: np.broadcast_to(v, x.shape).reshape(-1) for key, v in kw.items()}
         exact = reference(x.reshape(-1), t.reshape(-1), **full)
@@ -661,7 +776,7 @@ def _measure_divergence(kind, dtype, cases):
     for name, p, q in cases:
         rng = np.random.default_rng(8)
         measure = _few_values(rng, p.shape[1], 0.25, 1.25)
-        e = Errors(dtype, None)
+        e = Errors(_reduced(dtype), None)
         for base, meas in ((None, None), (2, None), (None, measure), (None, 0.125)):
             values, conds = ref_divergence(kind, p, p if kind == "entropy" else q, meas, base)
             args = (p,) if kind == "entropy" else (p, q)
@@ -759,6 +874,30 @@ def test_error_bound(function, dtype):
     bounds = BOUNDS[(function, dtype)]
     bad = _exceeding(measure(function, dtype), bounds)
     assert not bad, f"{function} {np.dtype(dtype).name} exceeds {bounds} ulp: {bad}"
+
+
+def _half_bounds(function):
+    """16-bit input: the float32 bounds for reductions (float32 results); for
+    log_softmax and softmax, rounded once from float32, half an ulp of the 16-bit
+    type plus float32's error (at most 80 float32 ulps: 0.01 of a float16 ulp) -
+    within one ulp, and tight enough that truncating instead of rounding fails."""
+    if function in ("log_softmax", "softmax"):
+        return (0.51, None)
+    return BOUNDS[(function, np.float32)]
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("function", list(FUNCTIONS))
+def test_error_bound_16bit_input(function, dtype):
+    results = measure(function, dtype, HALF_FAMILIES[FUNCTIONS[function][1]])
+    bounds = _half_bounds(function)
+    bad = _exceeding(results, bounds)
+    assert not bad, f"{function} {dtype.name} input exceeds {bounds} ulp: {bad}"
+    if function in ("log_softmax", "softmax"):  # dtype=np.float32: the float32 bound
+        as32 = [(name, e.as_float32) for name, e in results]
+        bounds = BOUNDS[(function, np.float32)]
+        bad = _exceeding(as32, bounds)
+        assert not bad, f"{function} {dtype.name} input, dtype=float32: {bounds} ulp: {bad}"
 
 
 # ---------------------------------------------------------------------------
