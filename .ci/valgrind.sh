@@ -32,9 +32,9 @@ export PYTHONPATH="$work"  # the scratch build, not an installed cecore
 vg=(valgrind --tool=memcheck --error-exitcode=1 --track-origins=yes --num-callers=30
     --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite)
 
-echo "== suppressions for the interpreter, NumPy and module import"
+echo "== suppressions for the interpreter, NumPy, ml_dtypes (bfloat16) and module import"
 "${vg[@]}" --gen-suppressions=all --log-file="$work/baseline.log" \
-    "$python" -c "import numpy, cecore" || true
+    "$python" -c "import numpy, ml_dtypes, cecore" || true
 # keep only the suppression blocks ({ ... }) of that log
 awk '/^\{/{keep=1} keep{print} /^\}/{keep=0}' "$work/baseline.log" > "$work/python.supp"
 echo "   $(grep -c '^{' "$work/python.supp" || true) suppression(s) generated"
