@@ -78,6 +78,7 @@ cdef struct RowStats:
     double lse
     double entropy
     double sumsq      # sum_j p_j^2
+    double top        # the top-1 probability 1 / S (NaN for special rows)
     Py_ssize_t above  # #{j : z_j > z_y}
     Py_ssize_t equal  # #{j : z_j == z_y}
     Py_ssize_t at     # where to look for the first maximum
@@ -99,6 +100,7 @@ cdef inline void _row_stats(const floating *x, Py_ssize_t k, Py_ssize_t y,
     st.logsum = NAN
     st.entropy = NAN
     st.sumsq = NAN
+    st.top = NAN
     if m != m:
         st.m = m
         st.lse = NAN
@@ -126,6 +128,7 @@ cdef inline void _row_stats(const floating *x, Py_ssize_t k, Py_ssize_t y,
     st.lse = m / temperature + st.logsum
     st.entropy = st.logsum - res[2] / s
     st.sumsq = res[3] / (s * s)
+    st.top = 1.0 / s
 
 
 cdef inline double _logprob(const floating *x, Py_ssize_t j, const RowStats *st,
@@ -526,7 +529,7 @@ cdef void _eval_block(const floating *x, const target_t *target, const Layout *l
         rank = _rank(xr, k, y, &st)
         for i in range(ntopk):
             counts[1 + i] += rank < topk[i]
-        conf = exp(-st.logsum)    # the top-1 probability 1 / S
+        conf = st.top
         if conf != conf:
             nb = N_BINS
         else:

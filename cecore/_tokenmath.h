@@ -174,9 +174,10 @@ CEC_INLINE double cec_tok_moments_f64_body(const double *x, cec_intp n, double m
  */
 CEC_ATTR_AVX512 static inline void cec_tok_step_f32_avx512(
     const float *x, __mmask16 k, __m512 vm, __m512 vs, __m512 vv, __m512 *a0, __m512 *a2,
-    __m512 *a3, cec_intp *ties, cec_intp *gt, cec_intp *eqv)
+    __m512 *a3, __m512i *ties, __m512i *gt, __m512i *eqv)
 {
     const __m512 lo = _mm512_set1_ps(-128.0f);
+    const __m512i one = _mm512_set1_epi32(1);
     __m512 xv = _mm512_maskz_loadu_ps(k, x);
     /* max(lo, d) returns d when d is NaN (MAXPS returns its second operand) */
     __m512 d = _mm512_max_ps(lo, _mm512_mul_ps(_mm512_sub_ps(xv, vm), vs));
@@ -185,9 +186,11 @@ CEC_ATTR_AVX512 static inline void cec_tok_step_f32_avx512(
     *a0 = _mm512_mask_add_ps(*a0, (__mmask16)(k & ~tie), *a0, e);
     *a2 = _mm512_fmadd_ps(d, e, *a2);
     *a3 = _mm512_fmadd_ps(e, e, *a3);
-    *ties += _mm_popcnt_u32(tie);
-    *gt += _mm_popcnt_u32(_mm512_mask_cmp_ps_mask(k, xv, vv, _CMP_GT_OQ));
-    *eqv += _mm_popcnt_u32(_mm512_mask_cmp_ps_mask(k, xv, vv, _CMP_EQ_OQ));
+    /* counts in int lanes, reduced once at the end */
+    *ties = _mm512_mask_add_epi32(*ties, tie, *ties, one);
+    *gt = _mm512_mask_add_epi32(*gt, _mm512_mask_cmp_ps_mask(k, xv, vv, _CMP_GT_OQ), *gt, one);
+    *eqv = _mm512_mask_add_epi32(*eqv, _mm512_mask_cmp_ps_mask(k, xv, vv, _CMP_EQ_OQ), *eqv,
+                                 one);
 }
 
 CEC_ATTR_AVX512 static double cec_tok_moments_f32_avx512(const float *x, cec_intp n, float m,
@@ -196,9 +199,11 @@ CEC_ATTR_AVX512 static double cec_tok_moments_f32_avx512(const float *x, cec_int
     const __m512 vm = _mm512_set1_ps(m), vs = _mm512_set1_ps(scale), vv = _mm512_set1_ps(v);
     const char *ahead = (const char *)(x + n);
     __m512 a0 = _mm512_setzero_ps(), a2 = a0, a3 = a0;
+    __m512i ties = _mm512_setzero_si512(), gt = ties, eqv = ties;
     double rest = 0.0, dsum = 0.0, sq = 0.0;
-    cec_intp ties = 0, gt = 0, eqv = 0, i = 0;
+    cec_intp i = 0;
     int steps = 0;
+    /* n <= 4096 per call (cec_tok_row's chunks): int lanes cannot overflow */
     for (; i + 16 <= n; i += 16) {
         _mm_prefetch(ahead + 4 * i, _MM_HINT_T0);
         cec_tok_step_f32_avx512(x + i, (__mmask16)0xffff, vm, vs, vv, &a0, &a2, &a3, &ties,
@@ -216,11 +221,11 @@ CEC_ATTR_AVX512 static double cec_tok_moments_f32_avx512(const float *x, cec_int
                                 &ties, &gt, &eqv);
     }
     res[0] = rest + cec_sum16_avx512(a0);
-    res[1] = (double)ties;
+    res[1] = (double)_mm512_reduce_add_epi32(ties);
     res[2] = dsum + cec_sum16_avx512(a2);
     res[3] = sq + cec_sum16_avx512(a3);
-    res[4] = (double)gt;
-    res[5] = (double)eqv;
+    res[4] = (double)_mm512_reduce_add_epi32(gt);
+    res[5] = (double)_mm512_reduce_add_epi32(eqv);
     return res[0];
 }
 

@@ -304,3 +304,44 @@ def test_tokenstats_pickles(rng):
     again = pickle.loads(pickle.dumps(stats))
     assert type(again) is cecore.TokenStats
     np.testing.assert_array_equal(again.topk_indices, stats.topk_indices)
+
+
+# ---------------------------------------------------------------- losses with shift=True
+
+
+@pytest.mark.parametrize("options", [{}, {"weight": "w", "label_smoothing": 0.2},
+                                     {"ignore_index": 3}])
+def test_cross_entropy_shift_equals_slicing_by_hand(rng, options):
+    z, t = make(rng, (3, 7), 40, np.float64)
+    if options.get("weight") == "w":
+        options = {**options, "weight": rng.random(40) + 0.5}
+    if "ignore_index" in options:
+        t[t == -100] = 3
+    sliced = (z[:, :-1], t[:, 1:])
+    for reduction in ("none", "sum", "mean"):
+        got = cecore.cross_entropy(z, t, shift=True, reduction=reduction, **options)
+        want = cecore.cross_entropy(*sliced, reduction=reduction, **options)
+        np.testing.assert_allclose(got, want, rtol=1e-13)
+        assert np.shape(got) == np.shape(want)
+        loss, grad = cecore.cross_entropy(z, t, shift=True, reduction=reduction,
+                                          return_grad=True, **options)
+        want_loss, want_grad = cecore.cross_entropy(*sliced, reduction=reduction,
+                                                    return_grad=True, **options)
+        np.testing.assert_allclose(loss, want_loss, rtol=1e-13)
+        assert grad.shape == z.shape and grad.dtype == z.dtype
+        np.testing.assert_allclose(grad[:, :-1], want_grad, rtol=1e-13, atol=1e-16)
+        assert not grad[:, -1].any()
+    out = np.full_like(z, 7.0)
+    _, got = cecore.cross_entropy(z, t, shift=True, return_grad=True, out=out, **options)
+    assert got is out and not out[:, -1].any()
+    lp = _reference.log_softmax(z)
+    nll_options = {k: v for k, v in options.items() if k != "label_smoothing"}
+    np.testing.assert_allclose(cecore.nll_loss(lp, t, shift=True, **nll_options),
+                               cecore.nll_loss(lp[:, :-1], t[:, 1:], **nll_options), rtol=1e-13)
+
+
+def test_cross_entropy_shift_float32_is_identical_per_position(rng):
+    z, t = make(rng, (2, 50), 100)
+    np.testing.assert_array_equal(
+        cecore.cross_entropy(z, t, shift=True, reduction="none"),
+        cecore.cross_entropy(z[:, :-1], t[:, 1:], reduction="none"))
