@@ -44,6 +44,14 @@ cdef extern from "_tokenmath.h" nogil:
     float cec_tok_row_f32(const float *x, Py_ssize_t n, float scale, float v, double *res)
     double cec_tok_row_f64(const double *x, Py_ssize_t n, double scale, double v,
                            double *res)
+    ctypedef struct cec_tok_topk_f32_t:
+        float *bv
+        int64_t *bi
+        Py_ssize_t kk
+        Py_ssize_t held
+        float thr
+    float cec_tok_row_topk_f32(const float *x, Py_ssize_t n, float scale, float v,
+                               double *res, cec_tok_topk_f32_t *t, int *done)
     Py_ssize_t cec_tok_count_f32(const float *x, Py_ssize_t n, float v, int strict)
     Py_ssize_t cec_tok_count_f64(const double *x, Py_ssize_t n, double v, int strict)
     Py_ssize_t cec_tok_find_f32(const float *x, Py_ssize_t n, float v, int strict)
@@ -87,15 +95,21 @@ cdef struct RowStats:
 
 cdef inline void _row_stats(const floating *x, Py_ssize_t k, Py_ssize_t y,
                             double temperature, floating scale, RowStats *st) noexcept nogil:
-    cdef double res[7]
+    cdef double res[8]
     cdef floating m
-    cdef double s
-    cdef Py_ssize_t j
-    cdef floating a
     if floating is float:
         m = cec_tok_row_f32(x, k, scale, _at(x, y), res)
     else:
         m = cec_tok_row_f64(x, k, scale, _at(x, y), res)
+    _finish_stats(x, k, m, res, temperature, st)
+
+
+cdef inline void _finish_stats(const floating *x, Py_ssize_t k, floating m, const double *res,
+                               double temperature, RowStats *st) noexcept nogil:
+    """RowStats from the row pass's maximum m and sums res (see cec_tok_row)."""
+    cdef double s
+    cdef Py_ssize_t j
+    cdef floating a
     st.special = True
     st.logsum = NAN
     st.entropy = NAN
@@ -315,10 +329,19 @@ cdef void _topk_sorted(const floating *x, Py_ssize_t k, Py_ssize_t kk, const Row
             if _above(v, j, bv[kk - 1], bi[kk - 1]):
                 _insert_sorted(bv, bi, kk, kk, v, j)
     else:
+        # no NaN: (v, j) with j above every index held ranks above exactly the
+        # entries with a smaller value
         thr = bv[kk - 1]
         j = _find(x + kk, k - kk, thr, True) + kk
         while j < k:
-            _insert_sorted(bv, bi, kk, kk, _at(x, j), j)
+            v = _at(x, j)
+            i = kk - 1
+            while i > 0 and v > bv[i - 1]:
+                bv[i] = bv[i - 1]
+                bi[i] = bi[i - 1]
+                i -= 1
+            bv[i] = v
+            bi[i] = j
             thr = bv[kk - 1]
             j = _find(x + j + 1, k - j - 1, thr, True) + j + 1
     for i in range(kk):
@@ -363,6 +386,10 @@ cdef void _token_block(const floating *x, const target_t *target, const Layout *
     cdef Py_ssize_t r, y, i, rank, am
     cdef const floating *xr
     cdef RowStats st
+    cdef cec_tok_topk_f32_t tk
+    cdef double res[8]
+    cdef int done
+    cdef floating m
     for r in range(r0, r1):
         y = target[_t_offset(lay, r)]
         if y == ignore_index or y < 0 or y >= k:
@@ -381,7 +408,19 @@ cdef void _token_block(const floating *x, const target_t *target, const Layout *
                 o.topk_lp[r * kk + i] = 0.0
             continue
         xr = x + _x_offset(lay, r)
-        _row_stats(xr, k, y, temperature, scale, &st)
+        done = 0
+        if floating is float:
+            if 0 < kk <= TOPK_SORTED:
+                # the AVX-512 row pass keeps the top-k itself (done = 1)
+                tk.bv = hv
+                tk.bi = hi
+                tk.kk = kk
+                m = cec_tok_row_topk_f32(xr, k, scale, _at(xr, y), res, &tk, &done)
+                _finish_stats(xr, k, m, res, temperature, &st)
+            else:
+                _row_stats(xr, k, y, temperature, scale, &st)
+        else:
+            _row_stats(xr, k, y, temperature, scale, &st)
         o.logprob[r] = _logprob(xr, y, &st, temperature)
         if o.lse == NULL:  # sequence_logprob: log-probability and greedy flag only
             o.greedy[r] = _rank(xr, k, y, &st) == 0
@@ -393,7 +432,10 @@ cdef void _token_block(const floating *x, const target_t *target, const Layout *
         o.rank[r] = rank
         o.greedy[r] = rank == 0
         if kk > 0:
-            if kk <= TOPK_SORTED:
+            if done and not st.special and res[7] == 0:
+                for i in range(kk):
+                    o.topk_idx[r * kk + i] = hi[i]
+            elif kk <= TOPK_SORTED:
                 _topk_sorted(xr, k, kk, &st, hv, hi, o.topk_idx + r * kk)
             else:
                 _topk(xr, k, kk, &st, hv, hi, o.topk_idx + r * kk)

@@ -165,7 +165,46 @@ CEC_INLINE double cec_tok_moments_f64_body(const double *x, cec_intp n, double m
 #define CEC_TOK_DISPATCH_BASE_AVX2 CEC_TOK_DISPATCH
 #endif
 
+/*
+ * A float32 row's top-k, kept while the row pass runs (AVX-512 only): bv/bi
+ * hold `held` <= kk candidates best first; an element enters when it is above
+ * thr (the last candidate's value) or while fewer than kk are held. Compares
+ * are those of a row without NaN (larger first, ties to the lower index, as
+ * indices only grow); a row with a NaN is redone by the caller.
+ */
+typedef struct {
+    float *bv;
+    int64_t *bi;
+    cec_intp kk;
+    cec_intp held;
+    float thr;
+} cec_tok_topk_f32_t;
+
 #if CEC_HAVE_X86_DISPATCH
+CEC_INLINE void cec_tok_topk_insert_f32(cec_tok_topk_f32_t *t, float v, cec_intp j)
+{
+    cec_intp i;
+    if (t->held < t->kk) {
+        i = t->held++;
+    }
+    else {
+        if (!(v > t->thr)) {
+            return;
+        }
+        i = t->kk - 1;
+    }
+    while (i > 0 && v > t->bv[i - 1]) {
+        t->bv[i] = t->bv[i - 1];
+        t->bi[i] = t->bi[i - 1];
+        i--;
+    }
+    t->bv[i] = v;
+    t->bi[i] = j;
+    if (t->held == t->kk) {
+        t->thr = t->bv[t->kk - 1];
+    }
+}
+
 /*
  * cec_tok_moments for float32 on AVX-512, by hand (GCC's vectorisation of the
  * portable body costs ~1.6x row_sumexp): same contract and partial sums (16
@@ -174,7 +213,8 @@ CEC_INLINE double cec_tok_moments_f64_body(const double *x, cec_intp n, double m
  */
 CEC_ATTR_AVX512 static inline void cec_tok_step_f32_avx512(
     const float *x, __mmask16 k, __m512 vm, __m512 vs, __m512 vv, __m512 *a0, __m512 *a2,
-    __m512 *a3, __m512i *ties, __m512i *gt, __m512i *eqv)
+    __m512 *a3, __m512i *ties, __m512i *gt, __m512i *eqv, cec_tok_topk_f32_t *t,
+    cec_intp base)
 {
     const __m512 lo = _mm512_set1_ps(-128.0f);
     const __m512i one = _mm512_set1_epi32(1);
@@ -191,10 +231,20 @@ CEC_ATTR_AVX512 static inline void cec_tok_step_f32_avx512(
     *gt = _mm512_mask_add_epi32(*gt, _mm512_mask_cmp_ps_mask(k, xv, vv, _CMP_GT_OQ), *gt, one);
     *eqv = _mm512_mask_add_epi32(*eqv, _mm512_mask_cmp_ps_mask(k, xv, vv, _CMP_EQ_OQ), *eqv,
                                  one);
+    if (t != NULL) {
+        __mmask16 h = t->held < t->kk
+                          ? k : _mm512_mask_cmp_ps_mask(k, xv, _mm512_set1_ps(t->thr), _CMP_GT_OQ);
+        while (h) {
+            int b = __builtin_ctz((unsigned)h);
+            h &= (__mmask16)(h - 1);
+            cec_tok_topk_insert_f32(t, x[b], base + b);
+        }
+    }
 }
 
-CEC_ATTR_AVX512 static double cec_tok_moments_f32_avx512(const float *x, cec_intp n, float m,
-                                                         float scale, float v, double *res)
+CEC_ATTR_AVX512 static double cec_tok_moments_topk_f32_avx512(
+    const float *x, cec_intp n, float m, float scale, float v, double *res,
+    cec_tok_topk_f32_t *t, cec_intp base)
 {
     const __m512 vm = _mm512_set1_ps(m), vs = _mm512_set1_ps(scale), vv = _mm512_set1_ps(v);
     const char *ahead = (const char *)(x + n);
@@ -207,7 +257,7 @@ CEC_ATTR_AVX512 static double cec_tok_moments_f32_avx512(const float *x, cec_int
     for (; i + 16 <= n; i += 16) {
         _mm_prefetch(ahead + 4 * i, _MM_HINT_T0);
         cec_tok_step_f32_avx512(x + i, (__mmask16)0xffff, vm, vs, vv, &a0, &a2, &a3, &ties,
-                                &gt, &eqv);
+                                &gt, &eqv, t, base + i);
         if (++steps == 16) {
             rest += cec_sum16_avx512(a0);
             dsum += cec_sum16_avx512(a2);
@@ -218,7 +268,7 @@ CEC_ATTR_AVX512 static double cec_tok_moments_f32_avx512(const float *x, cec_int
     }
     if (i < n) {
         cec_tok_step_f32_avx512(x + i, cec_tail_mask16(n - i), vm, vs, vv, &a0, &a2, &a3,
-                                &ties, &gt, &eqv);
+                                &ties, &gt, &eqv, t, base + i);
     }
     res[0] = rest + cec_sum16_avx512(a0);
     res[1] = (double)_mm512_reduce_add_epi32(ties);
@@ -227,6 +277,12 @@ CEC_ATTR_AVX512 static double cec_tok_moments_f32_avx512(const float *x, cec_int
     res[4] = (double)_mm512_reduce_add_epi32(gt);
     res[5] = (double)_mm512_reduce_add_epi32(eqv);
     return res[0];
+}
+
+CEC_ATTR_AVX512 static double cec_tok_moments_f32_avx512(const float *x, cec_intp n, float m,
+                                                         float scale, float v, double *res)
+{
+    return cec_tok_moments_topk_f32_avx512(x, n, m, scale, v, res, NULL, 0);
 }
 
 /* cec_tok_find for float32 on AVX-512, by hand: 64 compares per step into masks. */
@@ -275,17 +331,22 @@ CEC_TOK_DISPATCH(cec_intp, find, f64, (const double *x, cec_intp n, double v, in
  * When a chunk raises the maximum from m to m', the sums so far are rescaled
  * with delta = (m - m') scale: rest' = (rest + ties) e^delta, ties' = 0,
  * D' = e^delta (D + delta (rest + ties)), Q' = e^{2 delta} Q. res[6] is the
- * start of the chunk holding the first occurrence of m. res is only
+ * start of the chunk holding the first occurrence of m; res[7] is 1 if a chunk
+ * was skipped (all -inf or NaN while the maximum was -inf). res is only
  * meaningful for a finite m (a +inf maximum returns at once); a NaN makes
  * res[0] NaN (also in a chunk skipped while the maximum was -inf).
  */
+#define COMMA_TOPK , cec_tok_topk_f32_t *t
 #define CEC_TOK_ROW(T, SFX)                                                              \
-    static T cec_tok_row_##SFX(const T *x, cec_intp n, T scale, T v, double *res)        \
+    CEC_TOK_ROW_(T, SFX, cec_tok_row_##SFX, , cec_tok_moments_##SFX(x + c, len, m, scale, v, r))
+#define CEC_TOK_ROW_(T, SFX, NAME, EXTRA, MOMENTS)                                       \
+    static T NAME(const T *x, cec_intp n, T scale, T v, double *res EXTRA)               \
     {                                                                                    \
         const cec_intp chunk = 4096;                                                     \
         T m = -INFINITY;                                                                 \
         double rest = 0.0, ties = 0.0, dsum = 0.0, sq = 0.0, gt = 0.0, eqv = 0.0, r[6];  \
         cec_intp at = 0;                                                                 \
+        double skipped = 0.0;                                                            \
         for (cec_intp c = 0; c < n; c += chunk) {                                        \
             cec_intp len = n - c < chunk ? n - c : chunk;                                \
             T cm = cec_ops_##SFX.row_max(x + c, len);                                    \
@@ -305,7 +366,7 @@ CEC_TOK_DISPATCH(cec_intp, find, f64, (const double *x, cec_intp n, double v, in
                 return m;                                                                \
             }                                                                            \
             if (m != -INFINITY) {                                                        \
-                cec_tok_moments_##SFX(x + c, len, m, scale, v, r);                       \
+                MOMENTS;                                                                 \
                 rest += r[0];                                                            \
                 ties += r[1];                                                            \
                 dsum += r[2];                                                            \
@@ -318,6 +379,7 @@ CEC_TOK_DISPATCH(cec_intp, find, f64, (const double *x, cec_intp n, double v, in
                     if (x[i] != x[i]) rest = NAN;                                        \
                 }                                                                        \
                 eqv += v == -INFINITY ? (double)len : 0.0;                               \
+                skipped = 1.0;                                                           \
             }                                                                            \
         }                                                                                \
         res[0] = rest;                                                                   \
@@ -327,10 +389,37 @@ CEC_TOK_DISPATCH(cec_intp, find, f64, (const double *x, cec_intp n, double v, in
         res[4] = gt;                                                                     \
         res[5] = eqv;                                                                    \
         res[6] = (double)at;                                                             \
+        res[7] = skipped;                                                                \
         return m;                                                                        \
     }
 
 CEC_TOK_ROW(float, f32)
 CEC_TOK_ROW(double, f64)
+
+#if CEC_HAVE_X86_DISPATCH
+/* cec_tok_row_f32 keeping the top-k in *t as it goes (AVX-512 only) */
+CEC_TOK_ROW_(float, f32, cec_tok_row_topk_f32_avx512, COMMA_TOPK,
+             cec_tok_moments_topk_f32_avx512(x + c, len, m, scale, v, r, t, c))
+#endif
+
+/*
+ * cec_tok_row_f32, and the row's top-k into *t when the AVX-512 kernels are in
+ * use (returns 1) or 0 (the caller computes the top-k itself). A row with a
+ * NaN, or whose maximum is not finite, needs the caller's NaN-aware top-k.
+ */
+static float cec_tok_row_topk_f32(const float *x, cec_intp n, float scale, float v,
+                                  double *res, cec_tok_topk_f32_t *t, int *done)
+{
+#if CEC_HAVE_X86_DISPATCH
+    if (cec_simd_level == CEC_SIMD_AVX512) {
+        t->held = 0;
+        t->thr = -INFINITY;
+        *done = 1;
+        return cec_tok_row_topk_f32_avx512(x, n, scale, v, res, t);
+    }
+#endif
+    *done = 0;
+    return cec_tok_row_f32(x, n, scale, v, res);
+}
 
 #endif /* CECORE_TOKENMATH_H */

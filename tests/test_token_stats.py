@@ -345,3 +345,21 @@ def test_cross_entropy_shift_float32_is_identical_per_position(rng):
     np.testing.assert_array_equal(
         cecore.cross_entropy(z, t, shift=True, reduction="none"),
         cecore.cross_entropy(z[:, :-1], t[:, 1:], reduction="none"))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_topk_of_long_rows_with_masks_and_nan(rng, dtype):
+    k = 10000
+    z = rng.standard_normal((6, k)).astype(dtype)
+    z[0, :9000] = -np.inf            # a skipped all -inf chunk; fewer finite than topk
+    z[0, 9000:] = -np.inf
+    z[0, [9500, 9990]] = 1.0
+    z[1, :] = -np.inf                # all -inf: the top-k are the first indices
+    z[2, 7000] = np.nan              # NaN in a later chunk: NaN first
+    z[3, ::2] = -np.inf
+    z[4] = np.round(z[4])            # ties across chunks
+    t = np.array([9500, 3, 7000, 1, 5, 0])
+    for topk in (1, 5, 20, 128, 200):
+        got = cecore.token_stats(z, t, topk=topk)
+        assert_stats(got, _reference.token_stats(z, t, topk=topk), 2e-6, topk)
+    assert got.topk_indices[0, :4].tolist() == [9500, 9990, 0, 1]
