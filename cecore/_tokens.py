@@ -186,9 +186,10 @@ def token_stats(logits, target, *, axis=-1, ignore_index=-100, shift=False, temp
     * with ``topk = k > 0``: the k top classes and their log-probabilities,
       best first, in that order.
 
-    One kernel reads each row once from memory (its maximum, then one SIMD
-    pass over the cache-hot row for the sums of ``e^d``, ``d e^d``; a
-    counting scan for the rank; a k-entry heap for the top-k); no (N, V)
+    One kernel reads each row once from memory (chunks of 4,096 elements: the
+    chunk's maximum, then one SIMD pass over the L1-hot chunk for the sums of
+    ``e^d``, ``d e^d`` and the target's rank counts; the top-k in a sorted
+    k-entry buffer, fed from the same pass or a threshold scan); no (N, V)
     array is formed. Results are identical for any ``n_threads``.
 
     Special rows: a row with a NaN has NaN ``logprob``, ``lse`` and
