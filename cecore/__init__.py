@@ -16,12 +16,14 @@ from cecore._losses import (
     nll_loss,
 )
 from cecore._softmax import log_softmax, logsumexp, softmax
+from cecore._tokens import TokenStats, sequence_logprob, token_stats
 from cecore._version import __version__
 
 _init_dispatch()
 
 __all__ = [
     "Evaluator",
+    "TokenStats",
     "__version__",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
@@ -33,6 +35,8 @@ __all__ = [
     "log_softmax",
     "logsumexp",
     "nll_loss",
+    "sequence_logprob",
     "show_config",
     "softmax",
+    "token_stats",
 ]

@@ -3,7 +3,7 @@
 import os
 import sys
 
-from cecore import _binary_kernels, _eval_kernels, _openmp, _softmax_kernels
+from cecore import _binary_kernels, _openmp, _softmax_kernels, _token_kernels
 from cecore._threads import default_n_threads
 from cecore._version import __version__
 
@@ -25,7 +25,7 @@ def init_dispatch():
     requested = _requested_simd_level()
     level = _softmax_kernels.dispatch_init(requested)
     _binary_kernels.dispatch_init(requested)
-    _eval_kernels.dispatch_init(requested)
+    _token_kernels.dispatch_init(requested)
     return SIMD_LEVELS[level]
 
 

@@ -5,6 +5,7 @@ import numpy as np
 
 from cecore import _binary_kernels, _softmax_kernels
 from cecore._threads import resolve_n_threads, run_kernel
+from cecore._tokens import token_layout
 from cecore._validation import (
     aligned,
     as_float_array,
@@ -64,6 +65,7 @@ def cross_entropy(
     n_threads=None,
     return_grad=False,
     out=None,
+    shift=False,
 ):
     r"""Cross-entropy between softmax(logits) and targets, fused and stable.
 
@@ -114,6 +116,13 @@ def cross_entropy(
     out : numpy.ndarray, optional
         With ``return_grad``: receives the gradient; must have ``logits``'
         shape and dtype. It may be ``logits`` itself to save memory.
+    shift : bool, default False
+        Next-token prediction (class-index targets): logits ``(..., T, V)``
+        with the class axis last and targets ``(..., T)``; logits at position
+        ``t < T - 1`` are scored against target ``t + 1``, read in place (no
+        copy of either array; one kernel call per sequence). ``"none"``
+        returns ``(..., T - 1)``; the gradient has the logits' full shape,
+        0 at the last position.
 
     Returns
     -------
@@ -142,6 +151,7 @@ def cross_entropy(
     0.66996
     """
     if (weight is None and n_threads is None and return_grad is False and out is None
+            and shift is False
             and type(axis) is int and axis in (-1, 1) and type(ignore_index) is int
             and ignore_index == -100 and type(label_smoothing) is float
             and label_smoothing == 0.0 and type(reduction) is str and reduction == "mean"):
@@ -149,6 +159,11 @@ def cross_entropy(
         loss = _softmax_kernels.ce_index_fast(logits, target)
         if loss is not None:
             return loss
+    if check_bool(shift, "shift"):
+        return _shifted(_softmax_kernels.ce_index_loss, logits, target, axis, weight,
+                        ignore_index, reduction, n_threads, "logits",
+                        (check_fraction(label_smoothing, "label_smoothing"),),
+                        check_bool(return_grad, "return_grad"), out)
     rows, batch_shape, axis, in_dtype = logits_rows(logits, axis, "logits")
     n, k = rows.shape
     reduction = check_reduction(reduction)
@@ -284,7 +299,7 @@ def _gradient_buffer(wanted, out, rows, inputs, shape, axis, in_dtype):
 
 def nll_loss(
     log_probs, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean",
-    n_threads=None,
+    n_threads=None, shift=False,
 ):
     r"""Negative log-likelihood of class indices under given log-probabilities.
 
@@ -295,7 +310,7 @@ def nll_loss(
     logits to fuse both steps).
 
     Parameters and returns are those of :func:`cross_entropy` with class-index
-    targets (no ``label_smoothing``).
+    targets (no ``label_smoothing``, no gradient), ``shift`` included.
 
     Examples
     --------
@@ -304,6 +319,9 @@ def nll_loss(
     >>> round(float(cecore.nll_loss(lp, np.array([1]))), 6)
     1.386294
     """
+    if check_bool(shift, "shift"):
+        return _shifted(_softmax_kernels.nll_loss, log_probs, target, axis, weight,
+                        ignore_index, reduction, n_threads, "log_probs", None, False, None)
     rows, batch_shape, axis, _ = logits_rows(log_probs, axis, "log_probs")
     n, k = rows.shape
     reduction = check_reduction(reduction)
@@ -317,6 +335,68 @@ def nll_loss(
     if bad >= 0:
         raise_bad_target(t, bad, k, ignore_index)
     return _reduce(total, weight_sum, per_row, reduction, batch_shape, _result_dtype(rows))
+
+
+def _shifted(kernel, x, target, axis, weight, ignore_index, reduction, n_threads, name,
+             smoothing, return_grad, out):
+    """cross_entropy / nll_loss with shift=True: one kernel call per sequence on the
+    views x[s, :-1] and target[s, 1:] (no copies), sums added in sequence order.
+
+    ``smoothing``: (label_smoothing,) for ce_index_loss, None for nll_loss.
+    """
+    reduction = check_reduction(reduction)
+    ignore_index = check_int(ignore_index, "ignore_index")
+    lay = token_layout(x, target, axis, True, ignore_index, name)
+    rows, targets = lay.rows, lay.targets
+    n_seq, length, k = rows.shape
+    w = class_weight(weight, k)
+    resolve_n_threads(n_threads, rows.size)
+    counted = targets != ignore_index
+    bad = np.flatnonzero(counted & ((targets < 0) | (targets >= k)))
+    if bad.size:
+        lay.raise_bad(int(bad[0]), ignore_index)
+    dtype = rows.dtype  # of the gradient; per-row losses in the compute type
+    result_dtype = _result_dtype(rows)
+    per_row = np.zeros((n_seq, length), result_dtype) if reduction == "none" else None
+    logits_shape = lay.positions[:-1] + (length + 1, k)
+    grad = np.zeros((n_seq, length + 1, k), dtype) if return_grad else None
+    if out is not None and not return_grad:
+        raise ValueError("out is only used with return_grad=True")
+    scale = 1.0
+    if return_grad and reduction == "mean":
+        scale = divide(1.0, np.sum(w[targets[counted]]) if w.size else np.count_nonzero(counted))
+    total = weight_sum = 0.0
+    for s in range(n_seq):
+        t_s = targets[s]
+        if not t_s.flags.c_contiguous:
+            t_s = np.ascontiguousarray(t_s)
+        out_s = per_row[s] if per_row is not None else _NO_PER_ROW[result_dtype]
+        x_s, half = kernel_array(rows[s])
+        if smoothing is None:
+            args = (x_s, half, t_s, w, ignore_index, out_s)
+        else:
+            grad_s = grad[s, :-1] if grad is not None else np.empty((0, 0), dtype)
+            args = (x_s, half, t_s, w, ignore_index, smoothing[0], scale,
+                    kernel_array(grad_s)[0], out_s)
+        loss, wsum, _ = run_kernel(kernel, n_threads, rows[s].size, *args)
+        total += loss
+        weight_sum += wsum
+    if reduction == "none":
+        loss = per_row.reshape(lay.positions)
+    else:
+        loss = _reduce(total, weight_sum, None, reduction, None, result_dtype)
+    if not return_grad:
+        return loss
+    grad = cast(grad.reshape(logits_shape), lay.in_dtype)
+    if out is None:
+        return loss, grad
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
+    if out.shape != logits_shape or out.dtype != lay.in_dtype or not out.flags.writeable:
+        raise ValueError(f"out must be a writeable array of the logits' shape {logits_shape} "
+                         f"and dtype {lay.in_dtype}")
+    np.copyto(out, grad)
+    return loss, out
 
 
 # Elements per kernel block; weights repeat with a period that divides it.

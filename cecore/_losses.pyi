@@ -16,7 +16,7 @@ def cross_entropy(
     weight: npt.ArrayLike | None = None, ignore_index: SupportsIndex = -100,
     label_smoothing: float = 0.0, reduction: Literal["mean", "sum"] = "mean",
     n_threads: SupportsIndex | None = None, return_grad: Literal[False] = False,
-    out: None = None,
+    out: None = None, shift: bool = False,
 ) -> _Scalar: ...
 @overload
 def cross_entropy(
@@ -24,7 +24,7 @@ def cross_entropy(
     weight: npt.ArrayLike | None = None, ignore_index: SupportsIndex = -100,
     label_smoothing: float = 0.0, reduction: Literal["none"],
     n_threads: SupportsIndex | None = None, return_grad: Literal[False] = False,
-    out: None = None,
+    out: None = None, shift: bool = False,
 ) -> _Array: ...
 @overload
 def cross_entropy(
@@ -32,7 +32,7 @@ def cross_entropy(
     weight: npt.ArrayLike | None = None, ignore_index: SupportsIndex = -100,
     label_smoothing: float = 0.0, reduction: Literal["mean", "sum"] = "mean",
     n_threads: SupportsIndex | None = None, return_grad: Literal[True],
-    out: _Array | None = None,
+    out: _Array | None = None, shift: bool = False,
 ) -> tuple[_Scalar, _Array]: ...
 @overload
 def cross_entropy(
@@ -40,7 +40,7 @@ def cross_entropy(
     weight: npt.ArrayLike | None = None, ignore_index: SupportsIndex = -100,
     label_smoothing: float = 0.0, reduction: Literal["none"],
     n_threads: SupportsIndex | None = None, return_grad: Literal[True],
-    out: _Array | None = None,
+    out: _Array | None = None, shift: bool = False,
 ) -> tuple[_Array, _Array]: ...
 @overload
 def cross_entropy(
@@ -48,25 +48,26 @@ def cross_entropy(
     weight: npt.ArrayLike | None = None, ignore_index: SupportsIndex = -100,
     label_smoothing: float = 0.0, reduction: _Reduction = "mean",
     n_threads: SupportsIndex | None = None, return_grad: bool = False,
-    out: _Array | None = None,
+    out: _Array | None = None, shift: bool = False,
 ) -> _Scalar | _Array | tuple[_Scalar | _Array, _Array]: ...
 @overload
 def nll_loss(
     log_probs: npt.ArrayLike, target: npt.ArrayLike, *, axis: SupportsIndex = -1,
     weight: npt.ArrayLike | None = None, ignore_index: SupportsIndex = -100,
     reduction: Literal["mean", "sum"] = "mean", n_threads: SupportsIndex | None = None,
+    shift: bool = False,
 ) -> _Scalar: ...
 @overload
 def nll_loss(
     log_probs: npt.ArrayLike, target: npt.ArrayLike, *, axis: SupportsIndex = -1,
     weight: npt.ArrayLike | None = None, ignore_index: SupportsIndex = -100,
-    reduction: Literal["none"], n_threads: SupportsIndex | None = None,
+    reduction: Literal["none"], n_threads: SupportsIndex | None = None, shift: bool = False,
 ) -> _Array: ...
 @overload
 def nll_loss(
     log_probs: npt.ArrayLike, target: npt.ArrayLike, *, axis: SupportsIndex = -1,
     weight: npt.ArrayLike | None = None, ignore_index: SupportsIndex = -100,
-    reduction: _Reduction = "mean", n_threads: SupportsIndex | None = None,
+    reduction: _Reduction = "mean", n_threads: SupportsIndex | None = None, shift: bool = False,
 ) -> _Scalar | _Array: ...
 @overload
 def binary_cross_entropy_with_logits(

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Row machinery shared by the kernel modules (_softmax_kernels, _eval_kernels).
+"""Row machinery shared by the kernel modules (_softmax_kernels, _token_kernels).
 
 Per-thread scratch space, the log-sum-exp of a block of rows (split as shift +
 logsum, see row_lse in _rowmath_impl.h) and the class-index cross-entropy of

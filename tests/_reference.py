@@ -286,3 +286,99 @@ def binary_cross_entropy_with_logits_grad(logits, target, weight=None, pos_weigh
     if reduction == "mean":
         g = g / max(g.size, 1) if g.size else g
     return g
+
+
+# --------------------------------------------------------------------------
+# per-token statistics (cecore.token_stats, sequence_logprob, Evaluator extras)
+
+
+def ranks(logits, target):
+    """rank = #{j : z_j > z_y} + #{j < y : z_j == z_y} per row (last axis), NaN above
+    every number; ``target`` must be valid class indices."""
+    x = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(target).astype(np.int64)
+    xy = np.take_along_axis(x, y[..., None], axis=-1)
+    before = np.arange(x.shape[-1]) < y[..., None]
+    nan, y_nan = np.isnan(x), np.isnan(xy)
+    greater = (x > xy) | (nan & ~y_nan)
+    tie = (x == xy) | (nan & y_nan)
+    return np.sum(greater | (tie & before), axis=-1)
+
+
+def order(logits):
+    """Class indices of each row (last axis) best first: NaN first, then larger, then
+    lower index (the argmax/top-k order)."""
+    x = np.asarray(logits, dtype=np.float64)
+    idx = np.broadcast_to(np.arange(x.shape[-1]), x.shape)
+    key = np.where(np.isnan(x), 0.0, -x)
+    return np.lexsort((idx, key, ~np.isnan(x)), axis=-1)
+
+
+def token_stats(logits, target, ignore_index=-100, temperature=1.0, topk=0):
+    """token_stats's fields (float64) for logits (..., V) and targets (...), from
+    log_softmax / softmax of z / T; ignored positions as documented."""
+    z = _f64(logits)
+    t = np.asarray(target).astype(np.int64)
+    mask = t != ignore_index
+    safe = np.where(mask, t, 0)
+    x = z / temperature
+    lp = log_softmax(x, -1)
+    p = softmax(x, -1)
+    lse = logsumexp(x, -1)
+    with np.errstate(invalid="ignore"):
+        ent = -np.sum(np.where(p == 0, 0.0, p * lp), axis=-1)
+    # special rows (NaN, +inf, all -inf): NaN log-probabilities and entropy
+    m = np.max(np.where(np.isnan(z), -np.inf, z), axis=-1)
+    special = np.isnan(z).any(-1) | ~np.isfinite(m)
+    # a +inf logit (and no NaN): lse = +inf, as cecore.logsumexp
+    lse = np.where((m == np.inf) & ~np.isnan(z).any(-1), np.inf, lse)
+    lp = np.where(special[..., None], np.nan, lp)
+    ent = np.where(special, np.nan, ent)
+    ords = order(z)
+    rank = ranks(z, safe)
+    out = {
+        "logprob": np.where(mask, np.take_along_axis(lp, safe[..., None], -1)[..., 0], 0.0),
+        "lse": np.where(mask, lse, 0.0),
+        "entropy": np.where(mask, ent, 0.0),
+        "argmax": np.where(mask, ords[..., 0], -1),
+        "rank": np.where(mask, rank, -1),
+        "is_greedy": mask & (rank == 0),
+        "mask": mask,
+    }
+    if topk:
+        idx = ords[..., :topk]
+        out["topk_indices"] = np.where(mask[..., None], idx, -1)
+        out["topk_logprobs"] = np.where(mask[..., None], np.take_along_axis(lp, idx, -1), 0.0)
+    return out
+
+
+def calibration_error(confidence, correct, n_bins=15):
+    """Guo et al. (2017) ECE: bins (b/n, (b+1)/n], sum_b |B_b|/n |acc(B_b) - conf(B_b)|,
+    computed directly bin by bin (with the bin of c being ceil(n c) - 1)."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=bool)
+    bins = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    total = 0.0
+    for b in range(n_bins):
+        sel = bins == b
+        if sel.any():
+            total += sel.sum() / conf.size * abs(correct[sel].mean() - conf[sel].mean())
+    return total
+
+
+def evaluator_extras(logits, target, ignore_index=-100, temperature=1.0):
+    """entropy, brier and ece of the counted rows of 2-D logits, from the definitions."""
+    z = _f64(logits)
+    t = np.asarray(target)
+    keep = t != ignore_index
+    z, t = z[keep], t[keep]
+    p = softmax(z / temperature, -1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -np.sum(np.where(p == 0, 0.0, p * np.log(p)), axis=-1)
+    onehot = np.eye(z.shape[-1])[t]
+    brier = np.sum((p - onehot) ** 2, axis=-1)
+    conf = p.max(axis=-1)
+    correct = ranks(z, t) == 0
+    n = len(t)
+    return {"entropy": ent.mean() if n else math.nan, "brier": brier.mean() if n else math.nan,
+            "ece": calibration_error(conf, correct) if n else math.nan}

@@ -79,7 +79,8 @@ def test_options(tmp_path, capsys, rng):
                    "--topk", "5,1,2", "--threads", "2", "--batch-rows", "100")
     want = evaluator_result(logits, target, ignore_index=3, label_smoothing=0.2, topk=(1, 2, 5))
     assert_metrics_equal(got, want, rtol=1e-12, other_keys=True)
-    assert list(got)[-5:] == ["perplexity", "accuracy@1", "accuracy@2", "accuracy@5", "count"]
+    assert list(got)[-8:] == ["perplexity", "accuracy@1", "accuracy@2", "accuracy@5", "entropy",
+                              "brier", "ece", "count"]
 
 
 def test_thread_count_does_not_change_the_result(tmp_path, capsys, rng):

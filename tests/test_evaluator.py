@@ -46,6 +46,7 @@ def reference_result(logits, target, *, weight=None, ignore_index=-100, label_sm
                 "perplexity": math.exp(loss)}
     for k in topk:
         expected[f"accuracy@{k}"] = np.sum(ranks < k) / count if count else math.nan
+    expected.update(_reference.evaluator_extras(logits, target, ignore_index=ignore_index))
     expected["count"] = count
     return expected
 
@@ -56,7 +57,8 @@ def assert_result_close(got, expected, rtol):
         if key.startswith("accuracy") or key == "count":
             assert got[key] == value or (math.isnan(value) and math.isnan(got[key])), key
         else:
-            np.testing.assert_allclose(got[key], value, rtol=rtol, err_msg=key)
+            atol = 1e-12 if key in ("ece", "entropy", "brier") else 0
+            np.testing.assert_allclose(got[key], value, rtol=rtol, atol=atol, err_msg=key)
 
 
 def make_data(rng, n, k, dtype=np.float32, ignore_fraction=0.1, boost=4.0):
@@ -267,14 +269,16 @@ def test_result_keys_and_units():
     assert ev.topk == (1, 5)
     ev.update(np.log(np.array([[0.5, 0.25, 0.25]])), np.array([1]))
     result = ev.result()
-    assert list(result) == ["loss", "bits", "perplexity", "accuracy@1", "accuracy@5", "count"]
+    assert list(result) == ["loss", "bits", "perplexity", "accuracy@1", "accuracy@5", "entropy",
+                            "brier", "ece", "count"]
     assert result["loss"] == pytest.approx(math.log(4), rel=1e-15)
     assert result["bits"] == pytest.approx(2.0, rel=1e-15)
     assert result["perplexity"] == pytest.approx(4.0, rel=1e-15)
     assert result["accuracy@1"] == 0.0 and result["accuracy@5"] == 1.0
     no_accuracy = cecore.Evaluator(topk=())
     no_accuracy.update(np.zeros((2, 3)), np.array([0, 1]))
-    assert list(no_accuracy.result()) == ["loss", "bits", "perplexity", "count"]
+    assert list(no_accuracy.result()) == ["loss", "bits", "perplexity", "entropy", "brier",
+                                          "ece", "count"]
 
 
 def test_perplexity_overflows_to_inf():
@@ -365,3 +369,139 @@ def test_bad_batches(logits, target, options, error, match):
 def test_exported():
     assert "Evaluator" in cecore.__all__
     assert repr(cecore.Evaluator(topk=(1, 5))).startswith("Evaluator(count=0")
+
+
+# ---------------------------------------------------------------- extended metrics
+
+
+def test_entropy_brier_ece_match_direct_implementations(rng):
+    logits, target = make_data(rng, 3000, 50, np.float64)
+    ev = cecore.Evaluator()
+    ev.update(logits, target)
+    got = ev.result()
+    keep = target != -100
+    p = _reference.softmax(logits[keep])
+    conf, correct = p.max(1), p.argmax(1) == target[keep]
+    assert got["ece"] == pytest.approx(_reference.calibration_error(conf, correct), rel=1e-12)
+    assert got["brier"] == pytest.approx(
+        np.mean(np.sum((p - np.eye(50)[target[keep]]) ** 2, axis=1)), rel=1e-12)
+    assert got["entropy"] == pytest.approx(np.mean(-np.sum(p * np.log(p), axis=1)), rel=1e-12)
+    cal = ev.calibration()
+    bins = np.clip(np.ceil(conf * 15).astype(int) - 1, 0, 14)
+    assert cal["count"] == np.bincount(bins, minlength=15).tolist()
+    for b in range(15):
+        sel = bins == b
+        if sel.any():
+            assert cal["confidence"][b] == pytest.approx(conf[sel].mean(), rel=1e-12)
+            assert cal["accuracy"][b] == pytest.approx(correct[sel].mean(), rel=1e-12)
+        else:
+            assert math.isnan(cal["confidence"][b]) and math.isnan(cal["accuracy"][b])
+    assert cal["edges"][0] == pytest.approx(1 / 15) and cal["edges"][-1] == 1.0
+
+
+def test_ece_is_nan_with_a_nan_confidence():
+    ev = cecore.Evaluator()
+    ev.update(np.array([[0.0, np.nan], [1.0, 0.0]]), np.array([0, 0]))
+    assert math.isnan(ev.result()["ece"]) and sum(ev.calibration()["count"]) == 1
+
+
+def test_temperature(rng):
+    logits, target = make_data(rng, 500, 30, np.float64)
+    ev = cecore.Evaluator(temperature=2.5, topk=(1, 3), label_smoothing=0.1)
+    ev.update(logits, target)
+    expected = reference_result(logits / 2.5, target, topk=(1, 3), label_smoothing=0.1)
+    assert_result_close(ev.result(), expected, rtol=1e-11)
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        cecore.Evaluator(temperature=0)
+
+
+@pytest.mark.parametrize("k", [40, 3000])
+def test_shift_equals_slicing_by_hand(rng, k):
+    logits = rng.standard_normal((3, 20, k)).astype(np.float32)
+    target = rng.integers(0, k, (3, 20))
+    shifted = cecore.Evaluator(shift=True, topk=(1, 5))
+    shifted.update(logits, target, n_bytes=100)
+    by_hand = cecore.Evaluator(topk=(1, 5))
+    by_hand.update(logits[:, :-1], target[:, 1:], n_bytes=100)
+    assert shifted.result() == pytest.approx(by_hand.result(), rel=1e-12)
+    assert shifted.count == 3 * 19
+
+
+def test_bits_per_byte_on_a_small_corpus(rng):
+    # three "documents" with known UTF-8 byte and word counts
+    docs = ["héllo wörld", "a b c", "naïve café au lait"]
+    n_bytes = [len(d.encode("utf-8")) for d in docs]
+    n_words = [len(d.split()) for d in docs]
+    batches = [make_data(rng, 7 + i, 20, np.float64) for i in range(3)]
+    ev = cecore.Evaluator()
+    for (logits, target), b, w in zip(batches, n_bytes, n_words, strict=True):
+        ev.update(logits, target, n_bytes=b, n_words=w)
+    nll = sum(_reference.cross_entropy(x, t, reduction="sum") for x, t in batches)
+    got = ev.result()
+    assert got["bits_per_byte"] == pytest.approx(nll / (math.log(2) * sum(n_bytes)), rel=1e-12)
+    assert got["byte_perplexity"] == pytest.approx(math.exp(nll / sum(n_bytes)), rel=1e-12)
+    assert got["word_perplexity"] == pytest.approx(math.exp(nll / sum(n_words)), rel=1e-12)
+    only_bytes = cecore.Evaluator()
+    only_bytes.update(*batches[0], n_bytes=5)
+    assert "bits_per_byte" in only_bytes.result() and "word_perplexity" not in only_bytes.result()
+    assert "bits_per_byte" not in cecore.Evaluator().result()
+
+
+def test_bytes_for_some_batches_only(rng):
+    ev = cecore.Evaluator()
+    logits, target = make_data(rng, 10, 5)
+    ev.update(logits, target, n_bytes=30)
+    ev.update(logits, target)
+    with pytest.raises(ValueError, match="n_bytes was given for 1 of 2 batches"):
+        ev.result()
+    merged = cecore.Evaluator()
+    merged.update(logits, target, n_words=3)
+    merged.merge(cecore.Evaluator())  # no batches: nothing to disagree with
+    assert merged.result()["word_perplexity"] > 0
+    other = cecore.Evaluator()
+    other.update(logits, target)
+    with pytest.raises(ValueError, match="n_words was given for 1 of 2 batches"):
+        merged.merge(other).result()
+
+
+@pytest.mark.parametrize("options", [{"weight": np.ones(5)}, {"label_smoothing": 0.1}])
+def test_bytes_need_the_plain_loss(rng, options):
+    logits, target = make_data(rng, 10, 5)
+    ev = cecore.Evaluator(**options)
+    with pytest.raises(ValueError, match="not with weight or label_smoothing"):
+        ev.update(logits, target, n_bytes=10)
+    assert ev.count == 0
+    for bad, error in ((-1, ValueError), (1.5, TypeError)):
+        with pytest.raises(error, match="n_bytes"):
+            cecore.Evaluator().update(logits, target, n_bytes=bad)
+
+
+def test_new_metrics_stream_merge_and_pickle(rng):
+    logits, target = make_data(rng, 4000, 300, np.float32)
+    one_shot = cecore.Evaluator(topk=(1, 5))
+    one_shot.update(logits, target, n_bytes=12345, n_words=2345)
+    streamed = cecore.Evaluator(topk=(1, 5))
+    parts = [cecore.Evaluator(topk=(1, 5)) for _ in range(3)]
+    bounds = [0, 1, 777, 2000, 2001, 3999, 4000]
+    sizes = np.diff(bounds)
+    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        nb, nw = int(12345 * sizes[i] // 4000), int(2345 * sizes[i] // 4000)
+        if i == len(sizes) - 1:
+            nb, nw = 12345 - int(sum(12345 * sizes[:-1] // 4000)), \
+                2345 - int(sum(2345 * sizes[:-1] // 4000))
+        streamed.update(logits[a:b], target[a:b], n_bytes=nb, n_words=nw)
+        parts[i % 3].update(logits[a:b], target[a:b], n_bytes=nb, n_words=nw)
+    parts = [pickle.loads(pickle.dumps(p)) for p in parts]
+    merged = parts[0].merge(parts[1]).merge(parts[2])
+    want = one_shot.result()
+    for got in (streamed.result(), merged.result()):
+        assert got.keys() == want.keys()
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-12, err_msg=key)
+        assert got.keys() >= {"entropy", "brier", "ece", "bits_per_byte", "word_perplexity"}
+    for got in (streamed, merged):
+        assert got.calibration()["count"] == one_shot.calibration()["count"]
+    with pytest.raises(ValueError, match="different options"):
+        cecore.Evaluator().merge(cecore.Evaluator(temperature=2.0))
+    with pytest.raises(ValueError, match="different options"):
+        cecore.Evaluator().merge(cecore.Evaluator(shift=True))

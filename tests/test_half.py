@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import cecore
-from cecore import _binary_kernels, _config, _eval_kernels, _softmax_kernels
+from cecore import _binary_kernels, _config, _softmax_kernels, _token_kernels
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
@@ -36,7 +36,7 @@ def _supported_levels():
 def simd(request):
     """Run the test with the kernels of one SIMD level, then restore the default."""
     level = _config.SIMD_LEVELS.index(request.param)
-    for module in (_softmax_kernels, _binary_kernels, _eval_kernels):
+    for module in (_softmax_kernels, _binary_kernels, _token_kernels):
         module.dispatch_init(level)
     yield request.param
     _config.init_dispatch()
@@ -374,3 +374,36 @@ print("ok")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+@pytest.mark.parametrize("dtype", HALVES)
+@pytest.mark.parametrize("shift", [False, True])
+def test_token_statistics_equal_float32_on_upcast_values(simd, dtype, shift, rng):
+    """token_stats, sequence_logprob, the Evaluator's new metrics and shifted losses:
+    16-bit rows are staged one at a time as float32, so the results are float32's."""
+    x = _logits(rng, (3, 40, 70), dtype)
+    y = rng.integers(0, 70, (3, 40))
+    y[:, :4] = -100
+    x32 = _up(x)
+    got, want = cecore.token_stats(x, y, topk=4, shift=shift), \
+        cecore.token_stats(x32, y, topk=4, shift=shift)
+    assert got.logprob.dtype == np.float32
+    for field in got._fields:
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
+    for a, b in zip(cecore.sequence_logprob(x, y, shift=shift),
+                    cecore.sequence_logprob(x32, y, shift=shift), strict=True):
+        np.testing.assert_array_equal(a, b)
+    ev, ev32 = cecore.Evaluator(topk=(1, 5), shift=shift), cecore.Evaluator(topk=(1, 5),
+                                                                            shift=shift)
+    ev.update(x, y, n_bytes=1000)
+    ev32.update(x32, y, n_bytes=1000)
+    assert ev.result() == ev32.result()
+    if shift:
+        loss, grad = cecore.cross_entropy(x, y, shift=True, return_grad=True)
+        loss32, grad32 = cecore.cross_entropy(x32, y, shift=True, return_grad=True)
+        assert loss.dtype == np.float32 and grad.dtype == dtype and grad.shape == x.shape
+        _assert_f32_close(loss, loss32)
+        assert _within_an_ulp(grad, grad32, dtype)
+        lp = cecore.log_softmax(x)
+        _assert_f32_close(cecore.nll_loss(lp, y, shift=True),
+                          cecore.nll_loss(_up(lp), y, shift=True))

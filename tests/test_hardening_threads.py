@@ -22,9 +22,9 @@ import cecore
 from cecore import (
     _binary_kernels,
     _divergence_kernels,
-    _eval_kernels,
     _softmax_kernels,
     _threads,
+    _token_kernels,
 )
 
 # big enough to run in parallel (>= MIN_PARALLEL_WORK elements) and in many blocks
@@ -163,7 +163,8 @@ class _Recorder:
         kernels = [(_softmax_kernels, n) for n in ("ce_index_loss", "ce_prob_loss",
                                                     "nll_loss", "softmax_rows")]
         kernels += [(_binary_kernels, "bce_logits_loss"), (_binary_kernels, "bce_probs_loss"),
-                    (_divergence_kernels, "divergence_rows"), (_eval_kernels, "eval_index")]
+                    (_divergence_kernels, "divergence_rows"), (_token_kernels, "eval_stats"),
+                    (_token_kernels, "token_stats")]
         for module, name in kernels:
             monkeypatch.setattr(module, name, self._wrap(getattr(module, name)))
 

@@ -272,7 +272,8 @@ def test_public_api():
     expected = {"__version__", "Evaluator", "binary_cross_entropy",
                 "binary_cross_entropy_with_logits", "cross_entropy", "cross_entropy_pq",
                 "entropy", "kl_divergence", "linear_cross_entropy", "log_softmax", "logsumexp",
-                "nll_loss", "show_config", "softmax"}
+                "nll_loss", "show_config", "softmax", "TokenStats", "token_stats",
+                "sequence_logprob"}
     assert set(cecore.__all__) == expected
     for name in expected:
         assert hasattr(cecore, name)
