@@ -392,6 +392,45 @@ def _log_loss(module):
     return prepare
 
 
+def _cecore_token_stats(topk):
+    def prepare(inputs, n_threads):
+        import cecore
+
+        logits, target = inputs
+        return lambda: cecore.token_stats(logits, target, topk=topk,
+                                          n_threads=n_threads).logprob
+    return prepare
+
+
+def _cecore_cross_entropy_none(inputs, n_threads):
+    import cecore
+
+    logits, target = inputs
+    return lambda: -cecore.cross_entropy(logits, target, reduction="none", n_threads=n_threads)
+
+
+def _torch_token_recipe(topk):
+    """The usual recipe: log_softmax of the whole tensor, gather, entropy, topk."""
+
+    def prepare(inputs, n_threads):
+        import torch
+
+        logits, target = (as_tensor(a) for a in inputs)
+
+        def run():
+            logp = torch.log_softmax(logits, dim=-1)
+            chosen = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            entropy = -(logp.exp() * logp).sum(-1)
+            if topk:
+                logp.topk(topk, dim=-1)
+            del entropy
+            return chosen
+
+        return run
+
+    return prepare
+
+
 CECORE_CE = Impl("cecore", "cecore", _cecore_cross_entropy)
 # the same values as float32 logits: what a 16-bit input saves
 CECORE_CE_FLOAT32 = Impl("cecore, float32", "cecore", _on_float32(_cecore_cross_entropy))
@@ -462,6 +501,11 @@ CECORE_SCIPY_LSE = Impl("cecore.scipy", "cecore", _scipy_logsumexp("cecore.scipy
 SCIPY_LSE_PEERS = (Impl("scipy", "scipy", _scipy_logsumexp("scipy.special")),)
 CECORE_LOG_LOSS = Impl("cecore.sklearn", "cecore", _log_loss("cecore.sklearn"))
 LOG_LOSS_PEERS = (Impl("sklearn", "sklearn", _log_loss("sklearn.metrics")),)
+CE_NONE = Impl("cecore cross_entropy none", "cecore", _cecore_cross_entropy_none)
+TOKENS_PEERS = (CE_NONE, Impl("torch recipe", "torch", _torch_token_recipe(0)))
+TOKENS_TOPK_PEERS = (CE_NONE, Impl("torch recipe", "torch", _torch_token_recipe(20)))
+CECORE_TOKENS = Impl("cecore", "cecore", _cecore_token_stats(0))
+CECORE_TOKENS_TOPK = Impl("cecore", "cecore", _cecore_token_stats(20))
 CE_CONCURRENT_PEERS = (Impl("torch", "torch", _concurrent(_torch_functional("cross_entropy"))),)
 HALF_CE_GRAD_PEERS = (
     Impl("cecore, float32", "cecore", _on_float32(_cecore_cross_entropy_grad)),
