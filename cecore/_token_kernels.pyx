@@ -43,6 +43,7 @@ from cecore._rowmath cimport (HALF_BF16, cec_bf16_t, cec_dispatch_init, cec_f16_
 
 cdef extern from "_tokenmath.h" nogil:
     float cec_tok_row_f32(const float *x, Py_ssize_t n, float scale, float v, double *res)
+    float cec_tok_row_nocount_f32(const float *x, Py_ssize_t n, float scale, double *res)
     double cec_tok_row_f64(const double *x, Py_ssize_t n, double scale, double v,
                            double *res)
     ctypedef struct cec_tok_topk_f32_t:
@@ -200,6 +201,16 @@ cdef Py_ssize_t _rank(const floating *x, Py_ssize_t k, Py_ssize_t y,
     if st.equal > 1:
         c += _count(x, y, v, False) - _count(x, y, v, True)
     return c
+
+
+cdef inline Py_ssize_t _top1_rank(const floating *x, Py_ssize_t y,
+                                  const RowStats *st) noexcept nogil:
+    """0 when x[y] is the first maximum of a row without NaN (argmax == y), else 1: all
+    that top-1 accuracy and calibration need, without counting the target's rank."""
+    if _at(x, y) < st.m:
+        return 1
+    # x[y] is a maximum: it ranks first unless an earlier element ties with it
+    return 0 if _find(x, y, <floating> st.m, False) == y else 1
 
 
 cdef Py_ssize_t _argmax(const floating *x, Py_ssize_t k, const RowStats *st) noexcept nogil:
@@ -604,12 +615,16 @@ cdef void _eval_block(const floating *x, const target_t *target, const Layout *l
     The loss is cross_entropy's of z / T (class_index_loss with temperature):
     (1 - eps) w_y (log S + (m - z_y) / T) + eps (log S W / K - sum_j w_j (z_j - m) / (K T)).
     """
-    cdef Py_ssize_t r, y, i, rank, nb
+    cdef Py_ssize_t r, y, i, rank, nb, kmax = 0
     cdef double wy, loss, conf, py
     cdef const floating *xr
     cdef RowStats st
+    cdef double res[8]
+    cdef floating m
     cdef int64_t *bin_count = counts + 1 + ntopk
     cdef int64_t *bin_correct = counts + 1 + ntopk + N_BINS + 1
+    for i in range(ntopk):
+        kmax = max(kmax, topk[i])
     for r in range(r0, r1):
         y = target[_t_offset(lay, r)]
         if y == ignore_index or y < 0 or y >= k:
@@ -617,7 +632,12 @@ cdef void _eval_block(const floating *x, const target_t *target, const Layout *l
                 first_bad[0] = r
             continue
         xr = x + _x_offset(lay, r)
-        _row_stats(xr, k, y, temperature, scale, &st)
+        if floating is float and kmax <= 1:
+            # top-1 only: the row pass need not count the target's rank (see _top1_rank)
+            m = cec_tok_row_nocount_f32(xr, k, scale, res)
+            _finish_stats(xr, k, m, res, temperature, &st)
+        else:
+            _row_stats(xr, k, y, temperature, scale, &st)
         wy = 1.0 if weight == NULL else weight[y]
         loss = (1.0 - smoothing) * wy * (st.logsum + (st.m - <double> _at(xr, y)) / temperature)
         if smoothing != 0.0:
@@ -631,7 +651,10 @@ cdef void _eval_block(const floating *x, const target_t *target, const Layout *l
         py = exp(_logprob(xr, y, &st, temperature))
         sums[S_BRIER] += st.sumsq - 2.0 * py + 1.0
         counts[0] += 1
-        rank = _rank(xr, k, y, &st)
+        if floating is float and kmax <= 1 and not st.special:
+            rank = _top1_rank(xr, y, &st)
+        else:
+            rank = _rank(xr, k, y, &st)
         for i in range(ntopk):
             counts[1 + i] += rank < topk[i]
         conf = st.top

@@ -211,10 +211,10 @@ CEC_INLINE void cec_tok_topk_insert_f32(cec_tok_topk_f32_t *t, float v, cec_intp
  * terms per lane, then double), prefetching the n elements after x as
  * cec_row_sumexp_f32_avx512 does. Lanes past n are masked out.
  */
-CEC_ATTR_AVX512 static inline void cec_tok_step_f32_avx512(
+CEC_ATTR_AVX512 static inline __attribute__((always_inline)) void cec_tok_step_f32_avx512(
     const float *x, __mmask16 k, __m512 vm, __m512 vs, __m512 vv, __m512 *a0, __m512 *a2,
     __m512 *a3, __m512i *ties, __m512i *gt, __m512i *eqv, cec_tok_topk_f32_t *t,
-    cec_intp base)
+    cec_intp base, int counts)
 {
     const __m512 lo = _mm512_set1_ps(-128.0f);
     const __m512i one = _mm512_set1_epi32(1);
@@ -228,9 +228,12 @@ CEC_ATTR_AVX512 static inline void cec_tok_step_f32_avx512(
     *a3 = _mm512_fmadd_ps(e, e, *a3);
     /* counts in int lanes, reduced once at the end */
     *ties = _mm512_mask_add_epi32(*ties, tie, *ties, one);
-    *gt = _mm512_mask_add_epi32(*gt, _mm512_mask_cmp_ps_mask(k, xv, vv, _CMP_GT_OQ), *gt, one);
-    *eqv = _mm512_mask_add_epi32(*eqv, _mm512_mask_cmp_ps_mask(k, xv, vv, _CMP_EQ_OQ), *eqv,
-                                 one);
+    if (counts) { /* the target logit's rank: elements above it and equal to it */
+        *gt = _mm512_mask_add_epi32(*gt, _mm512_mask_cmp_ps_mask(k, xv, vv, _CMP_GT_OQ), *gt,
+                                    one);
+        *eqv = _mm512_mask_add_epi32(*eqv, _mm512_mask_cmp_ps_mask(k, xv, vv, _CMP_EQ_OQ),
+                                     *eqv, one);
+    }
     if (t != NULL) {
         __mmask16 h = t->held < t->kk
                           ? k : _mm512_mask_cmp_ps_mask(k, xv, _mm512_set1_ps(t->thr), _CMP_GT_OQ);
@@ -242,9 +245,9 @@ CEC_ATTR_AVX512 static inline void cec_tok_step_f32_avx512(
     }
 }
 
-CEC_ATTR_AVX512 static double cec_tok_moments_topk_f32_avx512(
+CEC_ATTR_AVX512 static inline __attribute__((always_inline)) double cec_tok_moments_body_f32_avx512(
     const float *x, cec_intp n, float m, float scale, float v, double *res,
-    cec_tok_topk_f32_t *t, cec_intp base)
+    cec_tok_topk_f32_t *t, cec_intp base, int counts)
 {
     const __m512 vm = _mm512_set1_ps(m), vs = _mm512_set1_ps(scale), vv = _mm512_set1_ps(v);
     const char *ahead = (const char *)(x + n);
@@ -257,7 +260,7 @@ CEC_ATTR_AVX512 static double cec_tok_moments_topk_f32_avx512(
     for (; i + 16 <= n; i += 16) {
         _mm_prefetch(ahead + 4 * i, _MM_HINT_T0);
         cec_tok_step_f32_avx512(x + i, (__mmask16)0xffff, vm, vs, vv, &a0, &a2, &a3, &ties,
-                                &gt, &eqv, t, base + i);
+                                &gt, &eqv, t, base + i, counts);
         if (++steps == 16) {
             rest += cec_sum16_avx512(a0);
             dsum += cec_sum16_avx512(a2);
@@ -268,7 +271,7 @@ CEC_ATTR_AVX512 static double cec_tok_moments_topk_f32_avx512(
     }
     if (i < n) {
         cec_tok_step_f32_avx512(x + i, cec_tail_mask16(n - i), vm, vs, vv, &a0, &a2, &a3,
-                                &ties, &gt, &eqv, t, base + i);
+                                &ties, &gt, &eqv, t, base + i, counts);
     }
     res[0] = rest + cec_sum16_avx512(a0);
     res[1] = (double)_mm512_reduce_add_epi32(ties);
@@ -277,6 +280,21 @@ CEC_ATTR_AVX512 static double cec_tok_moments_topk_f32_avx512(
     res[4] = (double)_mm512_reduce_add_epi32(gt);
     res[5] = (double)_mm512_reduce_add_epi32(eqv);
     return res[0];
+}
+
+CEC_ATTR_AVX512 static double cec_tok_moments_topk_f32_avx512(
+    const float *x, cec_intp n, float m, float scale, float v, double *res,
+    cec_tok_topk_f32_t *t, cec_intp base)
+{
+    return cec_tok_moments_body_f32_avx512(x, n, m, scale, v, res, t, base, 1);
+}
+
+/* the moments without the rank counts (res[4] = res[5] = 0): the Evaluator's top-1 */
+CEC_ATTR_AVX512 static double cec_tok_moments_nocount_f32_avx512(const float *x, cec_intp n,
+                                                                 float m, float scale,
+                                                                 double *res)
+{
+    return cec_tok_moments_body_f32_avx512(x, n, m, scale, 0.0f, res, NULL, 0, 0);
 }
 
 CEC_ATTR_AVX512 static double cec_tok_moments_f32_avx512(const float *x, cec_intp n, float m,
@@ -401,6 +419,25 @@ CEC_TOK_ROW(double, f64)
 CEC_TOK_ROW_(float, f32, cec_tok_row_topk_f32_avx512, COMMA_TOPK,
              cec_tok_moments_topk_f32_avx512(x + c, len, m, scale, v, r, t, c))
 #endif
+
+#if CEC_HAVE_X86_DISPATCH
+CEC_TOK_ROW_(float, f32, cec_tok_row_nocount_f32_avx512, ,
+             cec_tok_moments_nocount_f32_avx512(x + c, len, m, scale, r))
+#endif
+
+/*
+ * cec_tok_row_f32 without the rank counts where the AVX-512 kernels are in use
+ * (res[4] = res[5] = 0; the caller must not read them); elsewhere cec_tok_row_f32.
+ */
+static float cec_tok_row_nocount_f32(const float *x, cec_intp n, float scale, double *res)
+{
+#if CEC_HAVE_X86_DISPATCH
+    if (cec_simd_level == CEC_SIMD_AVX512) {
+        return cec_tok_row_nocount_f32_avx512(x, n, scale, 0.0f, res);
+    }
+#endif
+    return cec_tok_row_f32(x, n, scale, 0.0f, res);
+}
 
 /*
  * cec_tok_row_f32, and the row's top-k into *t when the AVX-512 kernels are in

@@ -505,3 +505,24 @@ def test_new_metrics_stream_merge_and_pickle(rng):
         cecore.Evaluator().merge(cecore.Evaluator(temperature=2.0))
     with pytest.raises(ValueError, match="different options"):
         cecore.Evaluator().merge(cecore.Evaluator(shift=True))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_top1_only_path_agrees_with_the_full_rank(rng, dtype):
+    """topk=(1,) skips counting the target's rank in the row pass (float32): accuracy
+    and calibration must equal those of the counting path (topk=(1, 2)) and the
+    reference ranks, with ties before, at and after the target, NaN and inf rows."""
+    inf, nan = math.inf, math.nan
+    special = np.array([[1.0, 1.0, 1.0, 1.0], [0.0, 2.0, 2.0, 1.0], [1.0, nan, 3.0, nan],
+                        [nan] * 4, [-inf] * 4, [1.0, inf, inf, 0.0], [-inf, 0.0, -inf, 0.0]])
+    ints = rng.integers(-3, 4, size=(3000, 4)).astype(float)
+    logits = np.concatenate([special, ints]).astype(dtype)
+    for target in (rng.integers(0, 4, len(logits)), np.full(len(logits), 2)):
+        top1, full = cecore.Evaluator(topk=(1,)), cecore.Evaluator(topk=(1, 2))
+        top1.update(logits, target)
+        full.update(logits, target)
+        ranks = reference_ranks(logits, target)
+        assert top1.result()["accuracy@1"] == full.result()["accuracy@1"] == np.mean(ranks < 1)
+        assert top1.calibration() == full.calibration()
+        for key in ("loss", "entropy", "brier"):
+            np.testing.assert_equal(top1.result()[key], full.result()[key])
