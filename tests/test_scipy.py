@@ -1,5 +1,6 @@
 """cecore.scipy (cecore/scipy.py) against SciPy's own functions."""
 
+import os
 import subprocess
 import sys
 import warnings
@@ -283,10 +284,13 @@ def test_masked_arrays_are_rejected():
         cs.entropy(np.ma.masked_array([1.0, 2.0], mask=[0, 1]))
 
 
-def test_import_does_not_import_scipy():
+def test_import_does_not_import_scipy(tmp_path):
     code = ("import sys, cecore; assert 'cecore.scipy' not in sys.modules; "
             "import cecore.scipy; assert 'scipy' not in sys.modules, 'scipy imported'")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    # from outside the source tree, importing the cecore under test
+    here = os.path.dirname(os.path.dirname(os.path.abspath(sys.modules["cecore"].__file__)))
+    env = {**os.environ, "PYTHONPATH": here}
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env)
 
 
 def test_signatures_match_scipy():

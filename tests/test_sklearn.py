@@ -1,6 +1,7 @@
 """cecore.sklearn.log_loss (cecore/sklearn.py) against scikit-learn's."""
 
 import inspect
+import os
 import subprocess
 import sys
 import warnings
@@ -190,10 +191,13 @@ def test_signature_matches_sklearn():
         (p.name, p.default, p.kind) for p in theirs.values()]
 
 
-def test_import_does_not_import_sklearn():
+def test_import_does_not_import_sklearn(tmp_path):
     code = ("import sys, cecore.sklearn; assert 'sklearn' not in sys.modules; "
             "assert 'cecore.sklearn' not in __import__('cecore').__all__")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    # from outside the source tree, importing the cecore under test
+    here = os.path.dirname(os.path.dirname(os.path.abspath(sys.modules["cecore"].__file__)))
+    env = {**os.environ, "PYTHONPATH": here}
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env)
 
 
 def test_docstring_examples():
