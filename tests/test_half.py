@@ -9,6 +9,7 @@ the CPU has, against cecore's float32 result on the upcast values and against
 the float64 reference.
 """
 
+import os
 import subprocess
 import sys
 import tracemalloc
@@ -355,7 +356,7 @@ def test_cecore_torch_bfloat16_forward_and_backward(reduction):
     torch.testing.assert_close(grad.float(), x32.grad, rtol=2**-7, atol=1e-5)
 
 
-def test_jax_arrays():
+def test_jax_arrays(tmp_path):
     """A JAX bfloat16 array through np.asarray, in a child process: importing JAX here
     would make the fork tests' children warn (JAX registers an at-fork hook)."""
     pytest.importorskip("jax")
@@ -371,8 +372,10 @@ want = cecore.cross_entropy(a.astype(np.float32), y)
 assert abs(float(got) - float(want)) <= 1e-6 * abs(float(want)), (got, want)
 print("ok")
 """
+    # from outside the source tree, importing the cecore under test
+    here = os.path.dirname(os.path.dirname(os.path.abspath(cecore.__file__)))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, cwd=tmp_path, env={**os.environ, "PYTHONPATH": here})
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
