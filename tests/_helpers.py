@@ -23,6 +23,10 @@ enough for the documented algorithm. The documented stronger claim (relative
 accuracy of tiny outputs) has its own tests.
 """
 
+import os
+import subprocess
+import sys
+
 import _reference as ref
 import numpy as np
 import pytest
@@ -185,3 +189,11 @@ def assert_metrics_equal(got, want, rtol=1e-13, other_keys=False):
             assert got[key] == value, key
         else:
             assert got[key] == pytest.approx(value, rel=rtol), key
+
+
+def run_python_child(code, cwd, timeout=300):
+    """Run ``python -c code`` from ``cwd`` (outside the source tree) importing the cecore
+    under test, the installed one or an in-place build; returns the CompletedProcess."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(cecore.__file__)))
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": here})

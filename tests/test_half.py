@@ -9,14 +9,12 @@ the CPU has, against cecore's float32 result on the upcast values and against
 the float64 reference.
 """
 
-import os
-import subprocess
-import sys
 import tracemalloc
 
 import _reference as ref
 import numpy as np
 import pytest
+from _helpers import run_python_child
 
 import cecore
 from cecore import _binary_kernels, _config, _softmax_kernels, _token_kernels
@@ -372,10 +370,7 @@ want = cecore.cross_entropy(a.astype(np.float32), y)
 assert abs(float(got) - float(want)) <= 1e-6 * abs(float(want)), (got, want)
 print("ok")
 """
-    # from outside the source tree, importing the cecore under test
-    here = os.path.dirname(os.path.dirname(os.path.abspath(cecore.__file__)))
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path, env={**os.environ, "PYTHONPATH": here})
+    proc = run_python_child(script, tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 

@@ -1,12 +1,10 @@
 """cecore.scipy (cecore/scipy.py) against SciPy's own functions."""
 
-import os
-import subprocess
-import sys
 import warnings
 
 import numpy as np
 import pytest
+from _helpers import run_python_child
 
 sp = pytest.importorskip("scipy.special")
 ss = pytest.importorskip("scipy.stats")
@@ -287,10 +285,8 @@ def test_masked_arrays_are_rejected():
 def test_import_does_not_import_scipy(tmp_path):
     code = ("import sys, cecore; assert 'cecore.scipy' not in sys.modules; "
             "import cecore.scipy; assert 'scipy' not in sys.modules, 'scipy imported'")
-    # from outside the source tree, importing the cecore under test
-    here = os.path.dirname(os.path.dirname(os.path.abspath(sys.modules["cecore"].__file__)))
-    env = {**os.environ, "PYTHONPATH": here}
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env)
+    proc = run_python_child(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_signatures_match_scipy():

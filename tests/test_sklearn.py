@@ -1,13 +1,11 @@
 """cecore.sklearn.log_loss (cecore/sklearn.py) against scikit-learn's."""
 
 import inspect
-import os
-import subprocess
-import sys
 import warnings
 
 import numpy as np
 import pytest
+from _helpers import run_python_child
 
 metrics = pytest.importorskip("sklearn.metrics")
 from cecore.sklearn import log_loss  # noqa: E402
@@ -194,10 +192,8 @@ def test_signature_matches_sklearn():
 def test_import_does_not_import_sklearn(tmp_path):
     code = ("import sys, cecore.sklearn; assert 'sklearn' not in sys.modules; "
             "assert 'cecore.sklearn' not in __import__('cecore').__all__")
-    # from outside the source tree, importing the cecore under test
-    here = os.path.dirname(os.path.dirname(os.path.abspath(sys.modules["cecore"].__file__)))
-    env = {**os.environ, "PYTHONPATH": here}
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env)
+    proc = run_python_child(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_docstring_examples():
