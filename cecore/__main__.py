@@ -148,7 +148,8 @@ def open_shards(logits, targets=None, *, logits_key=None, targets_key=None, axis
 
 def evaluate_files(logits, targets=None, *, logits_key=None, targets_key=None, axis=-1,
                    ignore_index=-100, label_smoothing=0.0, topk=(1,), batch_rows=None,
-                   n_threads=None, progress=True, names=None):
+                   n_threads=None, progress=True, names=None, shift=False, temperature=1.0,
+                   n_bytes=None, n_words=None, per_token=None, loss_histogram=False):
     """Evaluate LOGITS against TARGETS (.npy or .safetensors), memory-mapped, batch by batch.
 
     ``logits``, ``targets``: a path or a list of paths (shards, paired in
@@ -159,21 +160,44 @@ def evaluate_files(logits, targets=None, *, logits_key=None, targets_key=None, a
     for 2-D logits). ``progress``: True for a bar on sys.stderr, False for
     none, or a stream (a bar is only drawn on a terminal); it covers all
     shards. ``names``: the (logits, targets) labels of the result (default:
-    the paths, for one pair). Returns ``(metrics, info)``: the Evaluator's
-    result and a dict with the files' shapes and dtypes, ``shards`` (one dict
-    per pair), ``positions``, ``seconds`` and ``gb_per_s`` (logits bytes read
-    per second). Raises CommandError for unreadable or corrupt files, missing
+    the paths, for one pair). ``shift``, ``temperature``: as the Evaluator's
+    (with ``shift``, 2-D logits (T, V) are one sequence: its batches overlap
+    by one row, so no pair of positions is lost at a batch boundary).
+    ``n_bytes``, ``n_words``: the totals of the evaluated text, for
+    bits_per_byte, byte_perplexity and word_perplexity. ``per_token``: a path
+    to write :func:`cecore.token_stats` of every position to, as a .npz file
+    (see :class:`TokenWriter`); ``loss_histogram``: also count the per-token
+    losses in ``info["loss_histogram"]`` and put the Evaluator's
+    ``calibration()`` in ``info["calibration"]`` (for ``--plot``). Returns
+    ``(metrics, info)``: the Evaluator's result and a dict with the files'
+    shapes and dtypes, ``shards`` (one dict per pair), ``positions``,
+    ``seconds`` and ``gb_per_s`` (logits bytes read per second). Raises CommandError for unreadable or corrupt files, missing
     keys, wrong dtypes, mismatched shapes and targets out of range (named by
     their file and index in it).
     """
-    evaluator = cecore.Evaluator(axis=axis, ignore_index=ignore_index,
-                                 label_smoothing=label_smoothing, topk=topk,
-                                 n_threads=n_threads)
+    try:
+        evaluator = cecore.Evaluator(axis=axis, ignore_index=ignore_index,
+                                     label_smoothing=label_smoothing, topk=topk,
+                                     n_threads=n_threads, temperature=temperature, shift=shift)
+        sizes = {"n_bytes": n_bytes, "n_words": n_words}
+        evaluator._check_sizes(n_bytes, n_words)
+    except (TypeError, ValueError) as error:
+        raise CommandError(str(error)) from None
     pairs, class_axis = open_shards(logits, targets, logits_key=logits_key,
                                     targets_key=targets_key, axis=axis)
+    if shift:
+        for lt, _, shard_axis in pairs:
+            if len(lt.shape) < 2 or shard_axis != len(lt.shape) - 1:
+                raise CommandError(f"--shift needs LOGITS of shape (..., T, V) with the class "
+                                   f"axis last; {lt.name} has shape {lt.shape} and class axis "
+                                   f"{shard_axis}")
     rows_of = [tt.shape[0] if tt.shape else 1 for _, tt, _ in pairs]
+    positions_of = [_positions(tt.shape, shift) for _, tt, _ in pairs]
     total_bytes = sum(lt.nbytes for lt, _, _ in pairs)
     stream = sys.stderr if progress is True else progress or None
+    tokens = TokenConsumer(per_token, loss_histogram, pairs, positions_of, axis=axis,
+                           ignore_index=ignore_index, shift=shift, temperature=temperature,
+                           n_threads=n_threads)
     bar = Progress(sum(rows_of), total_bytes, stream, PROGRESS_SECONDS)
     done_rows = done_bytes = 0
     start = time.perf_counter()
@@ -183,24 +207,35 @@ def evaluate_files(logits, targets=None, *, logits_key=None, targets_key=None, a
             batch_axis = 0 if shard_axis != 0 else 1  # of the logits; the targets' is 0
             row_bytes = lt.nbytes // n_batch if n_batch else 0
             step = batch_rows or max(1, BATCH_BYTES // max(row_bytes, 1))
-            for first in range(0, n_batch, step):
-                last = min(n_batch, first + step)
+            # A shifted single sequence (T, V): each batch also takes the next batch's first
+            # row, whose target the batch's last logits predict.
+            overlap = 1 if shift and logits_array.ndim == 2 else 0
+            for first in range(0, max(n_batch - overlap, 1), step):
+                last = min(n_batch, first + step + overlap)
                 if logits_array.ndim == 1:
                     batch = (logits_array, targets_array)
                 else:
                     index = (slice(None),) * batch_axis + (slice(first, last),)
                     batch = (logits_array[index], targets_array[first:last])
-                bad, n_classes = evaluator._update(*batch)
+                try:
+                    bad, n_classes = evaluator._update(
+                        *batch, **{k: v for k, v in sizes.items() if v is not None})
+                except (TypeError, ValueError) as error:
+                    raise CommandError(f"LOGITS {lt.name}: {error}") from None
+                sizes = {key: value and 0 for key, value in sizes.items()}  # totals: once
                 if bad >= 0:
                     try:
                         raise_bad_target(batch[1], bad, n_classes, ignore_index, first)
                     except ValueError as error:
                         raise CommandError(f"TARGETS {tt.name}: {error}") from None
+                tokens.add(*batch)
                 bar.update(done_rows + last, done_bytes + last * row_bytes)
             done_rows += n_batch
             done_bytes += lt.nbytes
             logits_array = targets_array = batch = None  # unmapped before the next shard
+        tokens.close()
     finally:
+        tokens.discard()
         bar.close()
     seconds = time.perf_counter() - start
 
@@ -209,8 +244,8 @@ def evaluate_files(logits, targets=None, *, logits_key=None, targets_key=None, a
 
     shards = [{"logits": lt.path, "logits_key": lt.key, "logits_shape": list(lt.shape),
                "logits_dtype": str(lt.dtype), "targets": tt.path, "targets_key": tt.key,
-               "targets_dtype": str(tt.dtype), "positions": math.prod(tt.shape)}
-              for lt, tt, _ in pairs]
+               "targets_dtype": str(tt.dtype), "positions": positions}
+              for (lt, tt, _), positions in zip(pairs, positions_of, strict=True)]
     if names is None:
         names = (pairs[0][0].name, pairs[0][1].name) if len(pairs) == 1 else \
                 (f"{pairs[0][0].path} ... ({len(pairs)} shards)",
@@ -224,7 +259,136 @@ def evaluate_files(logits, targets=None, *, logits_key=None, targets_key=None, a
         "shards": shards, "positions": sum(s["positions"] for s in shards),
         "seconds": seconds, "gb_per_s": total_bytes / seconds / 1e9 if seconds else math.inf,
     }
+    if per_token is not None:
+        info["per_token"] = os.fspath(per_token)
+    if loss_histogram:
+        info["loss_histogram"] = tokens.histogram()
+        info["calibration"] = evaluator.calibration()
     return evaluator.result(), info
+
+
+def _positions(target_shape, shift):
+    """The number of scored positions of targets of ``target_shape``."""
+    if shift:
+        return math.prod(target_shape[:-1]) * max(target_shape[-1] - 1, 0)
+    return math.prod(target_shape)
+
+
+# Per-token loss histogram: bins of LOSS_BIN nats from 0, the last also holding larger losses.
+LOSS_BIN, LOSS_BINS = 0.1, 300
+PER_TOKEN_FIELDS = ("logprob", "lse", "entropy", "argmax", "rank", "is_greedy", "mask")
+
+
+class TokenConsumer:
+    """Per-token statistics of every batch, for ``--per-token`` and ``--plot``.
+
+    ``per_token``: a path; the .npz written there holds one 1-D array per
+    field of :class:`cecore.TokenStats` (without top-k) over all positions in
+    order (each shard's positions in C order, shards one after another), and
+    ``shard_positions``. The arrays are streamed to memory-mapped temporary
+    .npy files beside it and stored (uncompressed) into the .npz at the end,
+    so memory stays bounded; the .npz appears only when evaluation succeeds.
+    """
+
+    def __init__(self, per_token, loss_histogram, pairs, positions_of, **options):
+        self.options = options
+        self.enabled = per_token is not None or loss_histogram
+        self.counts = np.zeros(LOSS_BINS, np.int64) if loss_histogram else None
+        self.path, self.directory, self.arrays, self.done = None, None, {}, 0
+        if per_token is None:
+            return
+        self.path = os.fspath(per_token)
+        float_dtype = (np.float64 if any(lt.dtype == np.float64 for lt, _, _ in pairs)
+                       else np.float32)
+        total = sum(positions_of)
+        self.positions_of = positions_of
+        try:
+            self.directory = tempfile.mkdtemp(prefix=".cecore-per-token-",
+                                              dir=os.path.dirname(os.path.abspath(self.path)))
+        except OSError as error:
+            raise CommandError(f"--per-token {self.path}: {error.strerror}") from None
+        for name in PER_TOKEN_FIELDS:
+            dtype = (float_dtype if name in ("logprob", "lse", "entropy")
+                     else bool if name in ("is_greedy", "mask") else np.int64)
+            self.arrays[name] = np.lib.format.open_memmap(
+                os.path.join(self.directory, name + ".npy"), mode="w+", dtype=dtype,
+                shape=(total,))
+
+    def add(self, logits, target):
+        if not self.enabled:
+            return
+        stats = cecore.token_stats(logits, target, **self.options)
+        if self.counts is not None:
+            losses = -stats.logprob[stats.mask]
+            losses = losses[~np.isnan(losses)]
+            bins = np.minimum(losses // LOSS_BIN, LOSS_BINS - 1).astype(np.int64)
+            self.counts += np.bincount(bins, minlength=LOSS_BINS)
+        if self.arrays:
+            n = stats.mask.size
+            for name, array in self.arrays.items():
+                array[self.done:self.done + n] = getattr(stats, name).reshape(-1)
+            self.done += n
+
+    def histogram(self):
+        return {"bin_width": LOSS_BIN, "count": self.counts.tolist()}
+
+    def close(self):
+        """Write the .npz (when asked for) from the temporary files."""
+        if not self.arrays:
+            return
+        import zipfile
+
+        partial = os.path.join(self.directory, "per_token.npz")
+        try:
+            with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+                for name, array in self.arrays.items():
+                    array.flush()
+                    archive.write(array.filename, name + ".npy")
+                with archive.open("shard_positions.npy", "w") as member:
+                    np.lib.format.write_array(member, np.array(self.positions_of, np.int64))
+            self.arrays = {}
+            os.replace(partial, self.path)
+        except OSError as error:
+            raise CommandError(f"--per-token {self.path}: {error.strerror or error}") from None
+
+    def discard(self):
+        """Remove the temporary files (after close() or an error)."""
+        self.arrays = {}
+        if self.directory is not None:
+            import shutil
+
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+
+
+def plot_report(path, info):
+    """Save a reliability diagram and a per-token loss histogram to ``path`` (PNG)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise CommandError("--plot needs matplotlib: pip install 'cecore[plot]' "
+                           "(or pip install matplotlib)") from None
+    calibration, histogram = info["calibration"], info["loss_histogram"]
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    reliability, losses = figure.subplots(1, 2)
+    width = calibration["edges"][0]
+    centres = [edge - width / 2 for edge in calibration["edges"]]
+    accuracy = [0.0 if math.isnan(a) else a for a in calibration["accuracy"]]
+    reliability.bar(centres, accuracy, width=width, edgecolor="black", label="accuracy")
+    reliability.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    reliability.set(xlim=(0, 1), ylim=(0, 1), xlabel="top-1 confidence",
+                    ylabel="accuracy", title="Reliability diagram")
+    reliability.legend(loc="upper left")
+    counts = np.array(histogram["count"])
+    used = max(int(np.flatnonzero(counts).max()) + 1 if counts.any() else 1, 10)
+    edges = np.arange(used + 1) * histogram["bin_width"]
+    losses.stairs(counts[:used], edges, fill=True)
+    losses.set(xlabel="per-token loss (nats)", ylabel="positions",
+               title="Per-token loss")
+    try:
+        figure.savefig(path, format="png", dpi=100)
+    except OSError as error:
+        raise CommandError(f"--plot {path}: {error.strerror or error}") from None
 
 
 def demo_files(directory, n_rows=8192, n_classes=1000, seed=0):
@@ -267,11 +431,17 @@ def format_table(metrics, info):
         ("perplexity", f"{metrics['perplexity']:.4f}"),
     ]
     rows += [(key, f"{value:.4%}") for key, value in metrics.items() if key.startswith("acc")]
+    rows += [("entropy", f"{metrics['entropy']:.6f} nats"), ("brier", f"{metrics['brier']:.6f}"),
+             ("ece", f"{metrics['ece']:.6f} (15 bins)")]
+    rows += [(key, f"{metrics[key]:.6f}") for key in
+             ("bits_per_byte", "byte_perplexity", "word_perplexity") if key in metrics]
     ignored = info["positions"] - metrics["count"]
     rows += [
         ("count", f"{metrics['count']:,} of {info['positions']:,} positions ({ignored:,} ignored)"),
         ("throughput", f"{info['gb_per_s']:.2f} GB/s ({info['seconds']:.3f} s)"),
     ]
+    if "per_token" in info:
+        rows.append(("per-token", info["per_token"]))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
@@ -279,7 +449,12 @@ def format_table(metrics, info):
 def run_eval(args):
     options = {"axis": args.axis, "ignore_index": args.ignore_index,
                "label_smoothing": args.label_smoothing, "topk": args.topk,
-               "batch_rows": args.batch_rows, "n_threads": args.threads}
+               "batch_rows": args.batch_rows, "n_threads": args.threads,
+               "shift": args.shift, "temperature": args.temperature, "n_bytes": args.bytes,
+               "n_words": args.words, "per_token": args.per_token,
+               "loss_histogram": args.plot is not None}
+    if args.plot is not None:
+        plot_report_check()
     if args.demo:
         with tempfile.TemporaryDirectory(prefix="cecore-demo-") as directory:
             paths = demo_files(directory)
@@ -302,11 +477,30 @@ def run_eval(args):
             metrics, info = evaluate_files(logits, targets, names=names, **options)
         else:
             metrics, info = evaluate_files(args.logits, args.targets, **options)
+    if args.plot is not None:
+        plot_report(args.plot, info)
     if args.json:
-        print(json.dumps({**info, **{k: _number(v) for k, v in metrics.items()}},
-                         allow_nan=False))
+        print(json.dumps(_json_ready({**info, **metrics}), allow_nan=False))
     else:
         print(format_table(metrics, info))
+
+
+def plot_report_check():
+    """Fail before evaluating, not after, when matplotlib is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise CommandError("--plot needs matplotlib: pip install 'cecore[plot]' "
+                           "(or pip install matplotlib)")
+
+
+def _json_ready(value):
+    """Non-finite floats, also inside lists and dicts, become null."""
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return _number(value)
 
 
 def _positive_int(text):
@@ -369,6 +563,22 @@ def build_parser():
                     help=f"rows per batch (default: about {BATCH_BYTES >> 20} MB of logits)")
     ev.add_argument("--threads", type=_positive_int, metavar="N",
                     help="threads (default: OMP_NUM_THREADS or all cores)")
+    ev.add_argument("--shift", action="store_true",
+                    help="next-token prediction: LOGITS (..., T, V) at position t are scored "
+                         "against TARGETS (..., T) at t + 1")
+    ev.add_argument("--temperature", type=float, default=1.0,
+                    help="divide the logits by this before the softmax (default 1)")
+    ev.add_argument("--bytes", type=int, metavar="N",
+                    help="UTF-8 bytes of the evaluated text: adds bits_per_byte and "
+                         "byte_perplexity")
+    ev.add_argument("--words", type=int, metavar="N",
+                    help="words of the evaluated text: adds word_perplexity")
+    ev.add_argument("--per-token", metavar="FILE.npz",
+                    help="write every position's token_stats (logprob, lse, entropy, argmax, "
+                         "rank, is_greedy, mask) to FILE.npz, streamed")
+    ev.add_argument("--plot", metavar="FILE.png",
+                    help="save a reliability diagram and a per-token loss histogram "
+                         "(needs matplotlib: pip install 'cecore[plot]')")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--demo", action="store_true",
                     help="evaluate a small synthetic set written to a temporary directory")

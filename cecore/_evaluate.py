@@ -193,13 +193,14 @@ class Evaluator:
             sizes.append(value)
         return sizes
 
-    def _update(self, logits, target):
+    def _update(self, logits, target, *, n_bytes=None, n_words=None):
         """update() without raising for a bad target.
 
         Returns ``(flat index in target of the first out-of-range target or -1, K)``;
         the totals are only changed when every target is valid.
         """
-        bad, lay = self._update_layout(logits, target)
+        sizes = self._check_sizes(n_bytes, n_words)
+        bad, lay = self._update_layout(logits, target, sizes)
         return (lay.target_index(bad) if bad >= 0 else -1), lay.n_classes
 
     def _update_layout(self, logits, target, sizes=(None, None)):

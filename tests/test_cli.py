@@ -120,7 +120,7 @@ def test_table(tmp_path, capsys, rng):
     assert captured.err == ""
     names = [line.split()[0] for line in captured.out.splitlines()]
     assert names == ["logits", "targets", "loss", "bits", "perplexity", "accuracy@1",
-                     "accuracy@5", "count", "throughput"]
+                     "accuracy@5", "entropy", "brier", "ece", "count", "throughput"]
     result = evaluator_result(logits, target, topk=(1, 5))
     assert f"{result['loss']:.6f} nats" in captured.out
     assert f"{result['count']:,} of 1,000 positions" in captured.out
@@ -609,3 +609,134 @@ def test_shards_in_a_subprocess_print_nothing_on_stderr(tmp_path, rng):
                    cwd=tmp_path)
     assert done.returncode == 0 and done.stderr == ""  # no progress bar: stderr is a pipe
     assert re.search(r"count +\d+ of 70 positions", done.stdout), done.stdout
+
+
+# ------------------------------------------------ --shift, --temperature, sizes, per-token, plot
+
+
+def sequences(rng, shape=(6, 17, 30), ignored=0.2):
+    logits = rng.standard_normal(shape, dtype=np.float32) * 2
+    target = rng.integers(0, shape[-1], shape[:-1])
+    target[rng.random(target.shape) < ignored] = -100
+    return logits, target
+
+
+@pytest.mark.parametrize("batch_rows", [None, 1, 4])
+def test_shift_and_temperature_match_the_evaluator(tmp_path, capsys, rng, batch_rows):
+    logits, target = sequences(rng)
+    paths = save(tmp_path, logits=logits, targets=target)
+    extra = [] if batch_rows is None else ["--batch-rows", str(batch_rows)]
+    got = run_json(capsys, *paths, "--shift", "--temperature", "1.7", *extra)
+    want = evaluator_result(logits, target, shift=True, temperature=1.7)
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
+    assert got["positions"] == 6 * 16
+
+
+@pytest.mark.parametrize("batch_rows", [1, 2, 5, 16, 17, 100])
+def test_shift_on_one_sequence_loses_no_pair_at_batch_boundaries(tmp_path, capsys, rng,
+                                                                batch_rows):
+    logits, target = sequences(rng, shape=(17, 30))
+    paths = save(tmp_path, logits=logits, targets=target)
+    got = run_json(capsys, *paths, "--shift", "--batch-rows", str(batch_rows))
+    # By hand: positions 0..15 of the logits against targets 1..16.
+    kept = target[1:] != -100
+    lp = logits[:-1].astype(np.float64)
+    lse = np.log(np.exp(lp - lp.max(1, keepdims=True)).sum(1)) + lp.max(1)
+    losses = lse - lp[np.arange(16), np.where(kept, target[1:], 0)]
+    assert got["count"] == kept.sum() and got["positions"] == 16
+    assert got["loss"] == pytest.approx(losses[kept].mean(), rel=1e-6)
+
+
+def test_shift_needs_sequences_with_classes_last(tmp_path, capsys, rng):
+    logits, target = make_data(rng, n=40, k=10)
+    paths = save(tmp_path, logits=logits[0], targets=target[0])
+    check_error(capsys, ["eval", *paths, "--shift"], "--shift needs LOGITS of shape (..., T, V)")
+    paths = save(tmp_path, logits=logits.T.copy(), targets=target)
+    check_error(capsys, ["eval", *paths, "--shift", "--axis", "0"], "class axis last")
+
+
+def test_bytes_and_words_give_lm_eval_corpus_metrics(tmp_path, capsys, rng):
+    logits, target = sequences(rng)
+    paths = save(tmp_path, logits=logits, targets=target)
+    got = run_json(capsys, *paths, "--shift", "--bytes", "12345", "--words", "2345",
+                   "--batch-rows", "2")
+    total_loss = got["loss"] * got["count"]  # L: the summed loss in nats
+    assert got["bits_per_byte"] == pytest.approx(total_loss / (math.log(2) * 12345), rel=1e-12)
+    assert got["byte_perplexity"] == pytest.approx(math.exp(total_loss / 12345), rel=1e-12)
+    assert got["word_perplexity"] == pytest.approx(math.exp(total_loss / 2345), rel=1e-12)
+    check_error(capsys, ["eval", *paths, "--bytes", "10", "--label-smoothing", "0.1"],
+                "not with weight or label_smoothing")
+    check_error(capsys, ["eval", *paths, "--words", "-1"], "n_words must be >= 0")
+    check_error(capsys, ["eval", *paths, "--temperature", "0"], "temperature")
+
+
+def test_table_shows_the_corpus_metrics(tmp_path, capsys, rng):
+    logits, target = make_data(rng)
+    paths = save(tmp_path, logits=logits, targets=target)
+    assert main(["eval", *paths, "--bytes", "5000"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert "bits_per_byte" in names and "byte_perplexity" in names
+    assert "word_perplexity" not in names
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_per_token_file_holds_token_stats_of_every_position(tmp_path, capsys, rng, shift):
+    shards = []
+    for i, shape in enumerate([(3, 9, 20), (5, 9, 20)]):
+        logits, target = sequences(rng, shape)
+        shards.append((logits, target))
+        np.save(tmp_path / f"logits_{i}.npy", logits)
+        np.save(tmp_path / f"targets_{i}.npy", target)
+    out = tmp_path / "tokens.npz"
+    got = run_json(capsys, "--logits", str(tmp_path / "logits_*.npy"),
+                   "--targets", str(tmp_path / "targets_*.npy"), "--per-token", str(out),
+                   "--batch-rows", "2", "--temperature", "0.8", *(["--shift"] if shift else []))
+    assert got["per_token"] == str(out)
+    saved = np.load(out)
+    assert sorted(saved.files) == sorted(["logprob", "lse", "entropy", "argmax", "rank",
+                                          "is_greedy", "mask", "shard_positions"])
+    want = [cecore.token_stats(z, t, shift=shift, temperature=0.8) for z, t in shards]
+    assert saved["shard_positions"].tolist() == [w.mask.size for w in want]
+    for field in ("logprob", "lse", "entropy", "argmax", "rank", "is_greedy", "mask"):
+        expected = np.concatenate([getattr(w, field).ravel() for w in want])
+        assert saved[field].dtype == expected.dtype, field
+        np.testing.assert_array_equal(saved[field], expected, err_msg=field)
+    assert int(saved["mask"].sum()) == got["count"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".cecore")] == []
+
+
+def test_per_token_file_is_not_left_behind_on_error(tmp_path, capsys, rng):
+    logits, target = make_data(rng, n=100, k=10)
+    target[77] = 10
+    paths = save(tmp_path, logits=logits, targets=target)
+    out = tmp_path / "tokens.npz"
+    check_error(capsys, ["eval", *paths, "--per-token", str(out), "--batch-rows", "10"],
+                "target[77] = 10 is out of range")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logits.npy", "targets.npy"]
+
+
+def test_plot_writes_a_png(tmp_path, capsys, rng):
+    pytest.importorskip("matplotlib")
+    logits, target = make_data(rng)
+    paths = save(tmp_path, logits=logits, targets=target)
+    out = tmp_path / "report.png"
+    got = run_json(capsys, *paths, "--plot", str(out))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sum(got["calibration"]["count"]) == got["count"]
+    losses = cecore.cross_entropy(logits, target, reduction="none")[target != -100]
+    want = np.bincount(np.minimum(losses // 0.1, 299).astype(int), minlength=300)
+    assert got["loss_histogram"]["count"] == want.tolist()
+
+
+def test_plot_without_matplotlib_says_what_to_install(tmp_path, capsys, rng, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    paths = save(tmp_path, **dict(zip(("logits", "targets"), make_data(rng, n=10),
+                                      strict=True)))
+    check_error(capsys, ["eval", *paths, "--plot", str(tmp_path / "x.png")],
+                "pip install 'cecore[plot]'")
+    assert not (tmp_path / "x.png").exists()
