@@ -38,7 +38,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
 from libc.stdlib cimport free, malloc
 
 from cecore._rowmath cimport (HALF_BF16, cec_bf16_t, cec_dispatch_init, cec_f16_t,
-                              cec_load_bf16, cec_load_f16, row_max, row_wsum, storage_t)
+                              row_max, row_wsum, storage_t)
 
 
 cdef extern from "_tokenmath.h" nogil:
@@ -58,6 +58,8 @@ cdef extern from "_tokenmath.h" nogil:
     Py_ssize_t cec_tok_count_f64(const double *x, Py_ssize_t n, double v, int strict)
     Py_ssize_t cec_tok_find_f32(const float *x, Py_ssize_t n, float v, int strict)
     Py_ssize_t cec_tok_find_f64(const double *x, Py_ssize_t n, double v, int strict)
+    void cec_tok_widen_bf16(const cec_bf16_t *x, Py_ssize_t n, float *out)
+    void cec_tok_widen_f16(const cec_f16_t *x, Py_ssize_t n, float *out)
 
 
 ctypedef fused target_t:
@@ -480,13 +482,10 @@ cdef inline void _stage_row(const uint16_t *x, int half, const Layout *lay, Py_s
     16-bit input gives the float32 result of the same values bit for bit.
     """
     cdef const uint16_t *xr = x + _x_offset(lay, r)
-    cdef Py_ssize_t j
     if half == HALF_BF16:
-        for j in range(k):
-            buf[j] = cec_load_bf16((<const cec_bf16_t *> xr)[j])
+        cec_tok_widen_bf16(<const cec_bf16_t *> xr, k, buf)
     else:
-        for j in range(k):
-            buf[j] = cec_load_f16((<const cec_f16_t *> xr)[j])
+        cec_tok_widen_f16(<const cec_f16_t *> xr, k, buf)
 
 
 cdef inline Layout _staged(const Layout *lay) noexcept nogil:

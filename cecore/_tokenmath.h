@@ -459,4 +459,83 @@ static float cec_tok_row_topk_f32(const float *x, cec_intp n, float scale, float
     return cec_tok_row_f32(x, n, scale, v, res);
 }
 
+/*
+ * A 16-bit row widened to float32 (exactly) into out[0:n], for the kernels that
+ * compute on float32 rows (the token kernels stage each 16-bit row this way).
+ * bfloat16 is a 16-bit shift; float16 is F16C's vcvtph2ps on AVX2/AVX-512 and
+ * the branch-free cec_load_f16 otherwise. The scalar loops vectorise for the
+ * ISA of the function they are compiled in.
+ */
+#define CEC_TOK_WIDEN_LOOPS(ATTR, ISA)                                                   \
+    ATTR static void cec_tok_widen_bf16_##ISA(const cec_bf16_t *x, cec_intp n, float *out) \
+    {                                                                                    \
+        const uint16_t *b = (const uint16_t *)x;                                         \
+        _Pragma("omp simd")                                                              \
+        for (cec_intp i = 0; i < n; i++) {                                               \
+            out[i] = cec_f32_from_bits((int32_t)((uint32_t)b[i] << 16));                 \
+        }                                                                                \
+    }
+
+CEC_TOK_WIDEN_LOOPS(, base)
+
+static void cec_tok_widen_f16_base(const cec_f16_t *x, cec_intp n, float *out)
+{
+    for (cec_intp i = 0; i < n; i++) out[i] = cec_load_f16(x[i]);
+}
+
+#if CEC_HAVE_X86_DISPATCH
+CEC_TOK_WIDEN_LOOPS(CEC_ATTR_AVX2, avx2)
+CEC_TOK_WIDEN_LOOPS(CEC_ATTR_AVX512, avx512)
+
+CEC_ATTR_AVX2 static void cec_tok_widen_f16_avx2(const cec_f16_t *x, cec_intp n, float *out)
+{
+    cec_intp i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(x + i));
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(h));
+    }
+    for (; i < n; i++) out[i] = cec_load_f16(x[i]);
+}
+
+CEC_ATTR_AVX512 static void cec_tok_widen_f16_avx512(const cec_f16_t *x, cec_intp n,
+                                                     float *out)
+{
+    for (cec_intp i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
+        __m256i h = _mm256_maskz_loadu_epi16(m, x + i);
+        _mm512_mask_storeu_ps(out + i, m, _mm512_cvtph_ps(h));
+    }
+}
+#endif
+
+static void cec_tok_widen_bf16(const cec_bf16_t *x, cec_intp n, float *out)
+{
+#if CEC_HAVE_X86_DISPATCH
+    if (cec_simd_level == CEC_SIMD_AVX512) {
+        cec_tok_widen_bf16_avx512(x, n, out);
+        return;
+    }
+    if (cec_simd_level == CEC_SIMD_AVX2) {
+        cec_tok_widen_bf16_avx2(x, n, out);
+        return;
+    }
+#endif
+    cec_tok_widen_bf16_base(x, n, out);
+}
+
+static void cec_tok_widen_f16(const cec_f16_t *x, cec_intp n, float *out)
+{
+#if CEC_HAVE_X86_DISPATCH
+    if (cec_simd_level == CEC_SIMD_AVX512) {
+        cec_tok_widen_f16_avx512(x, n, out);
+        return;
+    }
+    if (cec_simd_level == CEC_SIMD_AVX2) {
+        cec_tok_widen_f16_avx2(x, n, out);
+        return;
+    }
+#endif
+    cec_tok_widen_f16_base(x, n, out);
+}
+
 #endif /* CECORE_TOKENMATH_H */

@@ -6,6 +6,7 @@ import pickle
 import tracemalloc
 
 import _reference
+from _helpers import run_python_child
 import numpy as np
 import pytest
 
@@ -363,3 +364,32 @@ def test_topk_of_long_rows_with_masks_and_nan(rng, dtype):
         got = cecore.token_stats(z, t, topk=topk)
         assert_stats(got, _reference.token_stats(z, t, topk=topk), 2e-6, topk)
     assert got.topk_indices[0, :4].tolist() == [9500, 9990, 0, 1]
+
+
+_WIDEN_SCRIPT = """
+import numpy as np, ml_dtypes, cecore
+rng = np.random.default_rng(3)
+for k in (1, 7, 16, 33, 1000, 4099):  # tails of the 8- and 16-lane loops
+    x = (rng.standard_normal((5, k)) * 4).astype(np.float32)
+    x[0, 0], x[1, -1] = -np.inf, 65504.0
+    if k > 2:
+        x[2, 1] = 1e-6  # float16 subnormal
+    t = rng.integers(0, k, 5)
+    for dtype in (ml_dtypes.bfloat16, np.float16):
+        h = x.astype(dtype)
+        got = cecore.token_stats(h, t, topk=min(k, 3))
+        want = cecore.token_stats(h.astype(np.float32), t, topk=min(k, 3))
+        for field in got._fields:
+            np.testing.assert_array_equal(getattr(got, field), getattr(want, field),
+                                          err_msg=f"{dtype} k={k} {field}")
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("level", ["baseline", "avx2", "avx512"])
+def test_16_bit_rows_are_widened_exactly_at_every_simd_level(level, tmp_path, monkeypatch):
+    """The staged 16-bit row (SIMD widening per ISA) gives float32's results bit for bit."""
+    monkeypatch.setenv("CECORE_SIMD", level)
+    done = run_python_child(_WIDEN_SCRIPT, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok")
