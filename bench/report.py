@@ -35,6 +35,7 @@ class Context:
     available: dict  # {backend: ({module: version}, thread control)}
     missing: dict  # {backend: reason}
     methodology: str
+    import_time: dict = None  # run.measure_import(); None when not measured
 
 
 # ----------------------------------------------------------- formatting
@@ -259,12 +260,24 @@ def _quick_warning(context):
             "representative.**\n\n" if context.quick else "")
 
 
+def import_text(context):
+    """One line: what ``import cecore`` costs in a fresh process and what it pulls in."""
+    t = context.import_time
+    if not t:
+        return ""
+    absent = ", ".join(f"{name} {'imported' if name in t['heavy'] else 'not imported'}"
+                       for name in t["checked"])
+    return (f"`python -X importtime -c \"import cecore\"`: cecore {t['cecore_us'] / 1e3:.1f} ms "
+            f"cumulative (NumPy {t['numpy_us'] / 1e3:.1f} ms of it), best of {t['runs']} fresh "
+            f"processes; {absent}.")
+
+
 def render_console(results, context):
     header = f"threads: {context.threads}"
     if context.quick:
         header += "  (QUICK RUN: not representative)"
     parts = [header, results_table(results), memory_table(results), targets_table(results),
-             mismatch_warning(results)]
+             import_text(context), mismatch_warning(results)]
     return "\n\n".join(filter(None, parts))
 
 
@@ -312,7 +325,11 @@ workloads, whose peers round their results to 16 bits).
 
 {results_table(results)}
 
-{memory_section(results)}{warning}## Targets
+{memory_section(results)}{warning}## Import time
+
+{import_text(context) or "not measured"}
+
+## Targets
 
 {targets_table(results)}
 

@@ -352,6 +352,35 @@ def load_backends(workloads, n_threads):
     return available, missing
 
 
+HEAVY_MODULES = ("torch", "dask", "matplotlib", "scipy", "sklearn", "jax")
+
+
+def measure_import(runs=5):
+    """``python -X importtime -c "import cecore"`` in ``runs`` fresh processes.
+
+    Returns the best cumulative microseconds of cecore and of numpy, and which
+    of HEAVY_MODULES the import pulled in (none should be).
+    """
+    import subprocess
+
+    best, best_numpy, heavy = None, None, set()
+    for _ in range(runs):
+        done = subprocess.run([sys.executable, "-X", "importtime", "-c", "import cecore"],
+                              capture_output=True, text=True, check=True)
+        cumulative = {}
+        for line in done.stderr.splitlines():
+            if not line.startswith("import time:") or "|" not in line:
+                continue
+            parts = [p.strip() for p in line[len("import time:"):].split("|")]
+            if parts[1].isdigit():
+                cumulative[parts[2]] = int(parts[1])
+        heavy |= {m for m in HEAVY_MODULES if m in cumulative}
+        if best is None or cumulative["cecore"] < best:
+            best, best_numpy = cumulative["cecore"], cumulative.get("numpy", 0)
+    return {"cecore_us": best, "numpy_us": best_numpy, "runs": runs,
+            "heavy": sorted(heavy), "checked": HEAVY_MODULES}
+
+
 def main(argv=None):
     args = parse_args(argv)
     workloads = [w for w in WORKLOADS if w.name in args.only]
@@ -373,6 +402,7 @@ def main(argv=None):
         available=available,
         missing=missing,
         methodology=__doc__.split("Methodology\n-----------\n")[1],
+        import_time=measure_import(),
     )
     print(report.render_console(results, context))
     if args.output is not None:

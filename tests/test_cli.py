@@ -12,7 +12,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from _helpers import assert_metrics_equal, evaluator_result
+from _helpers import assert_metrics_equal, evaluator_result, run_python_child
 from ml_dtypes import bfloat16
 
 import cecore
@@ -740,3 +740,12 @@ def test_plot_without_matplotlib_says_what_to_install(tmp_path, capsys, rng, mon
     check_error(capsys, ["eval", *paths, "--plot", str(tmp_path / "x.png")],
                 "pip install 'cecore[plot]'")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_importing_cecore_and_its_cli_imports_no_optional_package(tmp_path):
+    code = ("import sys, cecore, cecore.__main__; "
+            "print(sorted(m for m in ('matplotlib', 'torch', 'dask', 'scipy', 'sklearn', 'jax') "
+            "if m in sys.modules))")
+    done = run_python_child(code, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
