@@ -19,25 +19,36 @@ from cecore._validation import (
     check_real_number,
     check_reduction,
     class_targets,
-    class_weight as class_weight_array,
     compute_dtype,
     divide,
     is_bfloat16,
     kernel_array,
     raise_bad_target,
 )
+from cecore._validation import (
+    class_weight as class_weight_array,
+)
 
 # The most extra memory a call takes with chunk_size=None (the outputs aside) ...
 CHUNK_BYTES = 64 << 20
 # ... and at most this fraction of what the N x V logits would take.
 MEMORY_FRACTION = 8
-# Targets are checked and counted this many at a time (no N-sized temporaries).
+# _Targets are checked and counted this many at a time (no N-sized temporaries).
 _COUNT_BLOCK = 1 << 16
+
+
+# Below this many logits (64 MB in float32) the default holds them all in one chunk:
+# chunking would only cost time (each chunk streams the weight three times and adds
+# to its gradient once).
+SMALL_LOGITS = 1 << 24
 
 
 def memory_budget(n, n_classes, itemsize):
     """Bytes of extra memory the default chunk size keeps to:
-    ``min(CHUNK_BYTES, N V itemsize / MEMORY_FRACTION)``."""
+    ``min(CHUNK_BYTES, N V itemsize / MEMORY_FRACTION)``, and ``min(CHUNK_BYTES,
+    N V itemsize / 0.75)`` (one chunk) when ``N V < SMALL_LOGITS``."""
+    if n * n_classes < SMALL_LOGITS:
+        return min(CHUNK_BYTES, -(-n * n_classes * itemsize * 4 // 3))
     return min(CHUNK_BYTES, n * n_classes * itemsize // MEMORY_FRACTION)
 
 
@@ -68,7 +79,7 @@ def _grad_dtype(given, dtype):
     return dtype
 
 
-class Targets:
+class _Targets:
     """Validated targets laid out as the logits' rows, and the options of the kernel.
 
     ``kind`` is "index" (``flat``: int32/int64 (N,)) or "prob" (``rows``: (N, V),
@@ -100,14 +111,14 @@ class Targets:
         return loss, float(last - first)
 
 
-def check_z_loss(z_loss):
+def _check_z_loss(z_loss):
     value = check_real_number(z_loss, "z_loss", "a non-negative float")
     if not (math.isfinite(value) and value >= 0.0):
         raise ValueError(f"z_loss must be a finite float >= 0, got {value}")
     return value
 
 
-def check_softcap(softcap):
+def _check_softcap(softcap):
     if softcap is None:
         return None
     value = check_real_number(softcap, "softcap", "a positive float or None")
@@ -127,11 +138,11 @@ def _not_yet(z_loss, softcap):
             f"{'0.0' if name == 'z_loss' else 'None'}")
 
 
-def prepare_targets(target, batch_shape, n_classes, *, ignore_index, label_smoothing,
+def _prepare_targets(target, batch_shape, n_classes, *, ignore_index, label_smoothing,
                     weight, shift, ignore_index_given=True):
     """Validate the targets (all of them, before any product) and lay them out.
 
-    Returns ``(Targets, positions)``: ``positions`` is the shape of the per-position
+    Returns ``(_Targets, positions)``: ``positions`` is the shape of the per-position
     losses (``batch_shape``, one step shorter along T with ``shift``).
     ``weight`` is the validated class weight array (empty for none).
     ``ignore_index_given``: False when the caller left ignore_index at its default
@@ -147,7 +158,7 @@ def prepare_targets(target, batch_shape, n_classes, *, ignore_index, label_smoot
         normaliser, bad = _count_targets(flat, n_classes, ignore_index, weight)
         if bad >= 0:
             raise_bad_target(t, bad + 1 if shift else bad, n_classes, ignore_index)
-        return Targets("index", flat, None, weight, ignore_index, label_smoothing,
+        return _Targets("index", flat, None, weight, ignore_index, label_smoothing,
                        normaliser), positions
     if t.dtype.kind == "f" or is_bfloat16(t.dtype):
         if shift:
@@ -164,7 +175,7 @@ def prepare_targets(target, batch_shape, n_classes, *, ignore_index, label_smoot
         if t.dtype.kind == "f" and (t.dtype.itemsize > 8 or not t.dtype.isnative):
             t = t.astype(np.float64)
         rows = t.reshape(math.prod(batch_shape), n_classes)
-        return Targets("prob", None, rows, weight, ignore_index, label_smoothing,
+        return _Targets("prob", None, rows, weight, ignore_index, label_smoothing,
                        rows.shape[0]), batch_shape
     kind = "complex" if t.dtype.kind == "c" else str(t.dtype)
     raise TypeError(f"target must hold integer class indices or floating probabilities, "
@@ -172,7 +183,7 @@ def prepare_targets(target, batch_shape, n_classes, *, ignore_index, label_smoot
 
 
 def _shifted_targets(t, batch_shape, n_classes, ignore_index):
-    """Targets of next-token prediction, as the rows of hidden (..., T, D) see them:
+    """_Targets of next-token prediction, as the rows of hidden (..., T, D) see them:
     row (s, j) predicts target (s, j + 1); the last row of each sequence is ignored
     (its logits are computed and discarded). A copy of the targets (N int64)."""
     if len(batch_shape) < 1:
@@ -210,7 +221,7 @@ def _count_targets(flat, n_classes, ignore_index, weight):
     return total, bad
 
 
-class NumpyProjection:
+class _NumpyProjection:
     """``rows @ weight.T + bias`` a chunk of rows at a time into one buffer (NumPy's
     BLAS), and the backward products of each chunk's logit gradients ``dz``:
     ``grad_hidden[chunk] = dz @ weight``, ``grad_weight += dz.T @ rows[chunk]``,
@@ -288,7 +299,7 @@ class NumpyProjection:
         return self.grad_hidden, gw, gb
 
 
-def chunk_loop(projection, targets, n, chunk, scale, with_grad, per_row, n_threads, dtype):
+def _chunk_loop(projection, targets, n, chunk, scale, with_grad, per_row, n_threads, dtype):
     """The loss sum and weight sum over all rows, chunk by chunk; with_grad: each
     chunk's logits become their gradient in place and go to the projection's
     backward products before the next chunk overwrites them."""
@@ -307,7 +318,7 @@ def chunk_loop(projection, targets, n, chunk, scale, with_grad, per_row, n_threa
     return total, weight_sum
 
 
-def check_chunk_size(chunk_size, n, n_classes, itemsize):
+def _check_chunk_size(chunk_size, n, n_classes, itemsize):
     if chunk_size is None:
         return default_chunk_rows(n, n_classes, itemsize)
     if check_int(chunk_size, "chunk_size") < 1:
@@ -348,7 +359,9 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
 
     Memory: with ``chunk_size=None`` the peak extra memory (everything but the
     inputs and the returned arrays) is at most ``min(64 MB, N V itemsize / 8)``
-    — 1/8 of what the logits would take, and never more than 64 MB: the logits
+    when ``N V >= 2**24`` — 1/8 of what the logits would take, and never more
+    than 64 MB (smaller shapes take one chunk of all the logits, at most 64 MB:
+    there chunking would only cost time): the logits
     buffer takes 3/4 of that bound (``chunk_size = 0.75 bound / (V itemsize)``
     rows, evened out over the chunks), the weight gradient's accumulator 1/8.
     (16-bit hidden states add one chunk of rows converted to float32, and
@@ -460,17 +473,17 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     ignore_index = check_int(ignore_index, "ignore_index")
     label_smoothing = check_fraction(label_smoothing, "label_smoothing")
     cw = class_weight_array(class_weight, n_classes, "class_weight")
-    z_loss = check_z_loss(z_loss)
-    softcap = check_softcap(softcap)
+    z_loss = _check_z_loss(z_loss)
+    softcap = _check_softcap(softcap)
     shift = check_bool(shift, "shift")
     return_grad = check_bool(return_grad, "return_grad")
-    targets, positions = prepare_targets(
+    targets, positions = _prepare_targets(
         target, h.shape[:-1], n_classes, ignore_index=ignore_index,
         label_smoothing=label_smoothing, weight=cw, shift=shift)
     # not reshape(-1, D): NumPy cannot infer the row count when D = 0
     n = math.prod(h.shape[:-1])
     rows = h.reshape(n, h.shape[-1])
-    chunk = check_chunk_size(chunk_size, n, n_classes, dtype.itemsize)
+    chunk = _check_chunk_size(chunk_size, n, n_classes, dtype.itemsize)
     if n_threads is None:
         n_threads = 1  # the BLAS's threads hold the other cores (see the docstring)
     resolve_n_threads(n_threads, chunk * n_classes)  # validated before the first product
@@ -480,12 +493,12 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
         scale = divide(1.0, targets.normaliser)
     grad_dtypes = (_grad_dtype(h_given, dtype), _grad_dtype(w_given, dtype),
                    _grad_dtype(b_given, dtype) if b_given is not None else None)
-    projection = NumpyProjection(rows, w.astype(dtype, copy=False), bias, dtype, chunk,
+    projection = _NumpyProjection(rows, w.astype(dtype, copy=False), bias, dtype, chunk,
                                  (return_grad,) * 3, grad_dtypes,
                                  memory_budget(n, n_classes, dtype.itemsize))
     result_dtype = _result_dtype(projection.buffer)
     per_row = np.empty(n if reduction == "none" else 0, result_dtype)
-    total, weight_sum = chunk_loop(projection, targets, n, chunk, scale, return_grad,
+    total, weight_sum = _chunk_loop(projection, targets, n, chunk, scale, return_grad,
                                    per_row, n_threads, dtype)
     if reduction == "none" and shift:
         steps = h.shape[-2]

@@ -174,17 +174,17 @@ class _Plan:
         label_smoothing = _linear.check_fraction(s["label_smoothing"], "label_smoothing")
         cw = class_weight_array(None if weight is None else _from_torch(weight, "weight"),
                                 n_classes, "weight")
-        z_loss = _linear.check_z_loss(s["z_loss"])
-        softcap = _linear.check_softcap(s["softcap"])
+        z_loss = _linear._check_z_loss(s["z_loss"])
+        softcap = _linear._check_softcap(s["softcap"])
         self.batch_shape = tuple(input.shape[:-1])
         self.n = math.prod(self.batch_shape)
-        self.targets, self.positions = _linear.prepare_targets(
+        self.targets, self.positions = _linear._prepare_targets(
             _from_torch(target, "target"), self.batch_shape, n_classes,
             ignore_index=s["ignore_index"], label_smoothing=label_smoothing, weight=cw,
             shift=False, ignore_index_given=False)
         itemsize = input.element_size()
         compute_itemsize = 8 if input.dtype == torch.float64 else 4
-        self.chunk = _linear.check_chunk_size(s["chunk_size"], self.n, n_classes, itemsize)
+        self.chunk = _linear._check_chunk_size(s["chunk_size"], self.n, n_classes, itemsize)
         self.budget = _linear.memory_budget(self.n, n_classes, itemsize)
         self.n_threads = 1 if s["n_threads"] is None else s["n_threads"]
         _linear.resolve_n_threads(self.n_threads, self.chunk * n_classes)
@@ -206,7 +206,7 @@ class _Plan:
                 scale = divide(1.0, self.targets.normaliser)
             none = self.reduction == "none" and row_scale is None
             per_row = np.empty(self.n if none else 0, self.result_dtype)
-            total, weight_sum = _linear.chunk_loop(
+            total, weight_sum = _linear._chunk_loop(
                 projection, self.targets, self.n, self.chunk, scale, with_grad, per_row,
                 self.n_threads, self.result_dtype)
             loss = None
@@ -221,7 +221,7 @@ class _Plan:
 
 
 class TorchProjection:
-    """As cecore._linear.NumpyProjection, with PyTorch's products and dtypes. Weight
+    """As cecore._linear._NumpyProjection, with PyTorch's products and dtypes. Weight
     and bias gradients of 16-bit tensors are accumulated in float32 (each chunk's
     product rounded once to 16 bits, added in float32)."""
 
