@@ -631,6 +631,81 @@ def _torch_linear(chunked):
     return prepare
 
 
+def _cecore_linear_grad(inputs, n_threads):
+    import cecore
+
+    hidden, weight, target = inputs
+    return _numpy_blas_threads(
+        lambda: cecore.linear_cross_entropy(hidden, weight, target, return_grad=True)[:3],
+        n_threads)
+
+
+def _cecore_torch_linear_grad(inputs, n_threads):
+    import torch
+
+    from cecore.torch import linear_cross_entropy
+
+    hidden, weight, target = (torch.from_numpy(a) for a in inputs)
+
+    def run():
+        h, w = hidden.requires_grad_(), weight.requires_grad_()
+        h.grad = w.grad = None
+        loss = linear_cross_entropy(h, w, target)
+        loss.backward()
+        return loss.detach(), h.grad, w.grad
+
+    return run
+
+
+def _materialised_linear_grad(inputs, n_threads):
+    """Logits by NumPy's matmul, loss and logit gradient by cecore, then dH and dW."""
+    import cecore
+
+    hidden, weight, target = inputs
+
+    def run():
+        loss, dz = cecore.cross_entropy(hidden @ weight.T, target, return_grad=True,
+                                        n_threads=n_threads)
+        return loss, dz @ weight, dz.T @ hidden
+
+    return _numpy_blas_threads(run, n_threads)
+
+
+def _three_matmuls(inputs, n_threads):
+    """The BLAS floor of forward + backward: logits, dH = Z W and dW = Z^T H (NumPy)."""
+    hidden, weight, target = inputs
+
+    def run():
+        z = hidden @ weight.T
+        return None, z @ weight, z.T @ hidden
+
+    return _numpy_blas_threads(run, n_threads)
+
+
+def _torch_linear_grad(inputs, n_threads):
+    import torch
+
+    hidden, weight, target = (torch.from_numpy(a) for a in inputs)
+
+    def run():
+        h, w = hidden.requires_grad_(), weight.requires_grad_()
+        h.grad = w.grad = None
+        loss = torch.nn.functional.linear_cross_entropy(h, w, target)
+        loss.backward()
+        return loss.detach(), h.grad, w.grad
+
+    return run
+
+
+CECORE_LINEAR_GRAD = Impl("cecore.linear_cross_entropy, return_grad", "cecore",
+                          _cecore_linear_grad)
+LINEAR_GRAD_PEERS = (
+    Impl("three matmuls (BLAS floor)", "cecore", _three_matmuls),
+    Impl("materialise + cecore.cross_entropy grad", "cecore", _materialised_linear_grad),
+    Impl("torch linear_cross_entropy fwd+bwd", "torch", _torch_linear_grad),
+    Impl("cecore.torch.linear_cross_entropy fwd+bwd", "torch", _cecore_torch_linear_grad),
+)
+
 CECORE_BARE = Impl("cecore.cross_entropy (bare kernel)", "cecore", _cecore_cross_entropy)
 CECORE_EVALUATOR = Impl("cecore.Evaluator, 8 batches", "cecore", _cecore_evaluator)
 CECORE_EVAL_CLI = Impl("cecore eval (.npy, page-cached)", "cecore", _cecore_eval_cli)

@@ -194,5 +194,15 @@ WORKLOADS = (
     Workload("linear", "linear layer + cross-entropy, D = 1,024 (shape: the logits')",
              (4_096, 32_000), "float32", functools.partial(peers.linear_inputs, d=1_024),
              peers.CECORE_LINEAR, peers.LINEAR_PEERS, read_floor=False, peak_memory=True,
+             speedups={peers.LINEAR_PEERS[0].label: 1, peers.LINEAR_PEERS[1].label: 1 / 0.8},
              memory_max={peers.LINEAR_PEERS[0].label: 0.25, peers.LINEAR_PEERS[1].label: 0.25}),
+    # issue 15: forward + backward (loss, grad of hidden and weight) in the chunk loop, against
+    # PyTorch's forward + backward and the three products alone (the BLAS floor)
+    Workload("linear-grad", "linear layer + cross-entropy, forward + backward, D = 1,024",
+             (4_096, 32_000), "float32", functools.partial(peers.linear_inputs, d=1_024),
+             peers.CECORE_LINEAR_GRAD, peers.LINEAR_GRAD_PEERS, read_floor=False,
+             peak_memory=True,
+             speedups={peers.LINEAR_GRAD_PEERS[0].label: 1 / 1.15,
+                       peers.LINEAR_GRAD_PEERS[2].label: 1 / 0.8},
+             memory_max={peers.LINEAR_GRAD_PEERS[2].label: 1 / 8}),
 )

@@ -1,43 +1,371 @@
-"""Cross-entropy of a linear layer's output without materialising the logits."""
+"""Cross-entropy of a linear layer's output without materialising the logits, and
+its gradients with respect to the layer's input, weight and bias in the same pass."""
 
 import math
 
 import numpy as np
 
 from cecore import _softmax_kernels
-from cecore._losses import _check_class_targets, _reduce, _result_dtype
+from cecore._losses import _reduce, _result_dtype
 from cecore._threads import resolve_n_threads, run_kernel
 from cecore._validation import (
-    HALF_NONE,
     as_float_array,
     as_logits_array,
     asarray,
+    cast,
+    check_bool,
+    check_fraction,
     check_int,
+    check_real_number,
     check_reduction,
     class_targets,
-    class_weight,
     compute_dtype,
+    divide,
+    is_bfloat16,
+    kernel_array,
+    raise_bad_target,
+)
+from cecore._validation import (
+    class_weight as class_weight_array,
 )
 
-# Bytes of logits computed at a time when chunk_size is None.
+# The most extra memory a call takes with chunk_size=None (the outputs aside) ...
 CHUNK_BYTES = 64 << 20
+# ... and at most this fraction of what the N x V logits would take.
+MEMORY_FRACTION = 8
+# _Targets are checked and counted this many at a time (no N-sized temporaries).
+_COUNT_BLOCK = 1 << 16
+
+
+# Below this many logits (64 MB in float32) the default holds them all in one chunk:
+# chunking would only cost time (each chunk streams the weight three times and adds
+# to its gradient once).
+SMALL_LOGITS = 1 << 24
+
+
+def memory_budget(n, n_classes, itemsize):
+    """Bytes of extra memory the default chunk size keeps to:
+    ``min(CHUNK_BYTES, N V itemsize / MEMORY_FRACTION)``, and ``min(CHUNK_BYTES,
+    N V itemsize / 0.75)`` (one chunk) when ``N V < SMALL_LOGITS``."""
+    if n * n_classes < SMALL_LOGITS:
+        return min(CHUNK_BYTES, -(-n * n_classes * itemsize * 4 // 3))
+    return min(CHUNK_BYTES, n * n_classes * itemsize // MEMORY_FRACTION)
+
+
+def default_chunk_rows(n, n_classes, itemsize):
+    """Rows per chunk with ``chunk_size=None``: the logits buffer takes 3/4 of
+    :func:`memory_budget` (the weight-gradient accumulator 1/8, small change the
+    rest), rounded so that every chunk has about the same number of rows."""
+    if n == 0:
+        return 1
+    most = max(1, memory_budget(n, n_classes, itemsize) * 3 // 4 // (n_classes * itemsize))
+    n_chunks = -(-n // most)
+    return -(-n // n_chunks)
+
+
+def _accumulator_rows(n_classes, n_features, itemsize, budget):
+    """Rows of weight gradient added at a time (a buffer of 1/8 of the budget)."""
+    if n_features == 0:
+        return n_classes
+    return max(1, min(n_classes, budget // 8 // (n_features * itemsize)))
+
+
+def _grad_dtype(given, dtype):
+    """The dtype of an argument's gradient: the argument's own floating dtype
+    (float16/bfloat16 included), the compute dtype for anything else."""
+    if is_bfloat16(given.dtype) or (given.dtype.kind == "f" and given.dtype.itemsize <= 8):
+        return np.dtype(given.dtype.newbyteorder("=")) if given.dtype.kind == "f" \
+            else given.dtype
+    return dtype
+
+
+class _Targets:
+    """Validated targets laid out as the logits' rows, and the options of the kernel.
+
+    ``kind`` is "index" (``flat``: int32/int64 (N,)) or "prob" (``rows``: (N, V),
+    converted to the compute dtype a chunk at a time). ``normaliser``: what
+    ``"mean"`` divides by (sum of the counted targets' class weights, or N for
+    probabilities), known before any product so that the gradient can be scaled
+    in the chunk loop.
+    """
+
+    def __init__(self, kind, flat, rows, weight, ignore_index, label_smoothing, normaliser):
+        self.kind, self.flat, self.rows, self.weight = kind, flat, rows, weight
+        self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
+        self.normaliser = normaliser
+
+    def loss(self, logits, first, last, scale, with_grad, per_row, n_threads, dtype):
+        """Loss sum and weight sum of rows first..last; with_grad: logits become
+        ``scale`` x the gradient of their losses, in place."""
+        x, half = kernel_array(logits)
+        grad = x if with_grad else x[:0, :0]
+        if self.kind == "index":
+            loss, weights, _ = run_kernel(
+                _softmax_kernels.ce_index_loss, n_threads, x.size, x, half,
+                self.flat[first:last], self.weight, self.ignore_index, self.label_smoothing,
+                scale, grad, per_row)
+            return loss, weights
+        t = np.ascontiguousarray(cast(self.rows[first:last], dtype))
+        loss = run_kernel(_softmax_kernels.ce_prob_loss, n_threads, x.size, x, half, t,
+                          self.weight, self.label_smoothing, scale, grad, per_row)
+        return loss, float(last - first)
+
+
+def _check_z_loss(z_loss):
+    value = check_real_number(z_loss, "z_loss", "a non-negative float")
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"z_loss must be a finite float >= 0, got {value}")
+    return value
+
+
+def _check_softcap(softcap):
+    if softcap is None:
+        return None
+    value = check_real_number(softcap, "softcap", "a positive float or None")
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError(f"softcap must be a finite float > 0 or None, got {value}")
+    return value
+
+
+def _not_yet(z_loss, softcap):
+    # cecore.cross_entropy's z_loss=/softcap= kernels are being added; these options
+    # are validated and passed through to the kernel call once they exist.
+    if z_loss != 0.0 or softcap is not None:
+        name = "z_loss" if z_loss != 0.0 else "softcap"
+        raise NotImplementedError(
+            f"linear_cross_entropy: {name} is not implemented yet (its kernel comes with "
+            f"cecore.cross_entropy's {name}=); use {name}="
+            f"{'0.0' if name == 'z_loss' else 'None'}")
+
+
+def _prepare_targets(target, batch_shape, n_classes, *, ignore_index, label_smoothing,
+                    weight, shift, ignore_index_given=True):
+    """Validate the targets (all of them, before any product) and lay them out.
+
+    Returns ``(_Targets, positions)``: ``positions`` is the shape of the per-position
+    losses (``batch_shape``, one step shorter along T with ``shift``).
+    ``weight`` is the validated class weight array (empty for none).
+    ``ignore_index_given``: False when the caller left ignore_index at its default
+    (PyTorch's rule for probability targets: an explicit ignore_index is an error).
+    """
+    t = asarray(target, "target")
+    if t.dtype.kind in "iu":
+        if shift:
+            flat, positions = _shifted_targets(t, batch_shape, n_classes, ignore_index)
+        else:
+            flat = class_targets(t, batch_shape, n_classes, ignore_index)
+            positions = batch_shape
+        normaliser, bad = _count_targets(flat, n_classes, ignore_index, weight)
+        if bad >= 0:
+            raise_bad_target(t, bad + 1 if shift else bad, n_classes, ignore_index)
+        return _Targets("index", flat, None, weight, ignore_index, label_smoothing,
+                       normaliser), positions
+    if t.dtype.kind == "f" or is_bfloat16(t.dtype):
+        if shift:
+            raise ValueError("shift=True needs class-index targets (an integer dtype), got "
+                             f"floating targets of dtype {t.dtype}")
+        if ignore_index_given and ignore_index >= 0:
+            raise ValueError(
+                f"ignore_index is not supported for probability targets (got ignore_index="
+                f"{ignore_index}; leave it at its default)")
+        shape = tuple(batch_shape) + (n_classes,)
+        if t.shape != shape:
+            raise ValueError(f"probability target has shape {t.shape}, expected the logits' "
+                             f"shape {shape} (class indices need an integer dtype)")
+        if t.dtype.kind == "f" and (t.dtype.itemsize > 8 or not t.dtype.isnative):
+            t = t.astype(np.float64)
+        rows = t.reshape(math.prod(batch_shape), n_classes)
+        return _Targets("prob", None, rows, weight, ignore_index, label_smoothing,
+                       rows.shape[0]), batch_shape
+    kind = "complex" if t.dtype.kind == "c" else str(t.dtype)
+    raise TypeError(f"target must hold integer class indices or floating probabilities, "
+                    f"got {kind}")
+
+
+def _shifted_targets(t, batch_shape, n_classes, ignore_index):
+    """_Targets of next-token prediction, as the rows of hidden (..., T, D) see them:
+    row (s, j) predicts target (s, j + 1); the last row of each sequence is ignored
+    (its logits are computed and discarded). A copy of the targets (N int64)."""
+    if len(batch_shape) < 1:
+        raise ValueError("shift=True needs hidden of shape (..., T, D), got a 1-D hidden")
+    if t.shape != tuple(batch_shape):
+        raise ValueError(f"target has shape {t.shape}, expected {tuple(batch_shape)} "
+                         "(hidden's shape without its last axis)")
+    if t.dtype == np.uint64 and t.size and t.max() > np.iinfo(np.int64).max:
+        raise_bad_target(t, int(np.argmax(t.reshape(-1) > np.iinfo(np.int64).max)),
+                         n_classes, ignore_index)
+    n_steps = batch_shape[-1]
+    if n_steps < 1:
+        raise ValueError("shift=True needs at least one position (T >= 1), got T = 0")
+    seqs = t.reshape(-1, n_steps)
+    flat = np.empty(seqs.shape, np.int64)
+    flat[:, :-1] = seqs[:, 1:]
+    flat[:, -1] = ignore_index
+    return flat.reshape(-1), tuple(batch_shape[:-1]) + (n_steps - 1,)
+
+
+def _count_targets(flat, n_classes, ignore_index, weight):
+    """(sum of the class weights of the counted targets, first out-of-range index or -1),
+    in blocks (no temporary of the targets' size)."""
+    total, bad = 0.0, -1
+    for first in range(0, flat.size, _COUNT_BLOCK):
+        block = flat[first:first + _COUNT_BLOCK]
+        counted = block != ignore_index
+        out = counted & ((block < 0) | (block >= n_classes))
+        if out.any():
+            return total, first + int(np.argmax(out))
+        if weight.size:
+            total += float(np.sum(weight[block[counted]]))
+        else:
+            total += int(np.count_nonzero(counted))
+    return total, bad
+
+
+class _NumpyProjection:
+    """``rows @ weight.T + bias`` a chunk of rows at a time into one buffer (NumPy's
+    BLAS), and the backward products of each chunk's logit gradients ``dz``:
+    ``grad_hidden[chunk] = dz @ weight``, ``grad_weight += dz.T @ rows[chunk]``,
+    ``grad_bias += sum(dz)``."""
+
+    def __init__(self, rows, w, bias, dtype, chunk, wanted, grad_dtypes, budget):
+        n, d = rows.shape
+        v = w.shape[0]
+        self.rows, self.w, self.bias, self.dtype = rows, w, bias, dtype
+        self.w_t = w.T  # a view: BLAS reads the transpose in place
+        self.buffer = np.empty((min(chunk, max(n, 1)), v), dtype)
+        self.want_h, self.want_w, self.want_b = wanted
+        self.grad_dtypes = grad_dtypes
+        self.h_chunk = None
+        self.grad_hidden = self.grad_weight = self.grad_bias = None
+        if self.want_h:
+            self.grad_hidden = np.zeros((n, d), grad_dtypes[0])
+            if grad_dtypes[0] != dtype:
+                self.hidden_buffer = np.empty((self.buffer.shape[0], d), dtype)
+        if self.want_w:
+            self.grad_weight = np.zeros((v, d), dtype)
+            self.accumulator = np.empty((_accumulator_rows(v, d, dtype.itemsize, budget), d),
+                                        dtype)
+            self.first_product = True
+        if self.want_b and bias is not None:
+            self.grad_bias = np.zeros(v, np.float64)
+            self.ones = np.ones(self.buffer.shape[0], dtype)
+            self.bias_sum = np.empty(v, dtype)
+
+    def logits(self, first, last):
+        logits = self.buffer[:last - first]
+        self.h_chunk = self.rows[first:last].astype(self.dtype, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # IEEE inf/NaN, as elsewhere
+            np.matmul(self.h_chunk, self.w_t, out=logits)
+            if self.bias is not None:
+                logits += self.bias
+        return logits
+
+    def backward(self, first, last, dz):
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.want_h:
+                if self.grad_dtypes[0] == self.dtype:
+                    np.matmul(dz, self.w, out=self.grad_hidden[first:last])
+                else:
+                    part = self.hidden_buffer[:last - first]
+                    np.matmul(dz, self.w, out=part)
+                    self.grad_hidden[first:last] = part
+            if self.want_w:
+                self._add_weight_product(dz, self.h_chunk)
+            if self.grad_bias is not None:
+                np.matmul(self.ones[:last - first], dz, out=self.bias_sum)
+                self.grad_bias += self.bias_sum
+
+    def _add_weight_product(self, dz, h):
+        """grad_weight += dz.T @ h, in slices of classes (NumPy's matmul cannot add
+        to its output, so each slice goes through a small buffer)."""
+        if self.first_product:
+            np.matmul(dz.T, h, out=self.grad_weight)
+            self.first_product = False
+            return
+        v, step = self.grad_weight.shape[0], self.accumulator.shape[0]
+        for v0 in range(0, v, step):
+            v1 = min(v, v0 + step)
+            part = self.accumulator[:v1 - v0]
+            np.matmul(dz[:, v0:v1].T, h, out=part)
+            self.grad_weight[v0:v1] += part
+
+    def gradients(self):
+        gw = self.grad_weight
+        if gw is not None:
+            gw = cast(gw, self.grad_dtypes[1])
+        gb = self.grad_bias
+        if gb is not None:
+            gb = cast(gb, self.grad_dtypes[2])
+        return self.grad_hidden, gw, gb
+
+
+def _chunk_loop(projection, targets, n, chunk, scale, with_grad, per_row, n_threads, dtype):
+    """The loss sum and weight sum over all rows, chunk by chunk; with_grad: each
+    chunk's logits become their gradient in place and go to the projection's
+    backward products before the next chunk overwrites them."""
+    total = weight_sum = 0.0
+    no_per_row = per_row[:0]
+    for first in range(0, n, chunk):
+        last = min(n, first + chunk)
+        logits = projection.logits(first, last)
+        loss, weights = targets.loss(logits, first, last, scale, with_grad,
+                                     per_row[first:last] if per_row.size else no_per_row,
+                                     n_threads, dtype)
+        total += loss
+        weight_sum += weights
+        if with_grad:
+            projection.backward(first, last, logits)
+    return total, weight_sum
+
+
+def _check_chunk_size(chunk_size, n, n_classes, itemsize):
+    if chunk_size is None:
+        return default_chunk_rows(n, n_classes, itemsize)
+    if check_int(chunk_size, "chunk_size") < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return max(1, min(int(chunk_size), n))
 
 
 def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100,
-                         reduction="mean", chunk_size=None, n_threads=None):
+                         label_smoothing=0.0, class_weight=None, z_loss=0.0, softcap=None,
+                         shift=False, reduction="mean", return_grad=False, chunk_size=None,
+                         n_threads=None):
     r"""Cross-entropy of ``hidden @ weight.T + bias`` without materialising the logits.
 
     Equal to ``cross_entropy(hidden @ weight.T + bias, target, ...)`` (PyTorch's
-    ``linear_cross_entropy`` with default options), but the ``N x V`` logits are
-    never held at once: ``chunk_size`` rows at a time are projected with NumPy's
-    matrix product (BLAS) into one reused buffer, and the fused cross-entropy
-    kernel reduces that block to its loss sum before the next block overwrites
-    it. Peak extra memory is ``chunk_size x V`` logits (about 64 MB by default)
-    instead of ``N x V``. With :math:`z_i = W h_i + b`, counted positions
-    :math:`P` (``target != ignore_index``):
+    ``linear_cross_entropy``), but the ``N x V`` logits are never held at
+    once: ``chunk_size`` rows at a time are projected with NumPy's matrix
+    product (BLAS) into one reused buffer, and the fused cross-entropy kernel
+    reduces that block to its loss sum before the next block overwrites it.
+    With :math:`z_i = W h_i + b`, class weights :math:`w` (1 by default),
+    :math:`\epsilon` = ``label_smoothing``, :math:`V` classes and counted
+    positions :math:`P` (``target != ignore_index``):
 
-    .. math:: \ell_i = \log \sum_v e^{z_{iv}} - z_{i y_i}, \qquad
-              \mathrm{mean} = \frac{1}{|P|} \sum_{i \in P} \ell_i
+    .. math:: \ell_i = (1 - \epsilon) w_{y_i} (\mathrm{lse}(z_i) - z_{i y_i})
+              + \frac{\epsilon}{V} \sum_v w_v (\mathrm{lse}(z_i) - z_{iv}), \qquad
+              \mathrm{mean} = \sum_{i \in P} \ell_i \Big/ \sum_{i \in P} w_{y_i}
+
+    (probability targets as in :func:`cross_entropy`; their mean divides by N).
+
+    With ``return_grad=True`` the gradients come from the same chunk loop: each
+    chunk's logits are projected once, the fused kernel turns them into their
+    gradient :math:`G = \partial \mathrm{loss} / \partial z` in place
+    (``s (c\,\mathrm{softmax}(z) - \text{smoothed target weights})``, ``s`` =
+    1 / the mean's denominator, counted from the targets before the loop), and
+    three products finish the chunk:
+
+    .. math:: \nabla_h = G W, \qquad \nabla_W \mathrel{+}= G^\top h, \qquad
+              \nabla_b \mathrel{+}= \textstyle\sum_i G_i
+
+    Memory: with ``chunk_size=None`` the peak extra memory (everything but the
+    inputs and the returned arrays) is at most ``min(64 MB, N V itemsize / 8)``
+    when ``N V >= 2**24`` — 1/8 of what the logits would take, and never more
+    than 64 MB (smaller shapes take one chunk of all the logits, at most 64 MB:
+    there chunking would only cost time): the logits
+    buffer takes 3/4 of that bound (``chunk_size = 0.75 bound / (V itemsize)``
+    rows, evened out over the chunks), the weight gradient's accumulator 1/8.
+    (16-bit hidden states add one chunk of rows converted to float32, and
+    targets other than contiguous int32/int64 a converted copy.)
 
     Parameters
     ----------
@@ -45,17 +373,37 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
         Inputs of the layer (``N`` = the product of the leading dimensions).
     weight : array_like of shape (V, D)
         The layer's weight, one row per class (as ``torch.nn.Linear.weight``).
-    target : array_like of int, shape (...)
-        Class indices in ``[0, V)`` or ``ignore_index``; ``hidden``'s shape
-        without its last axis.
+    target : array_like
+        Class indices (integer dtype) in ``[0, V)`` or ``ignore_index``, of
+        ``hidden``'s shape without its last axis; or class probabilities
+        (floating, shape ``(..., V)``).
     bias : array_like of shape (V,), optional
     ignore_index : int, default -100
+        Class-index target that is not counted (with probability targets a
+        value >= 0 raises ValueError, as in :func:`cross_entropy`).
+    label_smoothing : float in [0, 1], default 0
+    class_weight : array_like of shape (V,), optional
+        Per-class weights (``weight=`` of :func:`cross_entropy`).
+    z_loss : float >= 0, default 0
+        Not implemented yet: a nonzero value raises NotImplementedError.
+    softcap : float > 0, optional
+        Not implemented yet: a value raises NotImplementedError.
+    shift : bool, default False
+        Next-token prediction: ``hidden`` ``(..., T, D)`` and ``target``
+        ``(..., T)``; the logits of position ``t < T - 1`` are scored against
+        target ``t + 1``. ``hidden`` is not copied (the last position of each
+        sequence is projected with the others and discarded, 1/T extra
+        products); ``"none"`` returns ``(..., T - 1)``; ``grad_hidden`` has
+        ``hidden``'s full shape, 0 at the last position.
     reduction : {"mean", "sum", "none"}, default "mean"
+    return_grad : bool, default False
+        Also return the gradients of the loss (of the sum of the losses for
+        ``"none"``) with respect to ``hidden``, ``weight`` and ``bias``.
     chunk_size : int, optional
-        Rows per block; default: as many as fit ``V`` logits each in 64 MB.
+        Rows per block; default: the memory rule above.
     n_threads : int, optional
         OpenMP threads of the cross-entropy kernel; default 1. The matrix
-        product runs on NumPy's BLAS threads, which spin-wait on the other
+        products run on NumPy's BLAS threads, which spin-wait on the other
         cores for a while after each product, so a parallel kernel between
         two products would only contend with them (measured, 8 blocks of
         524 x 32,000: 33 ms of kernel time on one thread, 99 ms on two).
@@ -65,16 +413,24 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     loss : numpy.float64 or numpy.float32, or numpy.ndarray for ``"none"``
         float64 when ``hidden``, ``weight`` or ``bias`` is float64 (they are
         computed in their common dtype), float32 otherwise; ``"none"`` has
-        ``target``'s shape.
+        the target positions' shape.
+    grad_hidden, grad_weight, grad_bias : numpy.ndarray
+        Only with ``return_grad=True``: ``(loss, grad_hidden, grad_weight,
+        grad_bias)``, each of its argument's shape and floating dtype
+        (``grad_bias`` is None without a bias).
 
     Raises
     ------
     TypeError
-        Non-numeric or complex data, non-integer targets.
+        Non-numeric or complex data, a non-bool ``shift``/``return_grad``, a
+        non-number option.
     ValueError
         Shapes that do not match (naming the argument), a target out of range
-        (checked before any product is computed), a bad ``reduction`` or
-        ``chunk_size < 1``.
+        (checked before any product is computed), a bad ``reduction``,
+        ``label_smoothing`` outside [0, 1], negative/NaN/inf ``z_loss``,
+        ``softcap`` <= 0, ``chunk_size < 1``.
+    NotImplementedError
+        A nonzero ``z_loss`` or a ``softcap`` (for now).
 
     Examples
     --------
@@ -85,11 +441,16 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     >>> loss = cecore.linear_cross_entropy(h, w, y, chunk_size=2)
     >>> bool(np.isclose(loss, cecore.cross_entropy(h @ w.T, y)))
     True
+    >>> loss, gh, gw, gb = cecore.linear_cross_entropy(h, w, y, return_grad=True)
+    >>> gh.shape, gw.shape, gb is None
+    ((6, 4), (10, 4), True)
     """
     # 16-bit hidden states are converted a chunk at a time, the weight once (BLAS
     # multiplies float32/float64)
-    h, _ = as_logits_array(hidden, "hidden")
-    w, _ = as_float_array(weight, "weight")
+    h_given = asarray(hidden, "hidden")
+    h, _ = as_logits_array(h_given, "hidden")
+    w_given = asarray(weight, "weight")
+    w, _ = as_float_array(w_given, "weight")
     if h.ndim == 0:
         raise ValueError("hidden must have at least one dimension (the features)")
     if w.ndim != 2 or w.shape[1] != h.shape[-1]:
@@ -99,8 +460,10 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     if n_classes == 0:
         raise ValueError("weight has zero rows (classes)")
     dtype = np.result_type(compute_dtype(h.dtype), w.dtype)
+    b_given = None
     if bias is not None:
-        bias, _ = as_float_array(bias, "bias")
+        b_given = asarray(bias, "bias")
+        bias, _ = as_float_array(b_given, "bias")
         if bias.shape != (n_classes,):
             raise ValueError(f"bias must have shape ({n_classes},) (one per row of weight), "
                              f"got {bias.shape}")
@@ -108,38 +471,40 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
         bias = bias.astype(dtype, copy=False)
     reduction = check_reduction(reduction)
     ignore_index = check_int(ignore_index, "ignore_index")
-    t = asarray(target, "target")
-    batch_shape = h.shape[:-1]
-    t_flat = class_targets(t, batch_shape, n_classes, ignore_index)
-    _check_class_targets(t, t_flat, n_classes, ignore_index)  # before the expensive part
+    label_smoothing = check_fraction(label_smoothing, "label_smoothing")
+    cw = class_weight_array(class_weight, n_classes, "class_weight")
+    z_loss = _check_z_loss(z_loss)
+    softcap = _check_softcap(softcap)
+    shift = check_bool(shift, "shift")
+    return_grad = check_bool(return_grad, "return_grad")
+    targets, positions = _prepare_targets(
+        target, h.shape[:-1], n_classes, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, weight=cw, shift=shift)
     # not reshape(-1, D): NumPy cannot infer the row count when D = 0
-    rows = h.reshape(math.prod(batch_shape), h.shape[-1])
-    w_t = w.astype(dtype, copy=False).T  # a view: BLAS reads the transpose in place
-    n = rows.shape[0]
-    if chunk_size is None:
-        chunk_size = CHUNK_BYTES // (n_classes * dtype.itemsize)
-    elif check_int(chunk_size, "chunk_size") < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    chunk = max(1, min(chunk_size, n))
-    buffer = np.empty((chunk, n_classes), dtype=dtype)
-    per_row = np.empty(n if reduction == "none" else 0, dtype=dtype)
-    no_weight, no_grad = class_weight(None, n_classes), buffer[:0, :0]
+    n = math.prod(h.shape[:-1])
+    rows = h.reshape(n, h.shape[-1])
+    chunk = _check_chunk_size(chunk_size, n, n_classes, dtype.itemsize)
     if n_threads is None:
         n_threads = 1  # the BLAS's threads hold the other cores (see the docstring)
-    resolve_n_threads(n_threads, buffer.size)  # validated before the first product
-    total = weight_sum = 0.0
-    for first in range(0, n, chunk):
-        last = min(n, first + chunk)
-        logits = buffer[:last - first]
-        with np.errstate(over="ignore", invalid="ignore"):  # IEEE inf/NaN, as elsewhere
-            np.matmul(rows[first:last].astype(dtype, copy=False), w_t, out=logits)
-            if bias is not None:
-                logits += bias
-        loss, weights, _ = run_kernel(
-            _softmax_kernels.ce_index_loss, n_threads, buffer.size,
-            logits, HALF_NONE, t_flat[first:last], no_weight, ignore_index, 0.0, 1.0, no_grad,
-            per_row[first:last],
-        )
-        total += loss
-        weight_sum += weights
-    return _reduce(total, weight_sum, per_row, reduction, batch_shape, _result_dtype(buffer))
+    resolve_n_threads(n_threads, chunk * n_classes)  # validated before the first product
+    _not_yet(z_loss, softcap)
+    scale = 1.0
+    if return_grad and reduction == "mean":
+        scale = divide(1.0, targets.normaliser)
+    grad_dtypes = (_grad_dtype(h_given, dtype), _grad_dtype(w_given, dtype),
+                   _grad_dtype(b_given, dtype) if b_given is not None else None)
+    projection = _NumpyProjection(rows, w.astype(dtype, copy=False), bias, dtype, chunk,
+                                 (return_grad,) * 3, grad_dtypes,
+                                 memory_budget(n, n_classes, dtype.itemsize))
+    result_dtype = _result_dtype(projection.buffer)
+    per_row = np.empty(n if reduction == "none" else 0, result_dtype)
+    total, weight_sum = _chunk_loop(projection, targets, n, chunk, scale, return_grad,
+                                   per_row, n_threads, dtype)
+    if reduction == "none" and shift:
+        steps = h.shape[-2]
+        per_row = per_row.reshape(-1, steps)[:, :-1].copy()
+    loss = _reduce(total, weight_sum, per_row, reduction, positions, result_dtype)
+    if not return_grad:
+        return loss
+    grad_hidden, grad_weight, grad_bias = projection.gradients()
+    return loss, grad_hidden.reshape(h.shape), grad_weight, grad_bias

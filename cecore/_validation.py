@@ -222,15 +222,15 @@ _NO_WEIGHT = np.empty(0)
 _NO_WEIGHT.flags.writeable = False
 
 
-def class_weight(weight, n_classes):
+def class_weight(weight, n_classes, name="weight"):
     """Class weights as a contiguous float64 array of length ``n_classes`` (empty if None)."""
     if weight is None:
         return _NO_WEIGHT
-    w = asarray(weight, "weight")
-    check_real(w, "weight", "fiub")
+    w = asarray(weight, name)
+    check_real(w, name, "fiub")
     if w.shape != (n_classes,):
         raise ValueError(
-            f"weight must have shape ({n_classes},) (one weight per class), got {w.shape}"
+            f"{name} must have shape ({n_classes},) (one weight per class), got {w.shape}"
         )
     return aligned(np.ascontiguousarray(w, dtype=np.float64))
 

@@ -266,3 +266,10 @@ def _target_grad(input, weight, options):
     if options["reduction"] == "mean":
         grad.div_(input.numel() // input.shape[axis])
     return grad
+
+
+# ---------------------------------------------------------------- linear_cross_entropy
+# (kept in its own module and block: the chunk loop lives in cecore/_torch_linear.py)
+from cecore._torch_linear import linear_cross_entropy  # noqa: E402
+
+__all__ += ["linear_cross_entropy"]

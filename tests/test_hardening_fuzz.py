@@ -878,7 +878,7 @@ def test_fuzz_linear_cross_entropy(data):
         checks[1] = weight
     target, kind = _class_target(draw, lead, v)
     if kind == "prob":
-        target = Arg(np.zeros(lead), TYPE)  # class indices only
+        target = Arg(np.zeros(lead), VALUE)  # probabilities need the logits' shape
     bias_kind = draw(st.sampled_from(["none", "none", "ok", "bad"]))
     bias = {"none": Arg(None), "ok": draw(arrays((v,), values="moderate")),
             "bad": Arg(np.ones(v + 1), VALUE)}[bias_kind]

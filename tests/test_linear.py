@@ -162,7 +162,8 @@ def test_peak_memory_is_one_chunk_of_logits(rng, monkeypatch):
         ({"weight": np.zeros((50, 24), dtype=object)}, TypeError, "weight must be a real"),
         ({"bias": np.zeros(49)}, ValueError, r"bias must have shape \(50,\)"),
         ({"bias": "x"}, TypeError, "bias must be a real numeric array"),
-        ({"target": np.zeros(300)}, TypeError, "target must hold integer class indices"),
+        ({"target": np.zeros(300)}, ValueError, r"probability target has shape \(300,\)"),
+        ({"target": np.zeros(300, complex)}, TypeError, "target must hold integer class"),
         ({"target": np.zeros(299, dtype=int)}, ValueError, r"target has shape \(299,\)"),
         ({"reduction": "avg"}, ValueError, "reduction must be one of"),
         ({"chunk_size": 0}, ValueError, "chunk_size must be >= 1"),
@@ -193,3 +194,219 @@ def test_target_out_of_range_is_reported_before_any_product(rng, monkeypatch):
 
 def test_exported():
     assert "linear_cross_entropy" in cecore.__all__
+
+
+# ---------------------------------------------------------------- gradients (issue 15)
+
+
+def reference_gradients(hidden, weight, bias, target, *, reduction="mean", ignore_index=-100,
+                        label_smoothing=0.0, class_weight=None):
+    """Closed form in float64: dZ = c softmax(z) - (1 - eps) w_y onehot - eps w / V,
+    c = (1 - eps) w_y + eps sum(w) / V, over counted rows, divided by sum w_y for "mean";
+    then dH = dZ W, dW = dZ^T H, db = sum dZ."""
+    h = hidden.astype(np.float64).reshape(-1, hidden.shape[-1])
+    w64 = weight.astype(np.float64)
+    z = h @ w64.T + (0.0 if bias is None else bias.astype(np.float64))
+    v = z.shape[1]
+    cw = np.ones(v) if class_weight is None else np.asarray(class_weight, np.float64)
+    t = target.reshape(-1)
+    counted = t != ignore_index
+    y = np.where(counted, t, 0)
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    wy = cw[y] * counted
+    eps = label_smoothing
+    dz = ((1 - eps) * wy + eps * cw.sum() / v * counted)[:, None] * p
+    dz[np.arange(len(t)), y] -= (1 - eps) * wy
+    dz -= (eps / v) * cw[None, :] * counted[:, None]
+    if reduction == "mean":
+        dz /= wy.sum()
+    return (dz @ w64).reshape(hidden.shape), dz.T @ h, (None if bias is None else dz.sum(0))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("chunk_size", [None, 1, 7, 10_000])
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.2}, {"class_weight": "random"},
+                                     {"label_smoothing": 0.1, "class_weight": "random",
+                                      "ignore_index": 3}])
+def test_gradients_match_the_closed_form(rng, reduction, chunk_size, with_bias, options):
+    hidden, weight, bias, target = make_inputs(rng, batch_shape=(5, 41), dtype=np.float64,
+                                               bias=with_bias)
+    options = dict(options)
+    if "ignore_index" in options:
+        target[target == -100] = options["ignore_index"]
+    if options.get("class_weight") == "random":
+        options["class_weight"] = rng.random(weight.shape[0]) + 0.5
+    loss, gh, gw, gb = cecore.linear_cross_entropy(
+        hidden, weight, target, bias=bias, reduction=reduction, chunk_size=chunk_size,
+        return_grad=True, **options)
+    ref_options = {"weight" if k == "class_weight" else k: o for k, o in options.items()}
+    z = hidden @ weight.T + (0.0 if bias is None else bias)
+    np.testing.assert_allclose(loss, _reference.cross_entropy(z, target, reduction=reduction,
+                                                              **ref_options),
+                               rtol=1e-12, atol=1e-12)
+    want = reference_gradients(hidden, weight, bias, target, reduction=reduction, **options)
+    assert gh.shape == hidden.shape and gh.dtype == np.float64
+    np.testing.assert_allclose(gh, want[0], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(gw, want[1], rtol=1e-10, atol=1e-12)
+    if with_bias:
+        np.testing.assert_allclose(gb, want[2], rtol=1e-10, atol=1e-12)
+    else:
+        assert gb is None
+
+
+def test_gradients_match_finite_differences(rng):
+    hidden, weight, bias, target = make_inputs(rng, batch_shape=(9,), d=3, v=5,
+                                               dtype=np.float64)
+    options = dict(bias=bias, label_smoothing=0.15, class_weight=np.array([1, 2, .5, 1, 3.]),
+                   chunk_size=4)
+
+    def loss_of(h, w, b):
+        return float(cecore.linear_cross_entropy(h, w, target, **{**options, "bias": b}))
+
+    _, gh, gw, gb = cecore.linear_cross_entropy(hidden, weight, target, return_grad=True,
+                                                **options)
+    for k, (arg, grad) in enumerate([(hidden, gh), (weight, gw), (bias, gb)]):
+        numeric = np.zeros_like(arg)
+        for i in np.ndindex(arg.shape):
+            args = [hidden.copy(), weight.copy(), bias.copy()]
+            args[k][i] += 1e-6
+            up = loss_of(*args)
+            args[k][i] -= 2e-6
+            numeric[i] = (up - loss_of(*args)) / 2e-6
+        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_float32_gradients_and_dtypes(rng):
+    hidden, weight, bias, target = make_inputs(rng)
+    loss, gh, gw, gb = cecore.linear_cross_entropy(hidden, weight, target, bias=bias,
+                                                   return_grad=True, chunk_size=64)
+    assert (gh.dtype, gw.dtype, gb.dtype) == (np.float32,) * 3
+    want = reference_gradients(hidden, weight, bias, target)
+    for got, ref in zip((gh, gw, gb), want):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
+    half = cecore.linear_cross_entropy(hidden.astype(np.float16), weight, target,
+                                       return_grad=True)[1]
+    assert half.dtype == np.float16
+
+
+def test_probability_targets(rng):
+    hidden, weight, bias, _ = make_inputs(rng, batch_shape=(3, 20), dtype=np.float64)
+    probs = rng.random((3, 20, weight.shape[0]))
+    probs /= probs.sum(-1, keepdims=True)
+    cw = rng.random(weight.shape[0]) + 0.5
+    z = hidden @ weight.T + bias
+    for reduction in ("mean", "sum", "none"):
+        loss, gh, gw, gb = cecore.linear_cross_entropy(
+            hidden, weight, probs, bias=bias, class_weight=cw, label_smoothing=0.1,
+            reduction=reduction, chunk_size=7, return_grad=True)
+        want, gz = cecore.cross_entropy(z, probs, weight=cw, label_smoothing=0.1,
+                                        reduction=reduction, return_grad=True)
+        np.testing.assert_allclose(loss, want, rtol=1e-12)
+        np.testing.assert_allclose(loss, _reference.cross_entropy(
+            z, probs, weight=cw, label_smoothing=0.1, reduction=reduction), rtol=1e-10)
+        gz = gz.reshape(-1, weight.shape[0])
+        np.testing.assert_allclose(gh.reshape(-1, 24), gz @ weight, rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(gw, gz.T @ hidden.reshape(-1, 24), rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(gb, gz.sum(0), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_shift_is_slicing_by_hand(rng, reduction):
+    hidden, weight, bias, target = make_inputs(rng, batch_shape=(3, 17), dtype=np.float64)
+    got = cecore.linear_cross_entropy(hidden, weight, target, bias=bias, shift=True,
+                                      reduction=reduction, chunk_size=5, return_grad=True)
+    h, t = hidden[:, :-1], target[:, 1:]
+    want = cecore.linear_cross_entropy(h, weight, t, bias=bias, reduction=reduction,
+                                       return_grad=True)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+    assert np.shape(got[0]) == ((3, 16) if reduction == "none" else ())
+    assert got[1].shape == hidden.shape
+    np.testing.assert_allclose(got[1][:, :-1], want[1], rtol=1e-12, atol=1e-15)
+    assert not got[1][:, -1].any()
+    for a, b in zip(got[2:], want[2:]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    # T = 1 counts nothing; a bad target is named at its own index
+    assert np.isnan(cecore.linear_cross_entropy(hidden[:, :1], weight, target[:, :1],
+                                                shift=True))
+    target[1, 5] = 99
+    with pytest.raises(ValueError, match=r"target\[1, 5\] = 99"):
+        cecore.linear_cross_entropy(hidden, weight, target, shift=True)
+    target[1, 5] = 3
+    target[2, 0] = 99  # never predicted: not checked
+    cecore.linear_cross_entropy(hidden, weight, target, shift=True)
+
+
+def test_gradients_do_not_depend_on_the_thread_count(rng):
+    hidden, weight, bias, target = make_inputs(rng, batch_shape=(700,), d=16, v=300)
+    results = [cecore.linear_cross_entropy(hidden, weight, target, bias=bias, chunk_size=256,
+                                           return_grad=True, label_smoothing=0.1, n_threads=n)
+               for n in (1, 2, 3)]
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)
+
+
+def test_inputs_are_not_modified(rng):
+    hidden, weight, bias, target = make_inputs(rng)
+    copies = [a.copy() for a in (hidden, weight, bias, target)]
+    cecore.linear_cross_entropy(hidden, weight, target, bias=bias, return_grad=True,
+                                shift=False, chunk_size=10)
+    for a, b in zip((hidden, weight, bias, target), copies):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("n, v, d", [(1024, 16_384, 16), (16_384, 1_024, 16),
+                                     (4_096, 8_192, 8), (8_192, 20_000, 4)])
+def test_default_chunk_keeps_the_memory_rule(rng, n, v, d):
+    """Peak extra memory (the outputs aside) <= min(64 MB, N V itemsize / 8) for N V >= 2^24,
+    forward and forward + backward."""
+    assert n * v >= 1 << 24
+    hidden = rng.standard_normal((n, d), dtype=np.float32)
+    weight = rng.standard_normal((v, d), dtype=np.float32)
+    bias = rng.standard_normal(v, dtype=np.float32)
+    target = rng.integers(0, v, n)
+    bound = min(64 << 20, n * v * 4 // 8)
+    peak = peak_numpy_bytes(lambda: cecore.linear_cross_entropy(hidden, weight, target,
+                                                                bias=bias))
+    assert peak <= bound
+    outputs = (n * d + v * d + v) * 4 + v * 8  # the gradients (and the bias's float64 sum)
+    peak = peak_numpy_bytes(lambda: cecore.linear_cross_entropy(
+        hidden, weight, target, bias=bias, return_grad=True))
+    assert peak - outputs <= bound
+    assert cecore._linear.memory_budget(n, v, 4) == bound
+
+
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        ({"label_smoothing": 1.5}, ValueError, r"label_smoothing must be in \[0, 1\]"),
+        ({"label_smoothing": "x"}, TypeError, "label_smoothing must be"),
+        ({"class_weight": np.ones(49)}, ValueError, r"class_weight must have shape \(50,\)"),
+        ({"class_weight": "x"}, TypeError, "class_weight must be"),
+        ({"z_loss": -1.0}, ValueError, "z_loss must be a finite float >= 0"),
+        ({"z_loss": float("nan")}, ValueError, "z_loss must be a finite float >= 0"),
+        ({"z_loss": float("inf")}, ValueError, "z_loss must be a finite float >= 0"),
+        ({"z_loss": "x"}, TypeError, "z_loss must be"),
+        ({"z_loss": 1e-4}, NotImplementedError, "z_loss is not implemented yet"),
+        ({"softcap": 0.0}, ValueError, "softcap must be a finite float > 0"),
+        ({"softcap": -3.0}, ValueError, "softcap must be a finite float > 0"),
+        ({"softcap": float("nan")}, ValueError, "softcap must be a finite float > 0"),
+        ({"softcap": "x"}, TypeError, "softcap must be"),
+        ({"softcap": 30.0}, NotImplementedError, "softcap is not implemented yet"),
+        ({"shift": 1}, TypeError, "shift must be True or False"),
+        ({"return_grad": "yes"}, TypeError, "return_grad must be True or False"),
+        ({"shift": True, "hidden": np.zeros(24), "target": np.array(1)}, ValueError,
+         r"shift=True needs hidden of shape \(..., T, D\)"),
+        ({"shift": True, "target": np.zeros((300, 50))}, ValueError, "shift=True needs class"),
+        ({"target": np.zeros((300, 50)), "ignore_index": 0}, ValueError,
+         "ignore_index is not supported for probability targets"),
+    ],
+)
+def test_bad_new_arguments(rng, change, error, match):
+    hidden, weight, bias, target = make_inputs(rng)
+    arguments = {"hidden": hidden, "weight": weight, "target": target, "bias": bias, **change}
+    with pytest.raises(error, match=match):
+        cecore.linear_cross_entropy(arguments.pop("hidden"), arguments.pop("weight"),
+                                    arguments.pop("target"), **arguments)

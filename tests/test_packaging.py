@@ -16,7 +16,7 @@ import cecore
 
 PACKAGE = Path(cecore.__file__).resolve().parent
 HERE = Path(__file__).resolve().parent
-PUBLIC_MODULES = ["_config", "_divergence", "_losses", "_softmax"]
+PUBLIC_MODULES = ["_config", "_divergence", "_linear", "_losses", "_softmax"]
 
 
 def _metadata():
