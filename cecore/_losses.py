@@ -105,6 +105,22 @@ def sample_weights(sample_weight, shape, name="sample_weight"):
     return arr
 
 
+def layout_sample_weights(sample_weight, lay):
+    """Sample weights as (S, L) float64 for a token layout (cecore._tokens.Layout), or None.
+
+    Without shift they have the target's shape; with shift either the target's
+    shape (..., T) (the weight of target t weighs the prediction made at t - 1;
+    [..., 0] is unused) or the positions' (..., T - 1).
+    """
+    if sample_weight is None:
+        return None
+    n_seq, length = lay.targets.shape
+    given = np.shape(sample_weight)
+    if lay.shift and given == lay.target.shape:
+        return sample_weights(sample_weight, given).reshape(n_seq, -1)[:, 1:]
+    return sample_weights(sample_weight, lay.positions).reshape(n_seq, length)
+
+
 def _lse_out(return_lse, n, dtype):
     return np.empty(n, dtype) if return_lse else _NO_PER_ROW[dtype]
 
@@ -444,15 +460,7 @@ def _shifted(kernel, x, target, axis, weight, ignore_index, reduction, n_threads
     dtype = rows.dtype  # of the gradient; per-row losses in the compute type
     result_dtype = _result_dtype(rows)
     softcap = 0.0 if options is None else check_softcap(options[2], result_dtype)
-    sw = None
-    if sample_weight is not None:
-        target_shape = lay.target.shape
-        positions = lay.positions
-        given = np.shape(sample_weight)
-        sw = sample_weights(sample_weight, target_shape if given == target_shape else positions)
-        sw = sw.reshape(n_seq, -1)
-        if given == target_shape:
-            sw = sw[:, 1:]
+    sw = layout_sample_weights(sample_weight, lay)
     resolve_n_threads(n_threads, rows.size)
     counted = targets != ignore_index
     bad = np.flatnonzero(counted & ((targets < 0) | (targets >= k)))
