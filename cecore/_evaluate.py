@@ -7,7 +7,7 @@ import numpy as np
 
 from cecore import _softmax_kernels, _token_kernels
 from cecore._threads import resolve_n_threads, run_kernel
-from cecore._losses import check_softcap, check_z_loss, layout_sample_weights
+from cecore._losses import _check_softcap, _check_z_loss, _layout_sample_weights
 from cecore._tokens import _stride1, check_temperature, token_layout
 from cecore._validation import (
     check_bool,
@@ -152,8 +152,8 @@ class Evaluator:
         self.topk = _check_topk(topk)
         self.temperature = check_temperature(temperature)
         self.shift = check_bool(shift, "shift")
-        self.z_loss = check_z_loss(z_loss)
-        check_softcap(softcap, np.dtype(np.float64))
+        self.z_loss = _check_z_loss(z_loss)
+        _check_softcap(softcap, np.dtype(np.float64))
         self.softcap = None if softcap is None else float(softcap)
         if (self.z_loss or self.softcap is not None) and self.temperature != 1.0:
             raise ValueError("z_loss and softcap are loss options of temperature 1: "
@@ -213,7 +213,7 @@ class Evaluator:
                     raise ValueError(
                         f"{name} is for bits_per_byte / byte_perplexity / word_perplexity, "
                         "which are defined for the plain log-likelihood only: not with "
-                        "weight, label_smoothing, z_loss or sample_weight")
+                        "weight or label_smoothing (nor z_loss or sample_weight)")
             sizes.append(value)
         return sizes
 
@@ -229,7 +229,7 @@ class Evaluator:
     def _update_layout(self, logits, target, sizes=(None, None), sample_weight=None):
         """_update's work; returns ``(first bad position of the layout or -1, layout)``."""
         lay = token_layout(logits, target, self.axis, self.shift, self.ignore_index)
-        sw = layout_sample_weights(sample_weight, lay)
+        sw = _layout_sample_weights(sample_weight, lay)
         rows = _stride1(lay.rows)
         check_temperature(self.temperature, compute_dtype(rows.dtype))
         k = rows.shape[2]
@@ -259,7 +259,7 @@ class Evaluator:
         k = rows.shape[2]
         w = class_weight(self.weight, k)
         dtype = compute_dtype(rows.dtype)
-        softcap = check_softcap(self.softcap, dtype)
+        softcap = _check_softcap(self.softcap, dtype)
         empty = np.empty(0, dtype)
         loss = weight = 0.0
         for s in range(rows.shape[0]):

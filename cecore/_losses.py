@@ -56,7 +56,7 @@ def _per_row_losses(reduction, n, dtype):
     return np.empty(n, dtype) if reduction == "none" else _NO_PER_ROW[dtype]
 
 
-def check_z_loss(z_loss):
+def _check_z_loss(z_loss):
     """``z_loss`` as a float >= 0 (finite)."""
     value = check_real_number(z_loss, "z_loss", "a finite float >= 0")
     if not (math.isfinite(value) and value >= 0.0):
@@ -64,7 +64,7 @@ def check_z_loss(z_loss):
     return value
 
 
-def check_softcap(softcap, dtype):
+def _check_softcap(softcap, dtype):
     """``softcap`` as the kernels take it: 0.0 for None, else a float c > 0 that is a
     normal number of the compute ``dtype`` (float32 or float64) whose 1/c is finite."""
     if softcap is None:
@@ -84,7 +84,7 @@ def check_softcap(softcap, dtype):
 _NO_WEIGHTS = np.empty(0, np.float64)
 
 
-def sample_weights(sample_weight, shape, name="sample_weight"):
+def _sample_weights(sample_weight, shape, name="sample_weight"):
     """One weight per position: ``sample_weight`` (of exactly ``shape``) as a C-ordered
     float64 array of that shape, or None. TypeError for non-numeric data, ValueError
     for another shape or a negative, NaN or infinite weight (the first is named)."""
@@ -105,7 +105,7 @@ def sample_weights(sample_weight, shape, name="sample_weight"):
     return arr
 
 
-def layout_sample_weights(sample_weight, lay):
+def _layout_sample_weights(sample_weight, lay):
     """Sample weights as (S, L) float64 for a token layout (cecore._tokens.Layout), or None.
 
     Without shift they have the target's shape; with shift either the target's
@@ -117,8 +117,8 @@ def layout_sample_weights(sample_weight, lay):
     n_seq, length = lay.targets.shape
     given = np.shape(sample_weight)
     if lay.shift and given == lay.target.shape:
-        return sample_weights(sample_weight, given).reshape(n_seq, -1)[:, 1:]
-    return sample_weights(sample_weight, lay.positions).reshape(n_seq, length)
+        return _sample_weights(sample_weight, given).reshape(n_seq, -1)[:, 1:]
+    return _sample_weights(sample_weight, lay.positions).reshape(n_seq, length)
 
 
 def _lse_out(return_lse, n, dtype):
@@ -243,7 +243,7 @@ def cross_entropy(
         loss = _softmax_kernels.ce_index_fast(logits, target)
         if loss is not None:
             return loss
-    z_loss = check_z_loss(z_loss)
+    z_loss = _check_z_loss(z_loss)
     return_lse = check_bool(return_lse, "return_lse")
     if check_bool(shift, "shift"):
         return _shifted(_softmax_kernels.ce_index_loss_opts, logits, target, axis, weight,
@@ -259,8 +259,8 @@ def cross_entropy(
     return_grad = check_bool(return_grad, "return_grad")
     w = class_weight(weight, k)
     result_dtype = _result_dtype(rows)
-    softcap = check_softcap(softcap, result_dtype)
-    sw = sample_weights(sample_weight, batch_shape)
+    softcap = _check_softcap(softcap, result_dtype)
+    sw = _sample_weights(sample_weight, batch_shape)
     sw_flat = _NO_WEIGHTS if sw is None else sw.reshape(-1)
     logits_shape = batch_shape[:axis] + (k,) + batch_shape[axis:]
     t = asarray(target, "target")
@@ -431,7 +431,7 @@ def nll_loss(
     w = class_weight(weight, k)
     t = asarray(target, "target")
     t_flat = class_targets(t, batch_shape, k, ignore_index)
-    sw = sample_weights(sample_weight, batch_shape)
+    sw = _sample_weights(sample_weight, batch_shape)
     per_row = _per_row_losses(reduction, n, _result_dtype(rows))
     total, weight_sum, bad = run_kernel(_softmax_kernels.nll_loss, n_threads, n,
                                         *kernel_array(rows), t_flat, w, ignore_index, per_row,
@@ -459,8 +459,8 @@ def _shifted(kernel, x, target, axis, weight, ignore_index, reduction, n_threads
     w = class_weight(weight, k)
     dtype = rows.dtype  # of the gradient; per-row losses in the compute type
     result_dtype = _result_dtype(rows)
-    softcap = 0.0 if options is None else check_softcap(options[2], result_dtype)
-    sw = layout_sample_weights(sample_weight, lay)
+    softcap = 0.0 if options is None else _check_softcap(options[2], result_dtype)
+    sw = _layout_sample_weights(sample_weight, lay)
     resolve_n_threads(n_threads, rows.size)
     counted = targets != ignore_index
     bad = np.flatnonzero(counted & ((targets < 0) | (targets >= k)))
