@@ -206,6 +206,30 @@ def cross_entropy(
         copy of either array; one kernel call per sequence). ``"none"``
         returns ``(..., T - 1)``; the gradient has the logits' full shape,
         0 at the last position.
+    z_loss : float >= 0, default 0
+        PaLM's z-loss: adds ``z_loss * lse(z)**2`` to each counted position's
+        loss (lse of the capped logits with ``softcap``); its gradient is
+        ``2 z_loss lse softmax(z)``. Divided by the same normaliser as the rest.
+    softcap : float > 0, optional
+        Gemma 2's soft-capping: the logits become ``c tanh(z / c)`` before
+        everything else (fused, nothing capped is stored); the gradient is
+        multiplied by ``1 - tanh(z / c)**2``. ``+-inf`` logits become ``+-c``.
+    sample_weight : array_like, optional
+        One weight >= 0 per position (``logits``' shape without ``axis``; with
+        ``shift``: the target's ``(..., T)``, whose ``[..., t]`` weighs the
+        prediction of ``target[..., t]``, or the positions' ``(..., T - 1)``),
+        multiplying that position's loss and gradient. With it ``"mean"`` is
+
+        .. math:: \frac{\sum_{i \in P} s_i \ell_i}{\sum_{i \in P} s_i w_{y_i}}
+
+        over the counted positions P (PyTorch's class-weight rule
+        :math:`\sum_P w_{y_i}` with each position weighted by s); for
+        probability targets the denominator is :math:`\sum_i s_i`. A weight
+        of 0 makes the position contribute exactly 0, even with non-finite
+        logits.
+    return_lse : bool, default False
+        Also return each position's log-sum-exp of the (capped) logits, in the
+        result dtype, 0 at ignored positions (as :func:`token_stats`).
 
     Returns
     -------
@@ -215,6 +239,9 @@ def cross_entropy(
     grad : numpy.ndarray
         Only with ``return_grad=True``: ``(loss, grad)``, grad of ``logits``'
         shape and dtype (0 in rows whose target is ignored).
+    lse : numpy.ndarray
+        Only with ``return_lse=True``: ``(loss, lse)`` or, with a gradient,
+        ``(loss, grad, lse)``; the positions' shape.
 
     Raises
     ------
@@ -411,7 +438,10 @@ def nll_loss(
     logits to fuse both steps).
 
     Parameters and returns are those of :func:`cross_entropy` with class-index
-    targets (no ``label_smoothing``, no gradient), ``shift`` included.
+    targets (no ``label_smoothing``, no gradient), ``shift`` and
+    ``sample_weight`` included (``"mean"``: ``sum s_i l_i / sum s_i w_{y_i}``).
+    ``z_loss`` and ``softcap`` act on logits, so they do not apply to
+    log-probabilities: use :func:`cross_entropy`.
 
     Examples
     --------
