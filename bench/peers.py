@@ -431,6 +431,19 @@ def _torch_token_recipe(topk):
     return prepare
 
 
+def _cecore_cross_entropy_options(return_grad, **options):
+    """cecore.cross_entropy (mean) with training options, e.g. z_loss and softcap."""
+
+    def prepare(inputs, n_threads):
+        import cecore
+
+        logits, target = inputs
+        return lambda: cecore.cross_entropy(logits, target, n_threads=n_threads,
+                                            return_grad=return_grad, **options)
+
+    return prepare
+
+
 CECORE_CE = Impl("cecore", "cecore", _cecore_cross_entropy)
 # the same values as float32 logits: what a 16-bit input saves
 CECORE_CE_FLOAT32 = Impl("cecore, float32", "cecore", _on_float32(_cecore_cross_entropy))
@@ -511,6 +524,15 @@ HALF_CE_GRAD_PEERS = (
     Impl("cecore, float32", "cecore", _on_float32(_cecore_cross_entropy_grad)),
     Impl("torch", "torch", _torch_cross_entropy_grad),
 )
+
+# z-loss and soft-capping against the same call without them (cecore is the peer)
+CECORE_CE_ZLOSS_SOFTCAP = Impl("cecore, z_loss + softcap", "cecore",
+                               _cecore_cross_entropy_options(False, z_loss=1e-4, softcap=30.0))
+CECORE_CE_PLAIN = Impl("cecore, no options", "cecore", _cecore_cross_entropy_options(False))
+CECORE_CE_GRAD_ZLOSS_SOFTCAP = Impl(
+    "cecore, z_loss + softcap", "cecore",
+    _cecore_cross_entropy_options(True, z_loss=1e-4, softcap=30.0))
+CECORE_CE_GRAD_PLAIN = Impl("cecore, no options", "cecore", _cecore_cross_entropy_options(True))
 
 CECORE_TORCH_STEP = Impl("cecore.torch", "torch", _training_step("cecore.torch"))
 TORCH_STEP = Impl("torch", "torch", _training_step("torch.nn.functional"))

@@ -175,6 +175,17 @@ WORKLOADS = (
     Workload("cls-grad", "loss and gradient (mean), K = 1,000", (65_536, 1_000), "float32",
              class_index_inputs, peers.CECORE_CE_GRAD, peers.CE_GRAD_PEERS,
              speedups={"torch": 8, "sklearn": 3}),
+    # z-loss and Gemma 2 soft-capping (c = 30), fused: <= 1.15x the same call without them.
+    # The results differ (other options), hence the loose tolerance of the check.
+    Workload("ce-zloss-softcap", "cross_entropy with z_loss and softcap vs without",
+             (4_096, 32_000), "float32", class_index_inputs, peers.CECORE_CE_ZLOSS_SOFTCAP,
+             (peers.CECORE_CE_PLAIN,), speedups={peers.CECORE_CE_PLAIN.label: 1 / 1.15},
+             read_floor=False, tolerance=1.0),
+    Workload("ce-zloss-softcap-grad", "loss and gradient with z_loss and softcap vs without",
+             (4_096, 32_000), "float32", class_index_inputs,
+             peers.CECORE_CE_GRAD_ZLOSS_SOFTCAP, (peers.CECORE_CE_GRAD_PLAIN,),
+             speedups={peers.CECORE_CE_GRAD_PLAIN.label: 1 / 1.15}, read_floor=False,
+             tolerance=1.0),
     Workload("train-step", "SGD step, linear 1,024 -> 1,000, F.cross_entropy vs cecore.torch",
              (8_192, 1_000), "float32", linear_model_inputs, peers.CECORE_TORCH_STEP,
              (peers.TORCH_STEP,), speedups={"torch": 1}, read_floor=False),

@@ -7,6 +7,7 @@ import numpy as np
 
 from cecore import _softmax_kernels, _token_kernels
 from cecore._threads import resolve_n_threads, run_kernel
+from cecore._losses import _check_softcap, _check_z_loss, _layout_sample_weights
 from cecore._tokens import _stride1, check_temperature, token_layout
 from cecore._validation import (
     check_bool,
@@ -118,6 +119,15 @@ class Evaluator:
     shift : bool, default False
         Next-token prediction: logits (..., T, V), class axis last, targets
         (..., T); position t is scored against target t + 1.
+    z_loss : float >= 0, default 0
+        Adds ``z_loss * lse**2`` to each counted position's loss, as
+        :func:`cecore.cross_entropy` does (loss, bits and perplexity only).
+    softcap : float > 0, optional
+        The loss is that of the soft-capped logits ``c tanh(z / c)``, as in
+        :func:`cecore.cross_entropy`; the other metrics (accuracy, entropy,
+        brier, ece) stay those of softmax(z). z_loss, softcap and
+        ``update(..., sample_weight=)`` need ``temperature=1`` and cost a
+        second pass over each batch (cross_entropy's kernel).
     n_threads : int, optional
         OpenMP threads per batch; default follows OMP_NUM_THREADS.
 
@@ -133,7 +143,8 @@ class Evaluator:
     """
 
     def __init__(self, *, axis=-1, weight=None, ignore_index=-100, label_smoothing=0.0,
-                 topk=(1,), n_threads=None, temperature=1.0, shift=False):
+                 topk=(1,), n_threads=None, temperature=1.0, shift=False, z_loss=0.0,
+                 softcap=None):
         self.axis = check_int(axis, "axis")
         self.weight = _check_weight(weight)
         self.ignore_index = check_int(ignore_index, "ignore_index")
@@ -141,6 +152,12 @@ class Evaluator:
         self.topk = _check_topk(topk)
         self.temperature = check_temperature(temperature)
         self.shift = check_bool(shift, "shift")
+        self.z_loss = _check_z_loss(z_loss)
+        _check_softcap(softcap, np.dtype(np.float64))
+        self.softcap = None if softcap is None else float(softcap)
+        if (self.z_loss or self.softcap is not None) and self.temperature != 1.0:
+            raise ValueError("z_loss and softcap are loss options of temperature 1: "
+                             "they cannot be combined with temperature != 1")
         resolve_n_threads(n_threads, 0)  # validates
         self.n_threads = n_threads
         self.reset()
@@ -162,34 +179,41 @@ class Evaluator:
         self.batches_with_bytes = 0
         self.batches_with_words = 0
 
-    def update(self, logits, target, *, n_bytes=None, n_words=None):
+    def update(self, logits, target, *, n_bytes=None, n_words=None, sample_weight=None):
         """Add a batch: ``logits`` with classes along ``axis``, integer ``target``.
 
         ``target`` has ``logits``' shape without the class axis (with
         ``shift``: the same (..., T) as the logits' (..., T, V)). ``n_bytes``,
         ``n_words``: the batch's size in UTF-8 bytes / words of the scored
         text, for bits_per_byte, byte_perplexity and word_perplexity (need no
-        ``weight`` and no ``label_smoothing``). Raises like
+        ``weight``, ``label_smoothing``, ``z_loss`` or ``sample_weight``).
+        ``sample_weight``: one weight >= 0 per position, as in
+        :func:`cecore.cross_entropy` (with ``shift`` the target's shape or the
+        positions'); it weighs the loss only. Raises like
         :func:`cecore.cross_entropy` (a target out of range is named with its
         index in this batch); a batch that raises leaves the totals unchanged.
         """
-        sizes = self._check_sizes(n_bytes, n_words)
-        bad, lay = self._update_layout(logits, target, sizes)
+        sizes = self._check_sizes(n_bytes, n_words, sample_weight)
+        bad, lay = self._update_layout(logits, target, sizes, sample_weight)
         if bad >= 0:
             lay.raise_bad(bad, self.ignore_index)
 
-    def _check_sizes(self, n_bytes, n_words):
+    def _check_sizes(self, n_bytes, n_words, sample_weight=None):
         sizes = []
+        if sample_weight is not None and self.temperature != 1.0:
+            raise ValueError("sample_weight is a loss option of temperature 1: it cannot be "
+                             "combined with temperature != 1")
         for value, name in ((n_bytes, "n_bytes"), (n_words, "n_words")):
             if value is not None:
                 value = check_int(value, name)
                 if value < 0:
                     raise ValueError(f"{name} must be >= 0, got {value}")
-                if self.weight is not None or self.label_smoothing:
+                if (self.weight is not None or self.label_smoothing or self.z_loss
+                        or sample_weight is not None):
                     raise ValueError(
                         f"{name} is for bits_per_byte / byte_perplexity / word_perplexity, "
                         "which are defined for the plain log-likelihood only: not with "
-                        "weight or label_smoothing")
+                        "weight or label_smoothing (nor z_loss or sample_weight)")
             sizes.append(value)
         return sizes
 
@@ -203,9 +227,10 @@ class Evaluator:
         bad, lay = self._update_layout(logits, target, sizes)
         return (lay.target_index(bad) if bad >= 0 else -1), lay.n_classes
 
-    def _update_layout(self, logits, target, sizes=(None, None)):
+    def _update_layout(self, logits, target, sizes=(None, None), sample_weight=None):
         """_update's work; returns ``(first bad position of the layout or -1, layout)``."""
         lay = token_layout(logits, target, self.axis, self.shift, self.ignore_index)
+        sw = _layout_sample_weights(sample_weight, lay)
         rows = _stride1(lay.rows)
         check_temperature(self.temperature, compute_dtype(rows.dtype))
         k = rows.shape[2]
@@ -220,12 +245,35 @@ class Evaluator:
             nt = len(self.topk)
             counts = [int(c) for c in counts]
             sums = [float(v) for v in sums]
+            if self.z_loss or self.softcap is not None or sw is not None:
+                sums[0], sums[1] = self._option_loss(rows, lay.targets, sw)
             self._add(sums[0], sums[1], counts[0], counts[1:1 + nt], sums[2], sums[3],
                       counts[1 + nt:2 + nt + N_BINS], sums[4:4 + N_BINS],
                       counts[2 + nt + N_BINS:2 + nt + 2 * N_BINS], 1,
                       *(0 if v is None else v for v in sizes),
                       *(v is not None for v in sizes))
         return bad, lay
+
+    def _option_loss(self, rows, targets, sw):
+        """(sum of losses, sum of sample_weight * w[y]) with z_loss / softcap / sample
+        weights: a second pass, by cross_entropy's kernel, per sequence in order."""
+        k = rows.shape[2]
+        w = class_weight(self.weight, k)
+        dtype = compute_dtype(rows.dtype)
+        softcap = _check_softcap(self.softcap, dtype)
+        empty = np.empty(0, dtype)
+        loss = weight = 0.0
+        for s in range(rows.shape[0]):
+            x, half = kernel_array(rows[s])
+            t = np.ascontiguousarray(targets[s])
+            sw_s = np.empty(0) if sw is None else np.ascontiguousarray(sw[s])
+            total, wsum, _ = run_kernel(
+                _softmax_kernels.ce_index_loss_opts, self.n_threads, rows[s].size,
+                x, half, t, w, self.ignore_index, self.label_smoothing, 1.0,
+                np.empty((0, 0), x.dtype), empty, self.z_loss, softcap, sw_s, empty)
+            loss += total
+            weight += wsum
+        return loss, weight
 
     def _add(self, loss, weight, count, hits, entropy, brier, bin_count, bin_confidence,
              bin_correct, batches, n_bytes, n_words, with_bytes, with_words):
@@ -269,7 +317,8 @@ class Evaluator:
         weight = None if self.weight is None else tuple(self.weight.tolist())
         return {"weight": weight, "ignore_index": self.ignore_index,
                 "label_smoothing": self.label_smoothing, "topk": self.topk,
-                "temperature": self.temperature, "shift": self.shift}
+                "temperature": self.temperature, "shift": self.shift, "z_loss": self.z_loss,
+                "softcap": self.softcap}
 
     def result(self):
         """The metrics so far, as a dict of Python numbers.

@@ -1,6 +1,8 @@
 """Cross-entropy losses with PyTorch's semantics: cross_entropy, nll_loss, and
 binary cross-entropy from probabilities or logits."""
 
+import math
+
 import numpy as np
 
 from cecore import _binary_kernels, _softmax_kernels
@@ -18,6 +20,7 @@ from cecore._validation import (
     check_fraction,
     check_int,
     check_real,
+    check_real_number,
     check_reduction,
     class_targets,
     class_weight,
@@ -53,6 +56,82 @@ def _per_row_losses(reduction, n, dtype):
     return np.empty(n, dtype) if reduction == "none" else _NO_PER_ROW[dtype]
 
 
+def _check_z_loss(z_loss):
+    """``z_loss`` as a float >= 0 (finite)."""
+    value = check_real_number(z_loss, "z_loss", "a finite float >= 0")
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"z_loss must be a finite float >= 0, got {value}")
+    return value
+
+
+def _check_softcap(softcap, dtype):
+    """``softcap`` as the kernels take it: 0.0 for None, else a float c > 0 that is a
+    normal number of the compute ``dtype`` (float32 or float64) whose 1/c is finite."""
+    if softcap is None:
+        return 0.0
+    value = check_real_number(softcap, "softcap", "None or a positive finite float")
+    info = np.finfo(dtype)
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError(f"softcap must be None or a positive finite float, got {value}")
+    if not float(info.tiny) <= value <= float(info.max) or not math.isfinite(
+            float(np.divide(dtype.type(1.0), dtype.type(value)))):
+        raise ValueError(
+            f"softcap must be a normal {dtype} number with a finite reciprocal for "
+            f"{dtype} computation, got {value}")
+    return value
+
+
+_NO_WEIGHTS = np.empty(0, np.float64)
+
+
+def _sample_weights(sample_weight, shape, name="sample_weight"):
+    """One weight per position: ``sample_weight`` (of exactly ``shape``) as a C-ordered
+    float64 array of that shape, or None. TypeError for non-numeric data, ValueError
+    for another shape or a negative, NaN or infinite weight (the first is named)."""
+    if sample_weight is None:
+        return None
+    arr = asarray(sample_weight, name)
+    check_real(arr, name, "fiub")
+    if arr.shape != tuple(shape):
+        raise ValueError(
+            f"{name} must have one weight per position, shape {tuple(shape)}, got "
+            f"{arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    bad = ~(np.isfinite(arr) & (arr >= 0.0))
+    if bad.any():
+        index = np.unravel_index(int(np.flatnonzero(bad)[0]), arr.shape) if arr.ndim else ()
+        raise ValueError(
+            f"{name} must be finite and >= 0, got {arr[index]} at index {tuple(map(int, index))}")
+    return arr
+
+
+def _layout_sample_weights(sample_weight, lay):
+    """Sample weights as (S, L) float64 for a token layout (cecore._tokens.Layout), or None.
+
+    Without shift they have the target's shape; with shift either the target's
+    shape (..., T) (the weight of target t weighs the prediction made at t - 1;
+    [..., 0] is unused) or the positions' (..., T - 1).
+    """
+    if sample_weight is None:
+        return None
+    n_seq, length = lay.targets.shape
+    given = np.shape(sample_weight)
+    if lay.shift and given == lay.target.shape:
+        return _sample_weights(sample_weight, given).reshape(n_seq, -1)[:, 1:]
+    return _sample_weights(sample_weight, lay.positions).reshape(n_seq, length)
+
+
+def _lse_out(return_lse, n, dtype):
+    return np.empty(n, dtype) if return_lse else _NO_PER_ROW[dtype]
+
+
+def _outputs(loss, grad, lse, return_grad, return_lse):
+    """loss, (loss, grad), (loss, lse) or (loss, grad, lse)."""
+    if not return_grad and not return_lse:
+        return loss
+    return (loss,) + ((grad,) if return_grad else ()) + ((lse,) if return_lse else ())
+
+
 def cross_entropy(
     logits,
     target,
@@ -66,6 +145,10 @@ def cross_entropy(
     return_grad=False,
     out=None,
     shift=False,
+    z_loss=0.0,
+    softcap=None,
+    sample_weight=None,
+    return_lse=False,
 ):
     r"""Cross-entropy between softmax(logits) and targets, fused and stable.
 
@@ -123,6 +206,30 @@ def cross_entropy(
         copy of either array; one kernel call per sequence). ``"none"``
         returns ``(..., T - 1)``; the gradient has the logits' full shape,
         0 at the last position.
+    z_loss : float >= 0, default 0
+        PaLM's z-loss: adds ``z_loss * lse(z)**2`` to each counted position's
+        loss (lse of the capped logits with ``softcap``); its gradient is
+        ``2 z_loss lse softmax(z)``. Divided by the same normaliser as the rest.
+    softcap : float > 0, optional
+        Gemma 2's soft-capping: the logits become ``c tanh(z / c)`` before
+        everything else (fused, nothing capped is stored); the gradient is
+        multiplied by ``1 - tanh(z / c)**2``. ``+-inf`` logits become ``+-c``.
+    sample_weight : array_like, optional
+        One weight >= 0 per position (``logits``' shape without ``axis``; with
+        ``shift``: the target's ``(..., T)``, whose ``[..., t]`` weighs the
+        prediction of ``target[..., t]``, or the positions' ``(..., T - 1)``),
+        multiplying that position's loss and gradient. With it ``"mean"`` is
+
+        .. math:: \frac{\sum_{i \in P} s_i \ell_i}{\sum_{i \in P} s_i w_{y_i}}
+
+        over the counted positions P (PyTorch's class-weight rule
+        :math:`\sum_P w_{y_i}` with each position weighted by s); for
+        probability targets the denominator is :math:`\sum_i s_i`. A weight
+        of 0 makes the position contribute exactly 0, even with non-finite
+        logits.
+    return_lse : bool, default False
+        Also return each position's log-sum-exp of the (capped) logits, in the
+        result dtype, 0 at ignored positions (as :func:`token_stats`).
 
     Returns
     -------
@@ -132,6 +239,9 @@ def cross_entropy(
     grad : numpy.ndarray
         Only with ``return_grad=True``: ``(loss, grad)``, grad of ``logits``'
         shape and dtype (0 in rows whose target is ignored).
+    lse : numpy.ndarray
+        Only with ``return_lse=True``: ``(loss, lse)`` or, with a gradient,
+        ``(loss, grad, lse)``; the positions' shape.
 
     Raises
     ------
@@ -151,7 +261,8 @@ def cross_entropy(
     0.66996
     """
     if (weight is None and n_threads is None and return_grad is False and out is None
-            and shift is False
+            and shift is False and softcap is None and sample_weight is None
+            and return_lse is False and type(z_loss) is float and z_loss == 0.0
             and type(axis) is int and axis in (-1, 1) and type(ignore_index) is int
             and ignore_index == -100 and type(label_smoothing) is float
             and label_smoothing == 0.0 and type(reduction) is str and reduction == "mean"):
@@ -159,11 +270,14 @@ def cross_entropy(
         loss = _softmax_kernels.ce_index_fast(logits, target)
         if loss is not None:
             return loss
+    z_loss = _check_z_loss(z_loss)
+    return_lse = check_bool(return_lse, "return_lse")
     if check_bool(shift, "shift"):
-        return _shifted(_softmax_kernels.ce_index_loss, logits, target, axis, weight,
+        return _shifted(_softmax_kernels.ce_index_loss_opts, logits, target, axis, weight,
                         ignore_index, reduction, n_threads, "logits",
-                        (check_fraction(label_smoothing, "label_smoothing"),),
-                        check_bool(return_grad, "return_grad"), out)
+                        (check_fraction(label_smoothing, "label_smoothing"), z_loss, softcap,
+                         return_lse),
+                        check_bool(return_grad, "return_grad"), out, sample_weight)
     rows, batch_shape, axis, in_dtype = logits_rows(logits, axis, "logits")
     n, k = rows.shape
     reduction = check_reduction(reduction)
@@ -172,11 +286,16 @@ def cross_entropy(
     return_grad = check_bool(return_grad, "return_grad")
     w = class_weight(weight, k)
     result_dtype = _result_dtype(rows)
+    softcap = _check_softcap(softcap, result_dtype)
+    sw = _sample_weights(sample_weight, batch_shape)
+    sw_flat = _NO_WEIGHTS if sw is None else sw.reshape(-1)
     logits_shape = batch_shape[:axis] + (k,) + batch_shape[axis:]
     t = asarray(target, "target")
     resolve_n_threads(n_threads, rows.size)  # validated before any work
     per_row = _per_row_losses(reduction, n, result_dtype)
+    lse = _lse_out(return_lse, n, result_dtype)
     x, half = kernel_array(rows)
+    options = (z_loss, softcap, sw_flat, lse)
 
     if t.dtype.kind in "iu":
         t_flat = class_targets(t, batch_shape, k, ignore_index)
@@ -185,19 +304,26 @@ def cross_entropy(
             # validated up front: the gradient may overwrite the logits
             counted = _check_class_targets(t, t_flat, k, ignore_index)
             if reduction == "mean":
-                normaliser = np.sum(w[t_flat[counted]]) if w.size else np.count_nonzero(counted)
+                per_target = w[t_flat[counted]] if w.size else None
+                if sw is None:
+                    normaliser = (np.sum(per_target) if per_target is not None
+                                  else np.count_nonzero(counted))
+                else:
+                    normaliser = np.sum(sw_flat[counted] * per_target if per_target is not None
+                                        else sw_flat[counted])
                 scale = divide(1.0, normaliser)
         grad_rows, finish = _gradient_buffer(return_grad, out, rows, (t_flat,), logits_shape,
                                              axis, in_dtype)
         total, weight_sum, bad = run_kernel(
-            _softmax_kernels.ce_index_loss, n_threads, rows.size,
+            _softmax_kernels.ce_index_loss_opts, n_threads, rows.size,
             x, half, t_flat, w, ignore_index, label_smoothing, scale,
-            kernel_array(grad_rows)[0], per_row,
+            kernel_array(grad_rows)[0], per_row, *options,
         )
         if bad >= 0:
             raise_bad_target(t, bad, k, ignore_index)
         loss = _reduce(total, weight_sum, per_row, reduction, batch_shape, result_dtype)
-        return (loss, finish()) if return_grad else loss
+        return _outputs(loss, finish() if return_grad else None, lse.reshape(batch_shape) if return_lse else None,
+                        return_grad, return_lse)
 
     if t.dtype.kind == "f" or is_bfloat16(t.dtype):
         if ignore_index >= 0:  # PyTorch's rule: negative values (the default -100) pass
@@ -213,14 +339,16 @@ def cross_entropy(
             )
         t_arr, _ = as_float_array(t, "target")
         t_rows = as_rows(cast(t_arr, result_dtype), axis)
-        scale = divide(1.0, n) if return_grad and reduction == "mean" else 1.0
+        normaliser = n if sw is None else float(np.sum(sw_flat))
+        scale = divide(1.0, normaliser) if return_grad and reduction == "mean" else 1.0
         grad_rows, finish = _gradient_buffer(return_grad, out, rows, (t_rows,), logits_shape,
                                              axis, in_dtype)
-        total = run_kernel(_softmax_kernels.ce_prob_loss, n_threads, rows.size,
+        total = run_kernel(_softmax_kernels.ce_prob_loss_opts, n_threads, rows.size,
                            x, half, t_rows, w, label_smoothing, scale,
-                           kernel_array(grad_rows)[0], per_row)
-        loss = _reduce(total, n, per_row, reduction, batch_shape, result_dtype)
-        return (loss, finish()) if return_grad else loss
+                           kernel_array(grad_rows)[0], per_row, *options)
+        loss = _reduce(total, normaliser, per_row, reduction, batch_shape, result_dtype)
+        return _outputs(loss, finish() if return_grad else None, lse.reshape(batch_shape) if return_lse else None,
+                        return_grad, return_lse)
 
     kind = "complex" if t.dtype.kind == "c" else str(t.dtype)
     raise TypeError(
@@ -299,7 +427,7 @@ def _gradient_buffer(wanted, out, rows, inputs, shape, axis, in_dtype):
 
 def nll_loss(
     log_probs, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean",
-    n_threads=None, shift=False,
+    n_threads=None, shift=False, sample_weight=None,
 ):
     r"""Negative log-likelihood of class indices under given log-probabilities.
 
@@ -310,7 +438,10 @@ def nll_loss(
     logits to fuse both steps).
 
     Parameters and returns are those of :func:`cross_entropy` with class-index
-    targets (no ``label_smoothing``, no gradient), ``shift`` included.
+    targets (no ``label_smoothing``, no gradient), ``shift`` and
+    ``sample_weight`` included (``"mean"``: ``sum s_i l_i / sum s_i w_{y_i}``).
+    ``z_loss`` and ``softcap`` act on logits, so they do not apply to
+    log-probabilities: use :func:`cross_entropy`.
 
     Examples
     --------
@@ -321,7 +452,8 @@ def nll_loss(
     """
     if check_bool(shift, "shift"):
         return _shifted(_softmax_kernels.nll_loss, log_probs, target, axis, weight,
-                        ignore_index, reduction, n_threads, "log_probs", None, False, None)
+                        ignore_index, reduction, n_threads, "log_probs", None, False, None,
+                        sample_weight)
     rows, batch_shape, axis, _ = logits_rows(log_probs, axis, "log_probs")
     n, k = rows.shape
     reduction = check_reduction(reduction)
@@ -329,20 +461,25 @@ def nll_loss(
     w = class_weight(weight, k)
     t = asarray(target, "target")
     t_flat = class_targets(t, batch_shape, k, ignore_index)
+    sw = _sample_weights(sample_weight, batch_shape)
     per_row = _per_row_losses(reduction, n, _result_dtype(rows))
     total, weight_sum, bad = run_kernel(_softmax_kernels.nll_loss, n_threads, n,
-                                        *kernel_array(rows), t_flat, w, ignore_index, per_row)
+                                        *kernel_array(rows), t_flat, w, ignore_index, per_row,
+                                        _NO_WEIGHTS if sw is None else sw.reshape(-1))
     if bad >= 0:
         raise_bad_target(t, bad, k, ignore_index)
     return _reduce(total, weight_sum, per_row, reduction, batch_shape, _result_dtype(rows))
 
 
 def _shifted(kernel, x, target, axis, weight, ignore_index, reduction, n_threads, name,
-             smoothing, return_grad, out):
+             options, return_grad, out, sample_weight):
     """cross_entropy / nll_loss with shift=True: one kernel call per sequence on the
     views x[s, :-1] and target[s, 1:] (no copies), sums added in sequence order.
 
-    ``smoothing``: (label_smoothing,) for ce_index_loss, None for nll_loss.
+    ``options``: (label_smoothing, z_loss, softcap, return_lse) for ce_index_loss_opts,
+    None for nll_loss. ``sample_weight``: the target's shape (..., T) (the weight of
+    target t weighs the prediction of position t - 1; [..., 0] is unused) or the
+    positions' (..., T - 1).
     """
     reduction = check_reduction(reduction)
     ignore_index = check_int(ignore_index, "ignore_index")
@@ -350,34 +487,47 @@ def _shifted(kernel, x, target, axis, weight, ignore_index, reduction, n_threads
     rows, targets = lay.rows, lay.targets
     n_seq, length, k = rows.shape
     w = class_weight(weight, k)
+    dtype = rows.dtype  # of the gradient; per-row losses in the compute type
+    result_dtype = _result_dtype(rows)
+    softcap = 0.0 if options is None else _check_softcap(options[2], result_dtype)
+    sw = _layout_sample_weights(sample_weight, lay)
     resolve_n_threads(n_threads, rows.size)
     counted = targets != ignore_index
     bad = np.flatnonzero(counted & ((targets < 0) | (targets >= k)))
     if bad.size:
         lay.raise_bad(int(bad[0]), ignore_index)
-    dtype = rows.dtype  # of the gradient; per-row losses in the compute type
-    result_dtype = _result_dtype(rows)
     per_row = np.zeros((n_seq, length), result_dtype) if reduction == "none" else None
+    return_lse = options is not None and options[3]
+    lse = np.zeros((n_seq, length), result_dtype) if return_lse else None
     logits_shape = lay.positions[:-1] + (length + 1, k)
     grad = np.zeros((n_seq, length + 1, k), dtype) if return_grad else None
     if out is not None and not return_grad:
         raise ValueError("out is only used with return_grad=True")
     scale = 1.0
     if return_grad and reduction == "mean":
-        scale = divide(1.0, np.sum(w[targets[counted]]) if w.size else np.count_nonzero(counted))
+        per_target = w[targets[counted]] if w.size else None
+        if sw is None:
+            normaliser = (np.sum(per_target) if per_target is not None
+                          else np.count_nonzero(counted))
+        else:
+            normaliser = np.sum(sw[counted] * per_target if per_target is not None
+                                else sw[counted])
+        scale = divide(1.0, normaliser)
     total = weight_sum = 0.0
     for s in range(n_seq):
         t_s = targets[s]
         if not t_s.flags.c_contiguous:
             t_s = np.ascontiguousarray(t_s)
         out_s = per_row[s] if per_row is not None else _NO_PER_ROW[result_dtype]
+        sw_s = _NO_WEIGHTS if sw is None else np.ascontiguousarray(sw[s])
         x_s, half = kernel_array(rows[s])
-        if smoothing is None:
-            args = (x_s, half, t_s, w, ignore_index, out_s)
+        if options is None:
+            args = (x_s, half, t_s, w, ignore_index, out_s, sw_s)
         else:
             grad_s = grad[s, :-1] if grad is not None else np.empty((0, 0), dtype)
-            args = (x_s, half, t_s, w, ignore_index, smoothing[0], scale,
-                    kernel_array(grad_s)[0], out_s)
+            lse_s = lse[s] if lse is not None else _NO_PER_ROW[result_dtype]
+            args = (x_s, half, t_s, w, ignore_index, options[0], scale,
+                    kernel_array(grad_s)[0], out_s, options[1], softcap, sw_s, lse_s)
         loss, wsum, _ = run_kernel(kernel, n_threads, rows[s].size, *args)
         total += loss
         weight_sum += wsum
@@ -385,18 +535,19 @@ def _shifted(kernel, x, target, axis, weight, ignore_index, reduction, n_threads
         loss = per_row.reshape(lay.positions)
     else:
         loss = _reduce(total, weight_sum, None, reduction, None, result_dtype)
+    lse = lse.reshape(lay.positions) if return_lse else None
     if not return_grad:
-        return loss
+        return _outputs(loss, None, lse, False, return_lse)
     grad = cast(grad.reshape(logits_shape), lay.in_dtype)
     if out is None:
-        return loss, grad
+        return _outputs(loss, grad, lse, True, return_lse)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
     if out.shape != logits_shape or out.dtype != lay.in_dtype or not out.flags.writeable:
         raise ValueError(f"out must be a writeable array of the logits' shape {logits_shape} "
                          f"and dtype {lay.in_dtype}")
     np.copyto(out, grad)
-    return loss, out
+    return _outputs(loss, out, lse, True, return_lse)
 
 
 # Elements per kernel block; weights repeat with a period that divides it.

@@ -16,7 +16,9 @@ def cross_entropy(
     weight: npt.ArrayLike | None = None, ignore_index: SupportsIndex = -100,
     label_smoothing: float = 0.0, reduction: Literal["mean", "sum"] = "mean",
     n_threads: SupportsIndex | None = None, return_grad: Literal[False] = False,
-    out: None = None, shift: bool = False,
+    out: None = None, shift: bool = False, z_loss: float = 0.0,
+    softcap: float | None = None, sample_weight: npt.ArrayLike | None = None,
+    return_lse: Literal[False] = False,
 ) -> _Scalar: ...
 @overload
 def cross_entropy(
@@ -24,7 +26,9 @@ def cross_entropy(
     weight: npt.ArrayLike | None = None, ignore_index: SupportsIndex = -100,
     label_smoothing: float = 0.0, reduction: Literal["none"],
     n_threads: SupportsIndex | None = None, return_grad: Literal[False] = False,
-    out: None = None, shift: bool = False,
+    out: None = None, shift: bool = False, z_loss: float = 0.0,
+    softcap: float | None = None, sample_weight: npt.ArrayLike | None = None,
+    return_lse: Literal[False] = False,
 ) -> _Array: ...
 @overload
 def cross_entropy(
@@ -32,7 +36,9 @@ def cross_entropy(
     weight: npt.ArrayLike | None = None, ignore_index: SupportsIndex = -100,
     label_smoothing: float = 0.0, reduction: Literal["mean", "sum"] = "mean",
     n_threads: SupportsIndex | None = None, return_grad: Literal[True],
-    out: _Array | None = None, shift: bool = False,
+    out: _Array | None = None, shift: bool = False, z_loss: float = 0.0,
+    softcap: float | None = None, sample_weight: npt.ArrayLike | None = None,
+    return_lse: Literal[False] = False,
 ) -> tuple[_Scalar, _Array]: ...
 @overload
 def cross_entropy(
@@ -40,34 +46,80 @@ def cross_entropy(
     weight: npt.ArrayLike | None = None, ignore_index: SupportsIndex = -100,
     label_smoothing: float = 0.0, reduction: Literal["none"],
     n_threads: SupportsIndex | None = None, return_grad: Literal[True],
-    out: _Array | None = None, shift: bool = False,
+    out: _Array | None = None, shift: bool = False, z_loss: float = 0.0,
+    softcap: float | None = None, sample_weight: npt.ArrayLike | None = None,
+    return_lse: Literal[False] = False,
 ) -> tuple[_Array, _Array]: ...
+@overload
+def cross_entropy(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, axis: SupportsIndex = -1,
+    weight: npt.ArrayLike | None = None, ignore_index: SupportsIndex = -100,
+    label_smoothing: float = 0.0, reduction: Literal["mean", "sum"] = "mean",
+    n_threads: SupportsIndex | None = None, return_grad: Literal[False] = False,
+    out: None = None, shift: bool = False, z_loss: float = 0.0,
+    softcap: float | None = None, sample_weight: npt.ArrayLike | None = None,
+    return_lse: Literal[True],
+) -> tuple[_Scalar, _Array]: ...
+@overload
+def cross_entropy(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, axis: SupportsIndex = -1,
+    weight: npt.ArrayLike | None = None, ignore_index: SupportsIndex = -100,
+    label_smoothing: float = 0.0, reduction: Literal["none"],
+    n_threads: SupportsIndex | None = None, return_grad: Literal[False] = False,
+    out: None = None, shift: bool = False, z_loss: float = 0.0,
+    softcap: float | None = None, sample_weight: npt.ArrayLike | None = None,
+    return_lse: Literal[True],
+) -> tuple[_Array, _Array]: ...
+@overload
+def cross_entropy(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, axis: SupportsIndex = -1,
+    weight: npt.ArrayLike | None = None, ignore_index: SupportsIndex = -100,
+    label_smoothing: float = 0.0, reduction: Literal["mean", "sum"] = "mean",
+    n_threads: SupportsIndex | None = None, return_grad: Literal[True],
+    out: _Array | None = None, shift: bool = False, z_loss: float = 0.0,
+    softcap: float | None = None, sample_weight: npt.ArrayLike | None = None,
+    return_lse: Literal[True],
+) -> tuple[_Scalar, _Array, _Array]: ...
+@overload
+def cross_entropy(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, axis: SupportsIndex = -1,
+    weight: npt.ArrayLike | None = None, ignore_index: SupportsIndex = -100,
+    label_smoothing: float = 0.0, reduction: Literal["none"],
+    n_threads: SupportsIndex | None = None, return_grad: Literal[True],
+    out: _Array | None = None, shift: bool = False, z_loss: float = 0.0,
+    softcap: float | None = None, sample_weight: npt.ArrayLike | None = None,
+    return_lse: Literal[True],
+) -> tuple[_Array, _Array, _Array]: ...
 @overload
 def cross_entropy(
     logits: npt.ArrayLike, target: npt.ArrayLike, *, axis: SupportsIndex = -1,
     weight: npt.ArrayLike | None = None, ignore_index: SupportsIndex = -100,
     label_smoothing: float = 0.0, reduction: _Reduction = "mean",
     n_threads: SupportsIndex | None = None, return_grad: bool = False,
-    out: _Array | None = None, shift: bool = False,
-) -> _Scalar | _Array | tuple[_Scalar | _Array, _Array]: ...
+    out: _Array | None = None, shift: bool = False, z_loss: float = 0.0,
+    softcap: float | None = None, sample_weight: npt.ArrayLike | None = None,
+    return_lse: bool = False,
+) -> _Scalar | _Array | tuple[_Scalar | _Array, _Array] | tuple[_Scalar | _Array, _Array, _Array]: ...
 @overload
 def nll_loss(
     log_probs: npt.ArrayLike, target: npt.ArrayLike, *, axis: SupportsIndex = -1,
     weight: npt.ArrayLike | None = None, ignore_index: SupportsIndex = -100,
     reduction: Literal["mean", "sum"] = "mean", n_threads: SupportsIndex | None = None,
-    shift: bool = False,
+    shift: bool = False, sample_weight: npt.ArrayLike | None = None,
 ) -> _Scalar: ...
 @overload
 def nll_loss(
     log_probs: npt.ArrayLike, target: npt.ArrayLike, *, axis: SupportsIndex = -1,
     weight: npt.ArrayLike | None = None, ignore_index: SupportsIndex = -100,
     reduction: Literal["none"], n_threads: SupportsIndex | None = None, shift: bool = False,
+    sample_weight: npt.ArrayLike | None = None,
 ) -> _Array: ...
 @overload
 def nll_loss(
     log_probs: npt.ArrayLike, target: npt.ArrayLike, *, axis: SupportsIndex = -1,
     weight: npt.ArrayLike | None = None, ignore_index: SupportsIndex = -100,
     reduction: _Reduction = "mean", n_threads: SupportsIndex | None = None, shift: bool = False,
+    sample_weight: npt.ArrayLike | None = None,
 ) -> _Scalar | _Array: ...
 @overload
 def binary_cross_entropy_with_logits(

@@ -42,6 +42,8 @@
 #define CEC_ST CEC_ID
 #define CEC_EXP cec_exp_f32
 #define CEC_EXPSUM cec_expsum_f32
+#define CEC_TANH cec_tanh_f32
+#define CEC_TANH_GRAD cec_tanh_grad_f32
 #define CEC_LOG cec_log_f32
 #define CEC_LOG1P cec_log1p_f32
 #define CEC_LOG1P_UNIT cec_log1p_unit_f32
@@ -117,6 +119,8 @@
 #undef CEC_T
 #undef CEC_EXP
 #undef CEC_EXPSUM
+#undef CEC_TANH
+#undef CEC_TANH_GRAD
 #undef CEC_LOG
 #undef CEC_LOG1P
 #undef CEC_LOG1P_UNIT
@@ -128,6 +132,8 @@
 #define CEC_ST CEC_ID
 #define CEC_EXP cec_exp_f64
 #define CEC_EXPSUM cec_expsum_f64
+#define CEC_TANH cec_tanh_f64
+#define CEC_TANH_GRAD cec_tanh_grad_f64
 #define CEC_LOG log
 #define CEC_LOG1P log1p
 #define CEC_LOG1P_UNIT log1p
@@ -160,6 +166,8 @@
 #undef CEC_ST
 #undef CEC_EXP
 #undef CEC_EXPSUM
+#undef CEC_TANH
+#undef CEC_TANH_GRAD
 #undef CEC_LOG
 #undef CEC_LOG1P
 #undef CEC_LOG1P_UNIT
@@ -190,6 +198,12 @@
         double (*bce_logits)(const IN *, const T *, const T *, const T *, cec_intp, T *); \
         double (*bce_probs)(const IN *, const T *, const T *, cec_intp, T *, cec_intp *); \
         double (*bce_logits_grad)(const IN *, const T *, const T *, const T *, cec_intp, T, T *, IN *); \
+        double (*row_lse_softcap)(const IN *, cec_intp, T, T, T *);                    \
+        double (*row_wsum_softcap)(const double *, const IN *, cec_intp, double, double, T, T); \
+        double (*row_tdot_softcap)(const T *, const double *, const IN *, cec_intp, double, T, T, \
+                                   double *);                                          \
+        void (*row_grad_softcap)(const IN *, const T *, const double *, cec_intp, T, T, T, T, T, \
+                                 T, IN *);                                             \
     } cec_ops_##SFX##_t;
 
 CEC_DECLARE_OPS(float, float, f32)
@@ -213,6 +227,10 @@ CEC_DECLARE_OPS(cec_f16_t, float, f16)
         .bce_logits = cec_bce_logits_##SFX##_##ISA,                                 \
         .bce_probs = cec_bce_probs_##SFX##_##ISA,                                   \
         .bce_logits_grad = cec_bce_logits_grad_##SFX##_##ISA,                       \
+        .row_lse_softcap = cec_row_lse_softcap_##SFX##_##ISA,                       \
+        .row_wsum_softcap = cec_row_wsum_softcap_##SFX##_##ISA,                     \
+        .row_tdot_softcap = cec_row_tdot_softcap_##SFX##_##ISA,                     \
+        .row_grad_softcap = cec_row_grad_softcap_##SFX##_##ISA,                     \
     }
 #define CEC_OPS_TABLE_F32(ISA) \
     CEC_OPS_TABLE_(f32, ISA, cec_row_exp_f32_##ISA, cec_row_sub_f32_##ISA)

@@ -44,6 +44,13 @@ cdef extern from "_rowmath.h" nogil:
                             cec_intp *) noexcept nogil
         double (*bce_logits_grad)(const float *, const float *, const float *, const float *,
                                   cec_intp, float, float *, float *) noexcept nogil
+        double (*row_lse_softcap)(const float *, cec_intp, float, float, float *) noexcept nogil
+        double (*row_wsum_softcap)(const double *, const float *, cec_intp, double, double,
+                                   float, float) noexcept nogil
+        double (*row_tdot_softcap)(const float *, const double *, const float *, cec_intp,
+                                   double, float, float, double *) noexcept nogil
+        void (*row_grad_softcap)(const float *, const float *, const double *, cec_intp, float,
+                                 float, float, float, float, float, float *) noexcept nogil
 
     ctypedef struct cec_ops_f64_t:
         double (*row_max)(const double *, cec_intp) noexcept nogil
@@ -67,6 +74,13 @@ cdef extern from "_rowmath.h" nogil:
                             cec_intp *) noexcept nogil
         double (*bce_logits_grad)(const double *, const double *, const double *, const double *,
                                   cec_intp, double, double *, double *) noexcept nogil
+        double (*row_lse_softcap)(const double *, cec_intp, double, double, double *) noexcept nogil
+        double (*row_wsum_softcap)(const double *, const double *, cec_intp, double, double,
+                                   double, double) noexcept nogil
+        double (*row_tdot_softcap)(const double *, const double *, const double *, cec_intp,
+                                   double, double, double, double *) noexcept nogil
+        void (*row_grad_softcap)(const double *, const double *, const double *, cec_intp, double,
+                                 double, double, double, double, double, double *) noexcept nogil
 
     ctypedef struct cec_ops_bf16_t:
         float (*row_max)(const cec_bf16_t *, cec_intp) noexcept nogil
@@ -90,6 +104,13 @@ cdef extern from "_rowmath.h" nogil:
                             cec_intp *) noexcept nogil
         double (*bce_logits_grad)(const cec_bf16_t *, const float *, const float *, const float *,
                                   cec_intp, float, float *, cec_bf16_t *) noexcept nogil
+        double (*row_lse_softcap)(const cec_bf16_t *, cec_intp, float, float, float *) noexcept nogil
+        double (*row_wsum_softcap)(const double *, const cec_bf16_t *, cec_intp, double, double,
+                                   float, float) noexcept nogil
+        double (*row_tdot_softcap)(const float *, const double *, const cec_bf16_t *, cec_intp,
+                                   double, float, float, double *) noexcept nogil
+        void (*row_grad_softcap)(const cec_bf16_t *, const float *, const double *, cec_intp, float,
+                                 float, float, float, float, float, cec_bf16_t *) noexcept nogil
 
     ctypedef struct cec_ops_f16_t:
         float (*row_max)(const cec_f16_t *, cec_intp) noexcept nogil
@@ -113,6 +134,13 @@ cdef extern from "_rowmath.h" nogil:
                             cec_intp *) noexcept nogil
         double (*bce_logits_grad)(const cec_f16_t *, const float *, const float *, const float *,
                                   cec_intp, float, float *, cec_f16_t *) noexcept nogil
+        double (*row_lse_softcap)(const cec_f16_t *, cec_intp, float, float, float *) noexcept nogil
+        double (*row_wsum_softcap)(const double *, const cec_f16_t *, cec_intp, double, double,
+                                   float, float) noexcept nogil
+        double (*row_tdot_softcap)(const float *, const double *, const cec_f16_t *, cec_intp,
+                                   double, float, float, double *) noexcept nogil
+        void (*row_grad_softcap)(const cec_f16_t *, const float *, const double *, cec_intp, float,
+                                 float, float, float, float, float, cec_f16_t *) noexcept nogil
 
     cec_ops_f32_t cec_ops_f32
     cec_ops_f64_t cec_ops_f64
@@ -125,6 +153,10 @@ cdef extern from "_rowmath.h" nogil:
     double cec_exp_f64(double)
     float cec_log_f32(float)
     float cec_log1p_f32(float)
+    float cec_tanh_f32(float)
+    float cec_tanh_grad_f32(float, float *)
+    double cec_tanh_f64(double)
+    double cec_tanh_grad_f64(double, double *)
     float cec_load_bf16(cec_bf16_t)
     float cec_load_f16(cec_f16_t)
     cec_bf16_t cec_store_bf16(float)
@@ -345,3 +377,88 @@ cdef inline double bce_logits_grad(const logit_t *x, const void *t, const void *
         return cec_ops_f16.bce_logits_grad(x, <const float *> t, <const float *> pw,
                                            <const float *> w, n, <float> scale,
                                            <float *> out, grad)
+
+
+# ---- soft-capped logits, cap(x) = c tanh(x inv_c) (see _rowmath_impl.h) ----
+
+cdef inline double softcap_of(const logit_t *x, double v, double c, double inv_c) noexcept nogil:
+    """cap(v) as the row kernels compute it (in float, or double for double x)."""
+    if logit_t is double:
+        return c * cec_tanh_f64(v * inv_c)
+    else:
+        return <float> c * cec_tanh_f32(<float> v * <float> inv_c)
+
+
+cdef inline double softcap_grad_of(const logit_t *x, double v, double c, double inv_c,
+                                   double *capped) noexcept nogil:
+    """cap'(v) = 1 - tanh(v inv_c)^2, and cap(v) in *capped."""
+    cdef double td, d2
+    cdef float tf, d
+    if logit_t is double:
+        d2 = cec_tanh_grad_f64(v * inv_c, &td)
+        capped[0] = c * td
+        return d2
+    else:
+        d = cec_tanh_grad_f32(<float> v * <float> inv_c, &tf)
+        capped[0] = <float> c * tf
+        return d
+
+
+cdef inline double row_lse_softcap(const logit_t *x, Py_ssize_t n, double c, double inv_c,
+                                   void *rowmax) noexcept nogil:
+    if logit_t is float:
+        return cec_ops_f32.row_lse_softcap(x, n, <float> c, <float> inv_c, <float *> rowmax)
+    elif logit_t is double:
+        return cec_ops_f64.row_lse_softcap(x, n, c, inv_c, <double *> rowmax)
+    elif logit_t is cec_bf16_t:
+        return cec_ops_bf16.row_lse_softcap(x, n, <float> c, <float> inv_c, <float *> rowmax)
+    else:
+        return cec_ops_f16.row_lse_softcap(x, n, <float> c, <float> inv_c, <float *> rowmax)
+
+
+cdef inline double row_wsum_softcap(const double *w, const logit_t *x, Py_ssize_t n,
+                                    double shift, double cc, double c,
+                                    double inv_c) noexcept nogil:
+    if logit_t is float:
+        return cec_ops_f32.row_wsum_softcap(w, x, n, shift, cc, <float> c, <float> inv_c)
+    elif logit_t is double:
+        return cec_ops_f64.row_wsum_softcap(w, x, n, shift, cc, c, inv_c)
+    elif logit_t is cec_bf16_t:
+        return cec_ops_bf16.row_wsum_softcap(w, x, n, shift, cc, <float> c, <float> inv_c)
+    else:
+        return cec_ops_f16.row_wsum_softcap(w, x, n, shift, cc, <float> c, <float> inv_c)
+
+
+cdef inline double row_tdot_softcap(const void *t, const double *w, const logit_t *x,
+                                    Py_ssize_t n, double shift, double c, double inv_c,
+                                    double *tw_sum) noexcept nogil:
+    if logit_t is float:
+        return cec_ops_f32.row_tdot_softcap(<const float *> t, w, x, n, shift, <float> c,
+                                            <float> inv_c, tw_sum)
+    elif logit_t is double:
+        return cec_ops_f64.row_tdot_softcap(<const double *> t, w, x, n, shift, c, inv_c,
+                                            tw_sum)
+    elif logit_t is cec_bf16_t:
+        return cec_ops_bf16.row_tdot_softcap(<const float *> t, w, x, n, shift, <float> c,
+                                             <float> inv_c, tw_sum)
+    else:
+        return cec_ops_f16.row_tdot_softcap(<const float *> t, w, x, n, shift, <float> c,
+                                            <float> inv_c, tw_sum)
+
+
+cdef inline void row_grad_softcap(const logit_t *x, const void *t, const double *w, Py_ssize_t n,
+                                  double shift, double a, double c1, double c0, double c,
+                                  double inv_c, logit_t *out) noexcept nogil:
+    """out = (a exp(cap(x) - shift) - w (c1 t + c0)) cap'(x), in x's type."""
+    if logit_t is float:
+        cec_ops_f32.row_grad_softcap(x, <const float *> t, w, n, <float> shift, <float> a,
+                                     <float> c1, <float> c0, <float> c, <float> inv_c, out)
+    elif logit_t is double:
+        cec_ops_f64.row_grad_softcap(x, <const double *> t, w, n, shift, a, c1, c0, c, inv_c,
+                                     out)
+    elif logit_t is cec_bf16_t:
+        cec_ops_bf16.row_grad_softcap(x, <const float *> t, w, n, <float> shift, <float> a,
+                                      <float> c1, <float> c0, <float> c, <float> inv_c, out)
+    else:
+        cec_ops_f16.row_grad_softcap(x, <const float *> t, w, n, <float> shift, <float> a,
+                                     <float> c1, <float> c0, <float> c, <float> inv_c, out)

@@ -472,6 +472,132 @@ CEC_ATTR static double CEC_FN(bce_probs)(const CEC_IN *p, const CEC_T *t, const 
     return s;
 }
 
+/*
+ * ---- Soft-capped logits (Gemma 2): cap(x) = c tanh(x inv_c), inv_c = 1 / c ----
+ * Each function is its plain counterpart above applied to cap(x_i), computed on
+ * the fly from the logits (nothing capped is stored). cap is increasing, so the
+ * capped row maximum is cap(row maximum); cap(+-inf) = +-c, so a capped row is
+ * always finite (or NaN).
+ */
+#define CEC_CAP(v) (c * CEC_TANH((v) * inv_c))
+
+/* row_sumexp of the capped logits: sum over cap(x_i) != shift of exp(cap(x_i) - shift). */
+CEC_ATTR static double CEC_FN(row_sumexp_softcap)(const CEC_IN *x, cec_intp n, CEC_T shift,
+                                                  CEC_T c, CEC_T inv_c, cec_intp *n_eq)
+{
+    double s = 0.0;
+    cec_intp eq = 0;
+    for (cec_intp c0 = 0; c0 < n; c0 += 256) {
+        cec_intp end = n - c0 < 256 ? n : c0 + 256;
+        CEC_T acc = 0;
+#pragma omp simd reduction(+ : acc, eq)
+        for (cec_intp i = c0; i < end; i++) {
+            CEC_T d = CEC_CAP(CEC_LD(x[i])) - shift;
+            acc += d != 0 ? CEC_EXPSUM(d) : (CEC_T)0;
+            eq += d == 0;
+        }
+        s += (double)acc;
+    }
+    *n_eq = eq;
+    return s;
+}
+
+/* row_lse of the capped logits (same chunked scheme); *rowmax = the capped maximum. */
+CEC_ATTR static double CEC_FN(row_lse_softcap)(const CEC_IN *x, cec_intp n, CEC_T c, CEC_T inv_c,
+                                               CEC_T *rowmax)
+{
+    const cec_intp chunk = 4096;
+    CEC_T m = -CEC_INFINITY;
+    double rest = 0.0;
+    cec_intp ties = 0, eq;
+    for (cec_intp c0 = 0; c0 < n; c0 += chunk) {
+        cec_intp len = n - c0 < chunk ? n - c0 : chunk;
+        CEC_T cm = CEC_CAP(CEC_FN(row_max)(x + c0, len));
+        if (cm > m) {
+            rest = m == -CEC_INFINITY ? 0.0 : (rest + (double)ties) * exp((double)m - (double)cm);
+            ties = 0;
+            m = cm;
+        }
+        rest += CEC_FN(row_sumexp_softcap)(x + c0, len, m, c, inv_c, &eq);
+        ties += eq;
+    }
+    *rowmax = m;
+    if (n == 0 || m != m) {
+        return n == 0 ? -CEC_INFINITY : (double)NAN;
+    }
+    /* a NaN anywhere makes rest NaN; no tie at all (NaN maximum chunk) leaves log1p(rest - 1) */
+    return log1p(rest + (double)(ties - 1));
+}
+
+/* row_wsum of the capped logits: sum_i cc w_i (cap(x_i) - shift). */
+CEC_ATTR static double CEC_FN(row_wsum_softcap)(const double *w, const CEC_IN *x, cec_intp n,
+                                                double shift, double cc, CEC_T c, CEC_T inv_c)
+{
+    double s = 0.0;
+    if (w == NULL) {
+#pragma omp simd reduction(+ : s)
+        for (cec_intp i = 0; i < n; i++) {
+            s += cc * ((double)CEC_CAP(CEC_LD(x[i])) - shift);
+        }
+    }
+    else {
+#pragma omp simd reduction(+ : s)
+        for (cec_intp i = 0; i < n; i++) {
+            s += (cc * w[i]) * ((double)CEC_CAP(CEC_LD(x[i])) - shift);
+        }
+    }
+    return s;
+}
+
+/* row_tdot of the capped logits. */
+CEC_ATTR static double CEC_FN(row_tdot_softcap)(const CEC_T *t, const double *w, const CEC_IN *x,
+                                                cec_intp n, double shift, CEC_T c, CEC_T inv_c,
+                                                double *tw_sum)
+{
+    double s = 0.0, ts = 0.0;
+#pragma omp simd reduction(+ : s, ts)
+    for (cec_intp i = 0; i < n; i++) {
+        double wt = (w == NULL ? 1.0 : w[i]) * (double)t[i];
+        s += wt != 0.0 ? wt * ((double)CEC_CAP(CEC_LD(x[i])) - shift) : 0.0;
+        ts += wt;
+    }
+    *tw_sum = ts;
+    return s;
+}
+
+/*
+ * row_grad through the cap: out_i = (a exp(cap(x_i) - shift) - w_i (c1 t_i + c0)) cap'(x_i)
+ * with cap'(x) = tanh'(x inv_c) = 1 - tanh(x inv_c)^2. out may alias x.
+ */
+CEC_ATTR static void CEC_FN(row_grad_softcap)(const CEC_IN *x, const CEC_T *t, const double *w,
+                                              cec_intp n, CEC_T shift, CEC_T a, CEC_T c1, CEC_T c0,
+                                              CEC_T c, CEC_T inv_c, CEC_IN *out)
+{
+    if (t == NULL && w == NULL) {
+#pragma omp simd
+        for (cec_intp i = 0; i < n; i++) {
+            CEC_T th, d = CEC_TANH_GRAD(CEC_LD(x[i]) * inv_c, &th);
+            out[i] = CEC_ST((a * CEC_EXP(c * th - shift) - c0) * d);
+        }
+    }
+    else if (t == NULL) {
+#pragma omp simd
+        for (cec_intp i = 0; i < n; i++) {
+            CEC_T th, d = CEC_TANH_GRAD(CEC_LD(x[i]) * inv_c, &th);
+            out[i] = CEC_ST((a * CEC_EXP(c * th - shift) - (CEC_T)w[i] * c0) * d);
+        }
+    }
+    else {
+#pragma omp simd
+        for (cec_intp i = 0; i < n; i++) {
+            CEC_T th, d = CEC_TANH_GRAD(CEC_LD(x[i]) * inv_c, &th);
+            CEC_T wi = w == NULL ? (CEC_T)1 : (CEC_T)w[i];
+            out[i] = CEC_ST((a * CEC_EXP(c * th - shift) - wi * (c1 * t[i] + c0)) * d);
+        }
+    }
+}
+#undef CEC_CAP
+
 /* row_exp and row_sub, whose output type is a parameter of their own */
 #define CEC_OUT CEC_IN
 #define CEC_STO CEC_ST

@@ -216,6 +216,67 @@ CEC_INLINE float cec_log1p_f32(float u)
 }
 
 
+/*
+ * tanh(x) for float without libm (logit soft-capping, c tanh(z / c)):
+ *   |x| <  0.625: x + x^3 R(x^2), R a degree-4 minimax fit of (tanh(x) - x) / x^3
+ *                (relative error of the fit < 5e-9);
+ *   |x| >= 0.625: (1 - e) / (1 + e) with e = exp(-2|x|) <= 0.29 (no cancellation),
+ *                the sign restored; e flushes to 0 below 2^-126, giving +-1 exactly
+ *                (tanh rounds to +-1 in float from |x| > 9.01 anyway).
+ * Both branches are computed and one selected, so that loops vectorise. Error
+ * <= 2 ulp against the correctly rounded tanh (tests/test_losses_training.py);
+ * tanh(+-inf) = +-1, tanh(NaN) = NaN.
+ */
+CEC_INLINE float cec_tanh_small_f32(float x)
+{
+    float s = x * x;
+    float r = -5.704953168e-03f;
+    r = r * s + 2.063905393e-02f;
+    r = r * s - 5.373970363e-02f;
+    r = r * s + 1.333144204e-01f;
+    r = r * s - 3.333328193e-01f;
+    return x + (x * s) * r;
+}
+
+CEC_INLINE float cec_tanh_f32(float x)
+{
+    float ax = x < 0 ? -x : x;
+    float e = cec_expsum_f32(-2.0f * ax);
+    float big = (1.0f - e) / (1.0f + e);
+    big = x < 0 ? -big : big;
+    return ax < 0.625f ? cec_tanh_small_f32(x) : big;
+}
+
+/*
+ * tanh'(x) = 1 - tanh(x)^2, and tanh(x) in *t (as cec_tanh_f32): 1 - t^2 for
+ * |x| < 0.625, else 4e / (1 + e)^2 (which keeps its relative accuracy where
+ * 1 - t^2 would cancel). tanh'(+-inf) = 0.
+ */
+CEC_INLINE float cec_tanh_grad_f32(float x, float *t)
+{
+    float ax = x < 0 ? -x : x;
+    float e = cec_expsum_f32(-2.0f * ax);
+    float q = 1.0f + e;
+    float big = (1.0f - e) / q;
+    big = x < 0 ? -big : big;
+    float small = cec_tanh_small_f32(x);
+    int is_small = ax < 0.625f;
+    *t = is_small ? small : big;
+    return is_small ? 1.0f - small * small : (4.0f * e) / (q * q);
+}
+
+/* float64: libm's tanh (scalar; float64 is not the fast path), the derivative as above */
+CEC_INLINE double cec_tanh_f64(double x) { return tanh(x); }
+
+CEC_INLINE double cec_tanh_grad_f64(double x, double *t)
+{
+    double ax = fabs(x);
+    double e = exp(-2.0 * ax);
+    double th = tanh(x);
+    *t = th;
+    return ax < 0.625 ? 1.0 - th * th : (4.0 * e) / ((1.0 + e) * (1.0 + e));
+}
+
 /* ------------------------------------------------------------------------ */
 /* 16-bit storage types                                                      */
 

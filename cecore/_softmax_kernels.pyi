@@ -17,13 +17,25 @@ def ce_index_loss(
     ignore_index: int, label_smoothing: float, scale: float, grad: _Logits, loss_out: _Floats,
     n_threads: int,
 ) -> tuple[float, float, int]: ...
+def ce_index_loss_opts(
+    logits: _Logits, half: int, target: _Targets, weight: npt.NDArray[np.float64],
+    ignore_index: int, label_smoothing: float, scale: float, grad: _Logits, loss_out: _Floats,
+    z_loss: float, softcap: float, sample_weight: npt.NDArray[np.float64], lse_out: _Floats,
+    n_threads: int,
+) -> tuple[float, float, int]: ...
 def ce_prob_loss(
     logits: _Logits, half: int, target: _Floats, weight: npt.NDArray[np.float64],
     label_smoothing: float, scale: float, grad: _Logits, loss_out: _Floats, n_threads: int,
 ) -> float: ...
+def ce_prob_loss_opts(
+    logits: _Logits, half: int, target: _Floats, weight: npt.NDArray[np.float64],
+    label_smoothing: float, scale: float, grad: _Logits, loss_out: _Floats, z_loss: float,
+    softcap: float, sample_weight: npt.NDArray[np.float64], lse_out: _Floats, n_threads: int,
+) -> float: ...
 def nll_loss(
     log_probs: _Logits, half: int, target: _Targets, weight: npt.NDArray[np.float64],
-    ignore_index: int, loss_out: _Floats, n_threads: int,
+    ignore_index: int, loss_out: _Floats, sample_weight: npt.NDArray[np.float64],
+    n_threads: int,
 ) -> tuple[float, float, int]: ...
 def softmax_rows(x: _Logits, half: int, out: Any, mode: int, n_threads: int) -> None: ...
 def ce_index_fast(logits: object, target: object) -> np.floating[Any] | None: ...

@@ -26,7 +26,9 @@ from libc.stdlib cimport calloc, free, malloc
 
 from cecore._rowmath cimport (HALF_BF16, cec_bf16_t, cec_dispatch_init, cec_f16_t,
                               cec_simd_level, is_f64, load, logit_t, row_exp, row_grad,
-                              row_sub, row_tdot, row_wsum, storage_t, store)
+                              row_grad_softcap, row_lse_softcap, row_sub, row_tdot,
+                              row_tdot_softcap, row_wsum, row_wsum_softcap, softcap_grad_of,
+                              softcap_of, storage_t, store)
 from cecore._rows cimport (SMALL_K, Scratch, class_index_loss, logsum_of_probs, lse_rows,
                            scratch_free, scratch_new, scratch_rowmax, shift_of, total_weight)
 
@@ -103,6 +105,134 @@ cdef inline Py_ssize_t _stride(Py_ssize_t byte_stride, Py_ssize_t itemsize):
     return byte_stride // itemsize
 
 
+cdef struct CeOpts:
+    # the training options of cross_entropy; a NULL CeOpts * means all at their defaults
+    double z_loss                 # adds z_loss * lse^2 to each counted row's loss
+    double softcap                # > 0: logits x replaced by c tanh(x / c); 0: none
+    double inv_softcap            # 1 / softcap
+    const double *sample_weight   # (n,) per-row weights multiplying loss and gradient, or NULL
+    void *lse_out                 # (n,) per-row lse in the compute type (0 if ignored), or NULL
+
+
+cdef inline void _lse_rows_opts(const logit_t *x, Py_ssize_t rows, Py_ssize_t stride,
+                                Py_ssize_t k, Scratch *s, const CeOpts *o) noexcept nogil:
+    """lse_rows, of the soft-capped logits when o.softcap != 0 (rowmax: the capped maximum)."""
+    cdef Py_ssize_t r
+    cdef Py_ssize_t itemsize = sizeof(double) if s.f64 else sizeof(float)
+    if o.softcap == 0.0:
+        lse_rows(x, rows, stride, k, s)
+        return
+    for r in range(rows):
+        s.logsum[r] = row_lse_softcap(x + r * stride, k, o.softcap, o.inv_softcap,
+                                      <char *> s.rowmax + r * itemsize)
+
+
+cdef inline void _zero_row(logit_t *gr, Py_ssize_t k) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(k):
+        store(gr, j, 0.0)
+
+
+cdef void _ce_index_rows_opts(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
+                              const target_t *target, const double *weight,
+                              double weight_total, Py_ssize_t ignore_index, double smoothing,
+                              double scale, logit_t *grad, Py_ssize_t gstride, void *loss_out,
+                              Py_ssize_t r0, Py_ssize_t r1, Scratch *s, const CeOpts *o,
+                              double *loss_sum, double *weight_sum,
+                              Py_ssize_t *first_bad) noexcept nogil:
+    """_ce_index_rows with the training options of o (see _ce_index_block).
+
+    With sw = sample_weight[r] (1 without) and lse the log-sum-exp of the
+    (capped) logits, a counted row's loss is sw (CE + z_loss lse^2) and it adds
+    sw w[y] to the weight sum; a row with sw == 0 contributes exactly 0 (loss,
+    weight and gradient, even if its logits are not finite).
+    d (z_loss lse^2) / d x[j] = 2 z_loss lse softmax(x)[j]; through the cap,
+    every d / d x[j] is multiplied by cap'(x[j]) = 1 - tanh(x[j] / c)^2.
+    """
+    cdef Py_ssize_t r, y
+    cdef double logsum, shift, lse, wy, sw, xy, loss, total = 0.0, wtotal = 0.0
+    cdef double c = o.softcap, inv_c = o.inv_softcap
+    cdef const logit_t *xr
+    cdef logit_t *gr
+    for r in range(r0, r1):
+        y = target[r]
+        xr = x + r * stride
+        gr = grad + r * gstride
+        if y == ignore_index or y < 0 or y >= k:
+            if y != ignore_index and first_bad[0] < 0:
+                first_bad[0] = r
+            if loss_out != NULL:
+                _store_loss(x, loss_out, r, 0.0)
+            if o.lse_out != NULL:
+                _store_loss(x, o.lse_out, r, 0.0)
+            if grad != NULL:
+                _zero_row(gr, k)
+            continue
+        shift = shift_of(scratch_rowmax(s, r - r0))
+        lse = shift + s.logsum[r - r0]
+        logsum = logsum_of_probs(s.logsum[r - r0], shift)
+        if o.lse_out != NULL:
+            _store_loss(x, o.lse_out, r, lse)
+        sw = 1.0 if o.sample_weight == NULL else o.sample_weight[r]
+        if sw == 0.0:
+            if loss_out != NULL:
+                _store_loss(x, loss_out, r, 0.0)
+            if grad != NULL:
+                _zero_row(gr, k)
+            continue
+        wy = 1.0 if weight == NULL else weight[y]
+        xy = load(xr, y)
+        if c != 0.0:
+            xy = softcap_of(xr, xy, c, inv_c)
+        loss = (1.0 - smoothing) * wy * (logsum + (shift - xy))
+        if smoothing != 0.0:
+            if c != 0.0:
+                loss = loss + smoothing * (logsum * (weight_total / k)
+                                           - row_wsum_softcap(weight, xr, k, shift, 1.0 / k,
+                                                              c, inv_c))
+            else:
+                loss = loss + smoothing * (logsum * (weight_total / k)
+                                           - row_wsum(weight, xr, k, shift, 1.0 / k))
+        if o.z_loss != 0.0:
+            loss = loss + o.z_loss * lse * lse
+        loss = sw * loss
+        if loss_out != NULL:
+            _store_loss(x, loss_out, r, loss)
+        total = total + loss
+        wtotal = wtotal + sw * wy
+        if grad != NULL:
+            _ce_index_grad_opts(xr, k, y, shift, logsum, lse, wy, weight, weight_total,
+                                smoothing, scale * sw, o, gr)
+    loss_sum[0] = total
+    weight_sum[0] = wtotal
+
+
+cdef inline void _ce_index_grad_opts(const logit_t *xr, Py_ssize_t k, Py_ssize_t y,
+                                     double shift, double logsum, double lse, double wy,
+                                     const double *weight, double weight_total,
+                                     double smoothing, double scale, const CeOpts *o,
+                                     logit_t *gr) noexcept nogil:
+    """_ce_index_grad with z-loss and soft-capping (scale includes the row's sample weight)."""
+    cdef double sm = scale * ((1.0 - smoothing) * wy + smoothing * weight_total / k
+                              + 2.0 * o.z_loss * lse)
+    cdef double c0 = scale * smoothing / k
+    cdef double wc0 = c0 if weight == NULL else weight[y] * c0
+    cdef double yterm = scale * (1.0 - smoothing) * wy
+    cdef double xy = load(xr, y), d, g  # read before gr overwrites it
+    if o.softcap == 0.0:
+        row_grad(xr, NULL, weight, k, shift, sm * exp(-logsum), 0, c0, gr)
+        if logit_t is float or logit_t is double:
+            gr[y] = gr[y] - <logit_t> yterm
+        else:
+            store(gr, y, sm * exp(xy - shift - logsum) - wc0 - yterm)
+        return
+    d = softcap_grad_of(xr, xy, o.softcap, o.inv_softcap, &xy)
+    row_grad_softcap(xr, NULL, weight, k, shift, sm * exp(-logsum), 0, c0, o.softcap,
+                     o.inv_softcap, gr)
+    g = (sm * exp(xy - shift - logsum) - wc0 - yterm) * d
+    store(gr, y, g)
+
+
 cdef inline void _ce_index_rows(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
                                 const target_t *target, const double *weight, double weight_total,
                                 Py_ssize_t ignore_index, double smoothing, double scale,
@@ -177,7 +307,8 @@ cdef void _ce_index_block(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
                           Py_ssize_t ignore_index, double smoothing, double scale,
                           logit_t *grad, Py_ssize_t gstride, void *loss_out,
                           Py_ssize_t r0, Py_ssize_t r1, Scratch *s, double *loss_sum,
-                          double *weight_sum, Py_ssize_t *first_bad) noexcept nogil:
+                          double *weight_sum, Py_ssize_t *first_bad,
+                          const CeOpts *opts) noexcept nogil:
     """Loss (and, if grad != NULL, gradient) of rows r0..r1 with class-index targets.
 
     loss = (1 - eps) w[y] (lse - x[y]) + eps / k sum_j w[j] (lse - x[j])    (PyTorch)
@@ -187,8 +318,15 @@ cdef void _ce_index_block(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
     Ignored rows, and rows whose target is out of range (the first is reported
     in first_bad), contribute 0. With a gradient the caller validates targets
     first: grad may alias x, and a row's loss is computed before its gradient
-    overwrites it.
+    overwrites it. opts != NULL: the training options (see _ce_index_rows_opts),
+    decided once per block; NULL keeps the default loops below untouched.
     """
+    if opts != NULL:
+        _lse_rows_opts(x + r0 * stride, r1 - r0, stride, k, s, opts)
+        _ce_index_rows_opts(x, stride, k, target, weight, weight_total, ignore_index, smoothing,
+                            scale, grad, gstride, loss_out, r0, r1, s, opts, loss_sum,
+                            weight_sum, first_bad)
+        return
     lse_rows(x + r0 * stride, r1 - r0, stride, k, s)
     # Inlined with constant NULL/0 the loop has no calls left, so GCC keeps its sums in
     # registers; the general loop spills them (~2 ns a row: a third of the time at K = 10).
@@ -204,7 +342,7 @@ cdef void _ce_index_block(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
 cdef _ce_index(const logit_t *x, Py_ssize_t n, Py_ssize_t k, Py_ssize_t stride,
                const target_t *target, const double *w, Py_ssize_t ignore_index,
                double label_smoothing, double scale, logit_t *g, Py_ssize_t gstride,
-               void *out, int n_threads):
+               void *out, int n_threads, const CeOpts *opts):
     cdef Py_ssize_t brows = _block_rows(n, k)
     cdef Py_ssize_t nblocks = (n + brows - 1) // brows
     cdef _BlockSums sums = _BlockSums(nblocks)
@@ -222,7 +360,7 @@ cdef _ce_index(const logit_t *x, Py_ssize_t n, Py_ssize_t k, Py_ssize_t stride,
                     _ce_index_block(x, stride, k, target, w, weight_total, ignore_index,
                                     label_smoothing, scale, g, gstride, out, b * brows,
                                     min(n, (b + 1) * brows), s, &sums.loss[b], &sums.weight[b],
-                                    &sums.bad[b])
+                                    &sums.bad[b], opts)
             else:
                 failed_flag[0] = 1
             scratch_free(s)
@@ -235,7 +373,7 @@ cdef _ce_index(const logit_t *x, Py_ssize_t n, Py_ssize_t k, Py_ssize_t stride,
                     _ce_index_block(x, stride, k, target, w, weight_total, ignore_index,
                                     label_smoothing, scale, g, gstride, out, b * brows,
                                     min(n, (b + 1) * brows), s, &sums.loss[b], &sums.weight[b],
-                                    &sums.bad[b])
+                                    &sums.bad[b], opts)
             else:
                 failed_flag[0] = 1
             scratch_free(s)
@@ -256,10 +394,47 @@ def ce_index_loss(const storage_t[:, :] logits, int half, const target_t[::1] ta
     per-row losses). Returns (sum of losses, sum of the weights of counted
     targets, first row whose target is out of range or -1).
     """
+    cdef void *out = <void *> &loss_out[0] if loss_out.shape[0] > 0 else NULL
+    return _ce_index_call(logits, half, target, weight, ignore_index, label_smoothing, scale,
+                          grad, out, n_threads, NULL)
+
+
+def ce_index_loss_opts(const storage_t[:, :] logits, int half, const target_t[::1] target,
+                       const double[::1] weight, Py_ssize_t ignore_index,
+                       double label_smoothing, double scale, storage_t[:, :] grad,
+                       floating[::1] loss_out, double z_loss, double softcap,
+                       const double[::1] sample_weight, floating[::1] lse_out, int n_threads):
+    """ce_index_loss with the training options (validated by the caller):
+
+    z_loss >= 0 (adds z_loss lse^2 per counted row); softcap > 0 caps the logits
+    at c tanh(x / c) (0: no cap); sample_weight: (n,) float64 weights >= 0 per
+    row, multiplying its loss and gradient (a row of weight 0 contributes exactly
+    0), or empty; lse_out: (n,) in the compute type for each row's log-sum-exp
+    of the (capped) logits, 0 at ignored rows, or empty. The weight sum returned
+    is sum sw[r] w[y_r] over counted rows. With every option at its default this
+    is ce_index_loss (the same loops).
+    """
+    cdef CeOpts o
+    cdef void *out = <void *> &loss_out[0] if loss_out.shape[0] > 0 else NULL
+    o.z_loss = z_loss
+    o.softcap = softcap
+    o.inv_softcap = 1.0 / softcap if softcap != 0.0 else 0.0
+    o.sample_weight = &sample_weight[0] if sample_weight.shape[0] > 0 else NULL
+    o.lse_out = <void *> &lse_out[0] if lse_out.shape[0] > 0 else NULL
+    if z_loss == 0.0 and softcap == 0.0 and o.sample_weight == NULL and o.lse_out == NULL:
+        return _ce_index_call(logits, half, target, weight, ignore_index, label_smoothing,
+                              scale, grad, out, n_threads, NULL)
+    return _ce_index_call(logits, half, target, weight, ignore_index, label_smoothing, scale,
+                          grad, out, n_threads, &o)
+
+
+cdef _ce_index_call(const storage_t[:, :] logits, int half, const target_t[::1] target,
+                    const double[::1] weight, Py_ssize_t ignore_index, double label_smoothing,
+                    double scale, storage_t[:, :] grad, void *out, int n_threads,
+                    const CeOpts *opts):
     cdef Py_ssize_t n = logits.shape[0], k = logits.shape[1]
     cdef Py_ssize_t stride = _stride(logits.strides[0], sizeof(storage_t))
     cdef const double *w = &weight[0] if weight.shape[0] > 0 else NULL
-    cdef void *out = <void *> &loss_out[0] if loss_out.shape[0] > 0 else NULL
     cdef storage_t *g = &grad[0, 0] if grad.shape[0] > 0 else NULL
     cdef Py_ssize_t gstride = _stride(grad.strides[0], sizeof(storage_t)) if g != NULL else 0
     if n == 0:
@@ -268,12 +443,12 @@ def ce_index_loss(const storage_t[:, :] logits, int half, const target_t[::1] ta
         if half == HALF_BF16:
             return _ce_index(<const cec_bf16_t *> &logits[0, 0], n, k, stride, &target[0], w,
                              ignore_index, label_smoothing, scale, <cec_bf16_t *> g, gstride,
-                             out, n_threads)
+                             out, n_threads, opts)
         return _ce_index(<const cec_f16_t *> &logits[0, 0], n, k, stride, &target[0], w,
                          ignore_index, label_smoothing, scale, <cec_f16_t *> g, gstride, out,
-                         n_threads)
+                         n_threads, opts)
     return _ce_index(&logits[0, 0], n, k, stride, &target[0], w, ignore_index, label_smoothing,
-                     scale, g, gstride, out, n_threads)
+                     scale, g, gstride, out, n_threads, opts)
 
 
 cdef void _ce_prob_block(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
@@ -281,7 +456,7 @@ cdef void _ce_prob_block(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
                          double weight_total, double smoothing, double scale,
                          logit_t *grad, Py_ssize_t gstride, void *loss_out,
                          Py_ssize_t r0, Py_ssize_t r1, Scratch *s,
-                         double *loss_sum) noexcept nogil:
+                         double *loss_sum, const CeOpts *opts) noexcept nogil:
     """Loss (and, if grad != NULL, gradient) of rows r0..r1 with probability targets.
 
     t: targets in the compute type, rows tstride bytes apart.
@@ -295,6 +470,11 @@ cdef void _ce_prob_block(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
     cdef double logsum, shift, loss, tw, tx, total = 0.0
     cdef const logit_t *xr
     cdef const void *tr
+    if opts != NULL:
+        _lse_rows_opts(x + r0 * stride, r1 - r0, stride, k, s, opts)
+        _ce_prob_rows_opts(x, stride, k, t, tstride, weight, weight_total, smoothing, scale,
+                           grad, gstride, loss_out, r0, r1, s, opts, loss_sum)
+        return
     lse_rows(x + r0 * stride, r1 - r0, stride, k, s)
     for r in range(r0, r1):
         xr = x + r * stride
@@ -317,9 +497,70 @@ cdef void _ce_prob_block(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
     loss_sum[0] = total
 
 
+cdef void _ce_prob_rows_opts(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
+                             const char *t, Py_ssize_t tstride, const double *weight,
+                             double weight_total, double smoothing, double scale,
+                             logit_t *grad, Py_ssize_t gstride, void *loss_out,
+                             Py_ssize_t r0, Py_ssize_t r1, Scratch *s, const CeOpts *o,
+                             double *loss_sum) noexcept nogil:
+    """_ce_prob_block's rows with the training options (as _ce_index_rows_opts):
+    loss sw (CE + z_loss lse^2); gradient
+    scale sw [((sum_i w t'_i) + 2 z_loss lse) softmax(x)[j] - w[j] t'[j]] cap'(x[j])."""
+    cdef Py_ssize_t r
+    cdef double logsum, shift, lse, sw, loss, tw, tx, a, sc, total = 0.0
+    cdef double c = o.softcap, inv_c = o.inv_softcap
+    cdef const logit_t *xr
+    cdef const void *tr
+    for r in range(r0, r1):
+        xr = x + r * stride
+        tr = t + r * tstride
+        shift = shift_of(scratch_rowmax(s, r - r0))
+        lse = shift + s.logsum[r - r0]
+        logsum = logsum_of_probs(s.logsum[r - r0], shift)
+        if o.lse_out != NULL:
+            _store_loss(x, o.lse_out, r, lse)
+        sw = 1.0 if o.sample_weight == NULL else o.sample_weight[r]
+        if sw == 0.0:
+            if loss_out != NULL:
+                _store_loss(x, loss_out, r, 0.0)
+            if grad != NULL:
+                _zero_row(grad + r * gstride, k)
+            continue
+        if c != 0.0:
+            tx = row_tdot_softcap(tr, weight, xr, k, shift, c, inv_c, &tw)
+        else:
+            tx = row_tdot(tr, weight, xr, k, shift, &tw)
+        loss = (1.0 - smoothing) * (logsum * tw - tx)
+        if smoothing != 0.0:
+            if c != 0.0:
+                loss = loss + smoothing * (logsum * (weight_total / k)
+                                           - row_wsum_softcap(weight, xr, k, shift, 1.0 / k,
+                                                              c, inv_c))
+            else:
+                loss = loss + smoothing * (logsum * (weight_total / k)
+                                           - row_wsum(weight, xr, k, shift, 1.0 / k))
+        if o.z_loss != 0.0:
+            loss = loss + o.z_loss * lse * lse
+        loss = sw * loss
+        if grad != NULL:
+            sc = scale * sw
+            a = sc * ((1.0 - smoothing) * tw + smoothing * weight_total / k
+                      + 2.0 * o.z_loss * lse) * exp(-logsum)
+            if c != 0.0:
+                row_grad_softcap(xr, tr, weight, k, shift, a, sc * (1.0 - smoothing),
+                                 sc * smoothing / k, c, inv_c, grad + r * gstride)
+            else:
+                row_grad(xr, tr, weight, k, shift, a, sc * (1.0 - smoothing),
+                         sc * smoothing / k, grad + r * gstride)
+        if loss_out != NULL:
+            _store_loss(x, loss_out, r, loss)
+        total = total + loss
+    loss_sum[0] = total
+
+
 cdef _ce_prob(const logit_t *x, Py_ssize_t n, Py_ssize_t k, Py_ssize_t stride, const char *t,
               Py_ssize_t tstride, const double *w, double label_smoothing, double scale,
-              logit_t *g, Py_ssize_t gstride, void *out, int n_threads):
+              logit_t *g, Py_ssize_t gstride, void *out, int n_threads, const CeOpts *opts):
     cdef Py_ssize_t brows = _block_rows(n, k)
     cdef Py_ssize_t nblocks = (n + brows - 1) // brows
     cdef _BlockSums sums = _BlockSums(nblocks)
@@ -336,7 +577,7 @@ cdef _ce_prob(const logit_t *x, Py_ssize_t n, Py_ssize_t k, Py_ssize_t stride, c
                 for b in range(nblocks):
                     _ce_prob_block(x, stride, k, t, tstride, w, weight_total, label_smoothing,
                                    scale, g, gstride, out, b * brows, min(n, (b + 1) * brows),
-                                   s, &sums.loss[b])
+                                   s, &sums.loss[b], opts)
             else:
                 failed_flag[0] = 1
             scratch_free(s)
@@ -348,7 +589,7 @@ cdef _ce_prob(const logit_t *x, Py_ssize_t n, Py_ssize_t k, Py_ssize_t stride, c
                 for b in prange(nblocks, schedule="guided"):
                     _ce_prob_block(x, stride, k, t, tstride, w, weight_total, label_smoothing,
                                    scale, g, gstride, out, b * brows, min(n, (b + 1) * brows),
-                                   s, &sums.loss[b])
+                                   s, &sums.loss[b], opts)
             else:
                 failed_flag[0] = 1
             scratch_free(s)
@@ -366,10 +607,37 @@ def ce_prob_loss(const storage_t[:, :] logits, int half, const floating[:, :] ta
     logits); the other arguments as ce_index_loss. Returns the sum of the
     per-row losses.
     """
+    cdef void *out = <void *> &loss_out[0] if loss_out.shape[0] > 0 else NULL
+    return _ce_prob_call(logits, half, target, weight, label_smoothing, scale, grad, out,
+                         n_threads, NULL)
+
+
+def ce_prob_loss_opts(const storage_t[:, :] logits, int half, const floating[:, :] target,
+                      const double[::1] weight, double label_smoothing, double scale,
+                      storage_t[:, :] grad, floating[::1] loss_out, double z_loss,
+                      double softcap, const double[::1] sample_weight, floating[::1] lse_out,
+                      int n_threads):
+    """ce_prob_loss with the training options of ce_index_loss_opts."""
+    cdef CeOpts o
+    cdef void *out = <void *> &loss_out[0] if loss_out.shape[0] > 0 else NULL
+    o.z_loss = z_loss
+    o.softcap = softcap
+    o.inv_softcap = 1.0 / softcap if softcap != 0.0 else 0.0
+    o.sample_weight = &sample_weight[0] if sample_weight.shape[0] > 0 else NULL
+    o.lse_out = <void *> &lse_out[0] if lse_out.shape[0] > 0 else NULL
+    if z_loss == 0.0 and softcap == 0.0 and o.sample_weight == NULL and o.lse_out == NULL:
+        return _ce_prob_call(logits, half, target, weight, label_smoothing, scale, grad, out,
+                             n_threads, NULL)
+    return _ce_prob_call(logits, half, target, weight, label_smoothing, scale, grad, out,
+                         n_threads, &o)
+
+
+cdef _ce_prob_call(const storage_t[:, :] logits, int half, const floating[:, :] target,
+                   const double[::1] weight, double label_smoothing, double scale,
+                   storage_t[:, :] grad, void *out, int n_threads, const CeOpts *opts):
     cdef Py_ssize_t n = logits.shape[0], k = logits.shape[1]
     cdef Py_ssize_t stride = _stride(logits.strides[0], sizeof(storage_t))
     cdef const double *w = &weight[0] if weight.shape[0] > 0 else NULL
-    cdef void *out = <void *> &loss_out[0] if loss_out.shape[0] > 0 else NULL
     cdef storage_t *g = &grad[0, 0] if grad.shape[0] > 0 else NULL
     cdef Py_ssize_t gstride = _stride(grad.strides[0], sizeof(storage_t)) if g != NULL else 0
     if n == 0:
@@ -379,17 +647,20 @@ def ce_prob_loss(const storage_t[:, :] logits, int half, const floating[:, :] ta
         if half == HALF_BF16:
             return _ce_prob(<const cec_bf16_t *> &logits[0, 0], n, k, stride, t,
                             target.strides[0], w, label_smoothing, scale, <cec_bf16_t *> g,
-                            gstride, out, n_threads)
+                            gstride, out, n_threads, opts)
         return _ce_prob(<const cec_f16_t *> &logits[0, 0], n, k, stride, t, target.strides[0],
-                        w, label_smoothing, scale, <cec_f16_t *> g, gstride, out, n_threads)
+                        w, label_smoothing, scale, <cec_f16_t *> g, gstride, out, n_threads,
+                        opts)
     return _ce_prob(&logits[0, 0], n, k, stride, t, target.strides[0], w, label_smoothing,
-                    scale, g, gstride, out, n_threads)
+                    scale, g, gstride, out, n_threads, opts)
 
 
 cdef void _nll_block(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
                      const target_t *target, const double *weight, Py_ssize_t ignore_index,
                      void *loss_out, Py_ssize_t r0, Py_ssize_t r1, double *loss_sum,
-                     double *weight_sum, Py_ssize_t *first_bad) noexcept nogil:
+                     double *weight_sum, Py_ssize_t *first_bad,
+                     const double *sw) noexcept nogil:
+    """sw: per-row sample weights (NULL: 1); a row of weight 0 contributes exactly 0."""
     cdef Py_ssize_t r, y
     cdef double wy, loss, total = 0.0, wtotal = 0.0
     for r in range(r0, r1):
@@ -402,7 +673,13 @@ cdef void _nll_block(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
                 first_bad[0] = r
         else:
             wy = 1.0 if weight == NULL else weight[y]
-            loss = -wy * load(x, r * stride + y)
+            if sw == NULL:
+                loss = -wy * load(x, r * stride + y)
+            elif sw[r] != 0.0:
+                loss = sw[r] * (-wy * load(x, r * stride + y))
+                wy = sw[r] * wy
+            else:
+                wy = 0.0
             wtotal = wtotal + wy
         if loss_out != NULL:
             _store_loss(x, loss_out, r, loss)
@@ -413,7 +690,7 @@ cdef void _nll_block(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
 
 cdef _nll(const logit_t *x, Py_ssize_t n, Py_ssize_t k, Py_ssize_t stride,
           const target_t *target, const double *w, Py_ssize_t ignore_index, void *out,
-          int n_threads):
+          int n_threads, const double *sw):
     cdef Py_ssize_t brows = max(1, min(4096, n // 64))
     cdef Py_ssize_t nblocks = (n + brows - 1) // brows
     cdef _BlockSums sums = _BlockSums(nblocks)
@@ -421,14 +698,18 @@ cdef _nll(const logit_t *x, Py_ssize_t n, Py_ssize_t k, Py_ssize_t stride,
     for b in prange(nblocks, schedule="guided", nogil=True, num_threads=n_threads,
                     use_threads_if=n_threads > 1):
         _nll_block(x, stride, k, target, w, ignore_index, out, b * brows,
-                   min(n, (b + 1) * brows), &sums.loss[b], &sums.weight[b], &sums.bad[b])
+                   min(n, (b + 1) * brows), &sums.loss[b], &sums.weight[b], &sums.bad[b], sw)
     return sums.totals()
 
 
 def nll_loss(const storage_t[:, :] log_probs, int half, const target_t[::1] target,
              const double[::1] weight, Py_ssize_t ignore_index, floating[::1] loss_out,
-             int n_threads):
-    """Negative log-likelihood -w[y] log_probs[r, y]; returns like ce_index_loss."""
+             const double[::1] sample_weight, int n_threads):
+    """Negative log-likelihood -sw[r] w[y] log_probs[r, y]; returns like ce_index_loss.
+
+    sample_weight: (n,) float64 per-row weights, or empty (all 1).
+    """
+    cdef const double *sw = &sample_weight[0] if sample_weight.shape[0] > 0 else NULL
     cdef Py_ssize_t n = log_probs.shape[0], k = log_probs.shape[1]
     cdef Py_ssize_t stride = _stride(log_probs.strides[0], sizeof(storage_t))
     cdef const double *w = &weight[0] if weight.shape[0] > 0 else NULL
@@ -438,10 +719,11 @@ def nll_loss(const storage_t[:, :] log_probs, int half, const target_t[::1] targ
     if storage_t is uint16_t:
         if half == HALF_BF16:
             return _nll(<const cec_bf16_t *> &log_probs[0, 0], n, k, stride, &target[0], w,
-                        ignore_index, out, n_threads)
+                        ignore_index, out, n_threads, sw)
         return _nll(<const cec_f16_t *> &log_probs[0, 0], n, k, stride, &target[0], w,
-                    ignore_index, out, n_threads)
-    return _nll(&log_probs[0, 0], n, k, stride, &target[0], w, ignore_index, out, n_threads)
+                    ignore_index, out, n_threads, sw)
+    return _nll(&log_probs[0, 0], n, k, stride, &target[0], w, ignore_index, out, n_threads,
+                sw)
 
 
 cdef void _softmax_block(const logit_t *x, Py_ssize_t stride, Py_ssize_t k, char *out,
@@ -595,7 +877,7 @@ cdef (double, double, Py_ssize_t) _ce_index_serial(const floating *x, Py_ssize_t
         block_bad = -1
         _ce_index_block(x, stride, k, target, NULL, k, -100, 0.0, 0.0, NULL, 0, NULL,
                         b * brows, min(n, (b + 1) * brows), s, &block_loss, &block_weight,
-                        &block_bad)
+                        &block_bad, NULL)
         loss += block_loss
         weight += block_weight
         if bad < 0 and block_bad >= 0:

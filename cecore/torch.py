@@ -36,7 +36,8 @@ _INTEGERS = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0):
+                  label_smoothing=0.0, z_loss=0.0, softcap=None, sample_weight=None,
+                  shift=False):
     r"""Cross-entropy of ``softmax(input)`` and ``target``: ``torch.nn.functional.cross_entropy``.
 
     Same semantics and results as PyTorch's function of this name (see
@@ -66,6 +67,25 @@ def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="m
         >= 0 raises ValueError (PyTorch raises RuntimeError).
     reduction : {"mean", "sum", "none"}, default "mean"
     label_smoothing : float in [0, 1], default 0
+    z_loss : float >= 0, default 0
+        cecore's option: adds ``z_loss * lse(z)**2`` per counted position (PaLM's
+        z-loss; see :func:`cecore.cross_entropy`).
+    softcap : float > 0, optional
+        cecore's option: the logits become ``softcap * tanh(input / softcap)``
+        before everything else (Gemma 2's final-logit soft-capping); the
+        gradient goes through the tanh.
+    sample_weight : torch.Tensor, optional
+        cecore's option: one non-negative weight per position (the target's shape
+        for class indices; ``input``'s shape without the class dimension for
+        probabilities), multiplying that position's loss; ``"mean"`` divides by
+        ``sum(sample_weight * weight[target])`` over counted positions (see
+        :func:`cecore.cross_entropy`). It is a constant: it gets no gradient
+        (one that requires a gradient raises ValueError).
+    shift : bool, default False
+        cecore's option: next-token prediction, ``input`` (..., T, C) with the
+        class dimension last and ``target`` (..., T): position t is scored
+        against target t + 1, without copies (the gradient is 0 at the last
+        position). With ``shift``, the class dimension is the last one (not 1).
 
     Returns
     -------
@@ -100,7 +120,9 @@ def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="m
             and not (input.requires_grad and torch.is_grad_enabled())
             and not input.is_neg() and type(ignore_index) is int and ignore_index == -100
             and type(label_smoothing) is float and label_smoothing == 0.0
-            and type(reduction) is str and reduction == "mean"):
+            and type(reduction) is str and reduction == "mean" and shift is False
+            and softcap is None and sample_weight is None
+            and type(z_loss) is float and z_loss == 0.0):
         # the common call without a gradient, validated in compiled code (None: take the
         # general path, which also raises every error)
         loss = _softmax_kernels.ce_index_fast(input.detach().numpy(), target.numpy())
@@ -117,8 +139,20 @@ def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="m
                 "weight requires a gradient, but the loss is not differentiable with "
                 "respect to weight (nor is PyTorch's); pass weight.detach()"
             )
-    options = {"axis": 0 if input.dim() == 1 else 1, "ignore_index": ignore_index,
-               "reduction": reduction, "label_smoothing": label_smoothing}
+    if sample_weight is not None:
+        _check_tensor(sample_weight, "sample_weight", _FLOATS + _INTEGERS + (torch.bool,))
+        if sample_weight.requires_grad and torch.is_grad_enabled():
+            raise ValueError(
+                "sample_weight requires a gradient, but cecore.torch.cross_entropy gives it "
+                "none (it is a constant weighting); pass sample_weight.detach()"
+            )
+    if not isinstance(shift, bool):
+        raise TypeError(f"shift must be True or False, got {shift!r}")
+    axis = -1 if shift else (0 if input.dim() == 1 else 1)
+    options = {"axis": axis, "ignore_index": ignore_index,
+               "reduction": reduction, "label_smoothing": label_smoothing,
+               "z_loss": z_loss, "softcap": softcap, "shift": shift,
+               "sample_weight": _numpy(sample_weight, "sample_weight")}
     if torch.is_grad_enabled() and (input.requires_grad or target.requires_grad):
         return _CrossEntropy.apply(input, target, weight, options)
     return _loss(input, target, weight, options, with_grad=False)[0]
@@ -137,6 +171,9 @@ class CrossEntropyLoss(torch.nn.Module):
     ignore_index : int, default -100
     reduction : {"mean", "sum", "none"}, default "mean"
     label_smoothing : float in [0, 1], default 0
+    z_loss, softcap, shift : keyword-only
+        cecore's options of :func:`cross_entropy`; ``forward(input, target,
+        sample_weight=None)`` takes the per-position weights.
 
     Examples
     --------
@@ -149,7 +186,8 @@ class CrossEntropyLoss(torch.nn.Module):
     """
 
     def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
-                 reduction="mean", label_smoothing=0.0):
+                 reduction="mean", label_smoothing=0.0, *, z_loss=0.0, softcap=None,
+                 shift=False):
         super().__init__()
         if size_average is not None or reduce is not None:
             raise ValueError(
@@ -160,10 +198,15 @@ class CrossEntropyLoss(torch.nn.Module):
         self.ignore_index = ignore_index
         self.reduction = reduction
         self.label_smoothing = label_smoothing
+        self.z_loss = z_loss
+        self.softcap = softcap
+        self.shift = shift
 
-    def forward(self, input, target):
+    def forward(self, input, target, sample_weight=None):
         return cross_entropy(input, target, self.weight, ignore_index=self.ignore_index,
-                             reduction=self.reduction, label_smoothing=self.label_smoothing)
+                             reduction=self.reduction, label_smoothing=self.label_smoothing,
+                             z_loss=self.z_loss, softcap=self.softcap,
+                             sample_weight=sample_weight, shift=self.shift)
 
 
 class _CrossEntropy(torch.autograd.Function):
@@ -244,8 +287,13 @@ def _loss(input, target, weight, options, with_grad):
 
 
 def _over_classes(grad_output, options):
-    """``grad_output`` shaped to broadcast against the input (a class dim for "none")."""
-    return grad_output.unsqueeze(options["axis"]) if options["reduction"] == "none" else grad_output
+    """``grad_output`` shaped to broadcast against the input (a class dim for "none";
+    with shift, a zero at the last position, which scores nothing)."""
+    if options["reduction"] != "none":
+        return grad_output
+    if options.get("shift"):
+        grad_output = torch.nn.functional.pad(grad_output, (0, 1))
+    return grad_output.unsqueeze(options["axis"])
 
 
 def _is_one(grad_output):
@@ -255,17 +303,28 @@ def _is_one(grad_output):
 def _target_grad(input, weight, options):
     """Gradient of the loss (of the sum for "none") with respect to probability targets.
 
-    ``-(1 - label_smoothing) * weight[k] * log_softmax(input)[k]``, divided by
-    the number of positions for ``"mean"``.
+    ``-(1 - label_smoothing) * sample_weight * weight[k] * log_softmax(z)[k]`` with z
+    the (soft-capped) logits, divided by the number of positions (by the sum of
+    the sample weights) for ``"mean"``. The z-loss does not depend on the target.
     """
     axis = options["axis"]
-    log_probs = _tensor(_softmax.log_softmax(_numpy(input), axis=axis))
+    z = _numpy(input)
+    if options["softcap"] is not None:
+        c = float(options["softcap"])
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (c * np.tanh(np.asarray(z, np.float64) / c)).astype(
+                np.float64 if input.dtype == torch.float64 else np.float32)
+    log_probs = _tensor(_softmax.log_softmax(z, axis=axis))
     grad = log_probs.mul_(options["label_smoothing"] - 1.0)
     if weight is not None:
         grad.mul_(weight.reshape(weight.shape + (1,) * (input.dim() - axis - 1)))
+    sw = options["sample_weight"]
+    if sw is not None:
+        grad.mul_(torch.from_numpy(np.asarray(sw, np.float64)).to(grad.dtype).unsqueeze(axis))
     if options["reduction"] == "mean":
-        grad.div_(input.numel() // input.shape[axis])
-    return grad
+        grad.div_(input.numel() // input.shape[axis] if sw is None
+                  else float(np.sum(np.asarray(sw, np.float64))))
+    return grad.to(input.dtype)
 
 
 # ---------------------------------------------------------------- linear_cross_entropy

@@ -20,6 +20,7 @@ __all__ = [
     "cross_entropy",
     "cross_entropy_grad",
     "cross_entropy_pq",
+    "cross_entropy_train",
     "entropy",
     "kl_divergence",
     "log_softmax",
@@ -143,6 +144,39 @@ def cross_entropy(logits, target, axis=-1, weight=None, ignore_index=-100,
         if eps:
             loss = (1.0 - eps) * hard + (eps / k) * -np.sum(w * logp, axis=-1)
     return _reduce(loss, reduction, loss.size)
+
+
+def cross_entropy_train(logits, target, axis=-1, weight=None, ignore_index=-100,
+                        label_smoothing=0.0, reduction="mean", z_loss=0.0, softcap=None,
+                        sample_weight=None):
+    """cecore.cross_entropy with the training options, in float64: returns (loss, lse).
+
+    z = c tanh(logits / c) with c = softcap (if given); per position
+    l = sample_weight * (cross_entropy(z) + z_loss * lse(z)^2) at counted
+    positions, 0 elsewhere; "mean" divides by sum(sample_weight * w_y) over
+    counted positions (class indices) or sum(sample_weight) (probabilities).
+    lse is 0 at ignored positions.
+    """
+    x = _f64(logits)
+    if softcap is not None:
+        x = softcap * np.tanh(x / softcap)
+    target = np.asarray(target)
+    per = cross_entropy(x, target, axis, weight, ignore_index, label_smoothing, "none")
+    lse = logsumexp(x, axis)
+    k = x.shape[axis]
+    sw = np.ones(per.shape) if sample_weight is None else _f64(sample_weight)
+    if target.dtype.kind in "iu":
+        mask = target != ignore_index
+        w = np.ones(k) if weight is None else _f64(weight)
+        w_y = np.where(mask, w[np.where(mask, target, 0)], 0.0)
+        normaliser = np.sum(sw * w_y)
+    else:
+        mask = np.ones(per.shape, bool)
+        normaliser = np.sum(sw)
+    lse = np.where(mask, lse, 0.0)
+    with np.errstate(invalid="ignore"):
+        loss = np.where(mask & (sw != 0), sw * (per + z_loss * lse ** 2), 0.0)
+    return _reduce(loss, reduction, normaliser), lse
 
 
 def nll_loss(log_probs, target, axis=-1, weight=None, ignore_index=-100, reduction="mean"):
