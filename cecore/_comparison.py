@@ -97,28 +97,10 @@ class _ExactSum:
 
     @classmethod
     def of(cls, x):
-        """The exact sum of the float64 array ``x`` (vectorised: per block, each value
-        split by np.frexp into mantissa halves summed per binary exponent)."""
-        x = np.asarray(x, dtype=np.float64).reshape(-1)
-        s = cls()
-        finite = np.isfinite(x)
-        if not finite.all():
-            s.nan = int(np.count_nonzero(np.isnan(x)))
-            s.pos_inf = int(np.count_nonzero(x == np.inf))
-            s.neg_inf = int(np.count_nonzero(x == -np.inf))
-            x = x[finite]
-        for first in range(0, len(x), _EXACT_BLOCK):
-            m, e = np.frexp(x[first:first + _EXACT_BLOCK])
-            mantissa = (m * 2.0**53).astype(np.int64)  # exact: |m| < 1
-            high = (mantissa >> 26).astype(np.float64)  # mantissa = high * 2**26 + low
-            low = (mantissa & ((1 << 26) - 1)).astype(np.float64)
-            e = e.astype(np.int64) + 1100  # frexp's exponents are in [-1073, 1024]
-            highs = np.bincount(e, weights=high)
-            lows = np.bincount(e, weights=low)
-            for exp in np.flatnonzero((highs != 0) | (lows != 0)):
-                value = (int(highs[exp]) << 26) + int(lows[exp])
-                s.total += value << (int(exp) - 1100 - 53 + _UNITS)
-        return s
+        """The exact sum of the float64 array ``x``."""
+        sums = _ExactSums(1)
+        sums.add_values(np.asarray(x, dtype=np.float64).reshape(1, -1))
+        return sums.folded()[0]
 
     def add(self, other):
         self.total += other.total
@@ -140,6 +122,91 @@ class _ExactSum:
 
     def state(self):
         return (self.total, self.pos_inf, self.neg_inf, self.nan)
+
+
+# Bins of the exponents np.frexp gives finite doubles, [-1073, 1024], offset by 1100.
+_BINS, _BIN_OFFSET = 2200, 1100
+# Elements per bin a bin's int64 sums take before they are folded into Python
+# integers: |mantissa half| <= 2**27, so 2**34 of them stay below 2**63 (twice that
+# after a merge).
+_FOLD_AT = 1 << 34
+
+
+class _ExactSums:
+    """Exact sums of k float64 statistics, fed (k, n) blocks of values, vectorised.
+
+    Each finite value is m 2**e (np.frexp), its 53-bit integer mantissa split into
+    a high and a low half; the halves are added per (statistic, exponent) bin in
+    int64 (np.bincount of one block: float64 sums of integers below 2**53, exact),
+    and the bins are folded into one Python integer per statistic (units of
+    2**-1130) when needed, so no per-value Python work is done.
+    """
+
+    def __init__(self, k):
+        self.k = k
+        self.high = np.zeros((k, _BINS), np.int64)
+        self.low = np.zeros((k, _BINS), np.int64)
+        self.pending = 0
+        self._folded = [_ExactSum() for _ in range(k)]
+
+    def add_values(self, values):
+        k, n = values.shape
+        finite = np.isfinite(values)
+        if not finite.all():
+            for i in np.flatnonzero(~finite.all(axis=1)):
+                row, s = values[i], self._folded[i]
+                s.nan += int(np.count_nonzero(np.isnan(row)))
+                s.pos_inf += int(np.count_nonzero(row == np.inf))
+                s.neg_inf += int(np.count_nonzero(row == -np.inf))
+            values = np.where(finite, values, 0.0)
+        step = max(1, _EXACT_BLOCK // k)
+        for first in range(0, n, step):
+            m, e = np.frexp(values[:, first:first + step])
+            if not e.size:
+                continue
+            mantissa = (m * 2.0**53).astype(np.int64)  # exact: |m| < 1
+            # bins of this block's exponents only: [low, low + span) per statistic
+            lowest = int(e.min())
+            span = int(e.max()) - lowest + 1
+            index = (e + (np.arange(k, dtype=np.int64) * span - lowest)[:, None]).reshape(-1)
+            where = slice(lowest + _BIN_OFFSET, lowest + _BIN_OFFSET + span)
+            for bins, half in ((self.high, mantissa >> 26),  # mantissa = high 2**26 + low
+                               (self.low, mantissa & ((1 << 26) - 1))):
+                bins[:, where] += np.bincount(index, weights=half.reshape(-1),
+                                              minlength=k * span).reshape(k, span).astype(
+                                                  np.int64)
+            self.pending += min(step, n - first)
+            if self.pending >= _FOLD_AT:
+                self.fold()
+
+    def add(self, other):
+        self.high += other.high
+        self.low += other.low
+        self.pending += other.pending
+        for mine, theirs in zip(self._folded, other._folded, strict=True):
+            mine.add(theirs)
+        if self.pending >= _FOLD_AT:
+            self.fold()
+
+    def fold(self):
+        for i in range(self.k):
+            high, low = self.high[i], self.low[i]
+            s = self._folded[i]
+            for b in np.flatnonzero((high != 0) | (low != 0)):
+                value = (int(high[b]) << 26) + int(low[b])
+                s.total += value << (int(b) - _BIN_OFFSET - 53 + _UNITS)
+        self.high[:] = 0
+        self.low[:] = 0
+        self.pending = 0
+
+    def folded(self):
+        """The k sums as _ExactSum (copies)."""
+        self.fold()
+        return [_ExactSum(*s.state()) for s in self._folded]
+
+    def set(self, states):
+        self.__init__(len(states))
+        self._folded = [_ExactSum(*state) for state in states]
 
 
 def _ratio(numerator, denominator):
@@ -282,7 +349,7 @@ class Comparison:
         """Forget every batch seen so far."""
         self.count = 0
         self.same_top_count = 0
-        self._sums = {name: _ExactSum() for name in _SUMS}
+        self._sums = _ExactSums(len(_SUMS))
         self._kl = []  # float32 arrays, one per batch, in the order seen
         self._dp = []
 
@@ -306,12 +373,12 @@ class Comparison:
             values["d"] = d = logr - logp
             values["d2"] = d * d
             kl32, dp32 = kl.astype(np.float32), dp.astype(np.float32)
-        sums = {name: _ExactSum.of(v) for name, v in values.items()}
+        sums = _ExactSums(len(_SUMS))
+        sums.add_values(np.stack([values[name] for name in _SUMS]))
         self._add(len(kl), int(np.count_nonzero(same)), sums, [kl32], [dp32])
 
     def _add(self, count, same_top_count, sums, kl, dp):
-        for name in _SUMS:
-            self._sums[name].add(sums[name])
+        self._sums.add(sums)
         self.count += count
         self.same_top_count += same_top_count
         for chunks, new in ((self._kl, kl), (self._dp, dp)):
@@ -330,7 +397,8 @@ class Comparison:
         if self._options() != other._options():
             raise ValueError("cannot merge comparisons with different options: "
                              f"{self._options()} and {other._options()}")
-        sums = {name: _ExactSum(*s.state()) for name, s in other._sums.items()}
+        sums = _ExactSums(len(_SUMS))
+        sums.add(other._sums)
         self._add(other.count, other.same_top_count, sums, list(other._kl), list(other._dp))
         return self
 
@@ -350,23 +418,27 @@ class Comparison:
         return {"axis": self.axis, "ignore_index": self.ignore_index, "shift": self.shift,
                 "n_threads": self.n_threads, "count": self.count,
                 "same_top_count": self.same_top_count,
-                "sums": {name: s.state() for name, s in self._sums.items()},
+                "sums": {name: s.state() for name, s in self._exact().items()},
                 "kl": np.array(self._values(self._kl)), "dp": np.array(self._values(self._dp))}
 
     def __setstate__(self, state):
         self.axis, self.ignore_index = state["axis"], state["ignore_index"]
         self.shift, self.n_threads = state["shift"], state["n_threads"]
         self.reset()
-        self._add(state["count"], state["same_top_count"],
-                  {name: _ExactSum(*s) for name, s in state["sums"].items()},
-                  [state["kl"]], [state["dp"]])
+        sums = _ExactSums(len(_SUMS))
+        sums.set([tuple(state["sums"][name]) for name in _SUMS])
+        self._add(state["count"], state["same_top_count"], sums, [state["kl"]], [state["dp"]])
 
     # ------------------------------------------------------------------ statistics
 
-    def _variance(self, name, name2):
+    def _exact(self):
+        """``{name: _ExactSum}`` of the sums so far."""
+        return dict(zip(_SUMS, self._sums.folded(), strict=True))
+
+    def _variance(self, sums, name, name2):
         """The population variance of the values summed in ``name`` (squares in
         ``name2``), from the exact sums; NaN when non-finite or n = 0."""
-        s, s2, n = self._sums[name], self._sums[name2], self.count
+        s, s2, n = sums[name], sums[name2], self.count
         if not (s.finite and s2.finite) or n == 0:
             return math.nan
         return _ratio(max(n * s2.total * (1 << _UNITS) - s.total * s.total, 0),
@@ -388,10 +460,10 @@ class Comparison:
         ``same_top_stderr``. With nothing counted the statistics are NaN.
         """
         n = self.count
-        sums = self._sums
+        sums = self._exact()
         mean = {name: sums[name].mean(n) for name in _SUMS}
-        var_a = self._variance("logp", "logp2")
-        var_b = self._variance("logr", "logr2")
+        var_a = self._variance(sums, "logp", "logp2")
+        var_b = self._variance(sums, "logr", "logr2")
         a, b, ab = sums["logp"], sums["logr"], sums["logp_logr"]
         if a.finite and b.finite and ab.finite and n:
             # n^2 U^2 * (population covariance), exactly
@@ -416,13 +488,13 @@ class Comparison:
         ppl, ref_ppl = _exp(-mean["logp"]), _exp(-mean["logr"])
         ln_ratio = mean["d"]
         # var(b - a) = var(a) + var(b) - 2 cov(a, b), from the differences themselves
-        ln_ratio_se = self._stderr(self._variance("d", "d2"))
+        ln_ratio_se = self._stderr(self._variance(sums, "d", "d2"))
         ppl_ratio = _exp(ln_ratio)
         ppl_se, ref_ppl_se = ppl * se_a, ref_ppl * se_b
         ppl_diff_var = ppl_se * ppl_se + ref_ppl_se * ref_ppl_se - 2.0 * ppl * ref_ppl * cov_mean
         same_top = self.same_top_count / n if n else math.nan
         dp_rms = math.sqrt(mean["dp2"]) if mean["dp2"] >= 0 else math.nan
-        dp2_se = self._stderr(self._variance("dp2", "dp4"))
+        dp2_se = self._stderr(self._variance(sums, "dp2", "dp4"))
 
         out = {"count": n}
         out["ppl"], out["ppl_stderr"] = ppl, ppl_se
@@ -434,10 +506,10 @@ class Comparison:
         out["ppl_diff_stderr"] = math.sqrt(max(ppl_diff_var, 0.0)) \
             if not math.isnan(ppl_diff_var) else math.nan
         out["kl_mean"] = mean["kl"]
-        out["kl_mean_stderr"] = self._stderr(self._variance("kl", "kl2"))
+        out["kl_mean_stderr"] = self._stderr(self._variance(sums, "kl", "kl2"))
         out.update(_percentiles(self._values(self._kl), _KL_PERCENTILES, "kl_"))
         out["dp_mean"] = mean["dp"]
-        out["dp_mean_stderr"] = self._stderr(self._variance("dp", "dp2"))
+        out["dp_mean_stderr"] = self._stderr(self._variance(sums, "dp", "dp2"))
         out.update(_percentiles(self._values(self._dp), _DP_PERCENTILES, "dp_"))
         out["dp_rms"] = dp_rms
         out["dp_rms_stderr"] = 0.5 / dp_rms * dp2_se if dp_rms > 0 else math.nan
