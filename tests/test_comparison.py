@@ -90,7 +90,7 @@ def expected_stats(kl, a, b, same):
 def tolerances(dtype):
     # float64: the stand-in and the kernel compute in float64; 32/16-bit input may be
     # computed in float32 by the kernel
-    return (1e-9, 1e-13) if np.dtype(dtype) == np.float64 else (3e-4, 3e-6)
+    return (1e-9, 1e-13) if np.dtype(dtype) == np.float64 else (3e-4, 1e-5)
 
 
 def assert_stats_close(got, want, dtype=np.float64):
@@ -467,5 +467,5 @@ def test_numpy_stand_in_matches_the_kernel_interface():
     want = rows_of(model, ref, target)
     assert kl.dtype == logp.dtype == logr.dtype == np.float64 and same.dtype == bool
     for got, expected in zip((kl, logp, logr), want[:3]):
-        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-13)
     np.testing.assert_array_equal(same, want[3])
