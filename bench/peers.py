@@ -739,6 +739,61 @@ LINEAR_PEERS = (
 )
 
 
+# -------------------------------------------------- model against model
+
+
+def model_pair_inputs(shape, dtype, rng):
+    """A reference's logits 2 N(0, 1), a model's = the reference + 0.1 N(0, 1) (a
+    'quantised' copy), and uniform int64 targets: (model, ref, target)."""
+    ref = rng.standard_normal(shape, dtype=dtype)
+    ref *= 2
+    model = rng.standard_normal(shape, dtype=dtype)
+    model *= 0.1
+    model += ref
+    return model, ref, rng.integers(0, shape[-1], size=shape[:-1], dtype=np.int64)
+
+
+def _cecore_comparison(inputs, n_threads, n_batches=8):
+    """cecore.Comparison.update over n_batches in-memory batches of rows, then result()."""
+    import cecore
+
+    model, ref, target = inputs
+    bounds = np.linspace(0, len(model), n_batches + 1).astype(int)
+
+    def run():
+        comparison = cecore.Comparison(n_threads=n_threads)
+        for first, last in zip(bounds[:-1], bounds[1:], strict=True):
+            comparison.update(model[first:last], ref[first:last], target[first:last])
+        return comparison.result()["kl_mean"]
+
+    return run
+
+
+def _cecore_logit_divergence(inputs, n_threads):
+    """The forward fused KL(ref || model), mean over positions (issue 14 item 1)."""
+    import cecore
+
+    if not hasattr(cecore, "logit_divergence"):
+        raise NotImplementedError("cecore.logit_divergence is not in this build")
+    model, ref, target = inputs
+    return lambda: cecore.logit_divergence(model, ref, target=target, n_threads=n_threads)
+
+
+def _torch_kl_div(inputs, n_threads):
+    """F.kl_div(log_softmax(z), log_softmax(ref), log_target=True, reduction="batchmean")."""
+    import torch
+    import torch.nn.functional as F
+
+    model, ref, _ = (as_tensor(a) for a in inputs)
+    return lambda: F.kl_div(torch.log_softmax(model, -1), torch.log_softmax(ref, -1),
+                            log_target=True, reduction="batchmean")
+
+
+CECORE_COMPARISON = Impl("cecore.Comparison, 8 batches", "cecore", _cecore_comparison)
+LOGIT_DIVERGENCE = Impl("cecore.logit_divergence (forward)", "cecore", _cecore_logit_divergence)
+COMPARISON_PEERS = (LOGIT_DIVERGENCE, Impl("torch kl_div", "torch", _torch_kl_div))
+
+
 # ---------------------------------------------------------- read floor
 
 

@@ -198,6 +198,11 @@ WORKLOADS = (
     Workload("eval-cli", "cecore eval on a .npy file vs the bare kernel", (262_144, 1_000),
              "float32", class_index_inputs, peers.CECORE_EVAL_CLI, (peers.CECORE_BARE,),
              speedups={peers.CECORE_BARE.label: 0.8}),
+    # Model against model (issue 14): llama.cpp's --kl-divergence statistics of two sets of
+    # logits vs the fused forward KL alone (n/a until cecore.logit_divergence is built)
+    Workload("compare", "Comparison.update + result vs the forward logit_divergence",
+             (4_096, 32_000), "float32", peers.model_pair_inputs, peers.CECORE_COMPARISON,
+             peers.COMPARISON_PEERS, speedups={peers.LOGIT_DIVERGENCE.label: 1 / 1.3}),
     # The issue asks for a time and peak-memory comparison: time is reported, memory is a
     # target. With --quick (256 rows) one default chunk (64 MB of logits) holds every row, so the
     # memory targets only mean something at full size (measured: 67 MB vs 524 MB

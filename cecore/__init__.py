@@ -4,6 +4,7 @@ Fused, numerically stable kernels (Cython + OpenMP, SIMD chosen at run time)
 behind a small NumPy API with PyTorch's and SciPy's semantics. See README.md.
 """
 
+from cecore._comparison import Comparison
 from cecore._config import init_dispatch as _init_dispatch
 from cecore._config import show_config
 from cecore._divergence import cross_entropy_pq, entropy, kl_divergence
@@ -22,6 +23,7 @@ from cecore._version import __version__
 _init_dispatch()
 
 __all__ = [
+    "Comparison",
     "Evaluator",
     "TokenStats",
     "__version__",

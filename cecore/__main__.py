@@ -3,7 +3,9 @@
 ``cecore eval LOGITS TARGETS`` evaluates .npy or .safetensors files (or
 shards of them, ``--logits GLOB --targets GLOB``) that may be larger than
 memory: they are memory-mapped (cecore._files) and fed to one
-:class:`cecore.Evaluator` in batches of rows. ``cecore demo`` times the fused
+:class:`cecore.Evaluator` in batches of rows. ``cecore compare MODEL REF
+TARGETS`` feeds two models' logits the same way to one
+:class:`cecore.Comparison` (llama.cpp's ``--kl-divergence`` report). ``cecore demo`` times the fused
 cross-entropy on synthetic data; ``cecore config`` prints the build and
 run-time configuration.
 """
@@ -20,6 +22,7 @@ import numpy as np
 from ml_dtypes import bfloat16
 
 import cecore
+from cecore import _comparison
 from cecore._files import CommandError, describe, expand, is_safetensors_name
 from cecore._validation import check_axis, raise_bad_target
 
@@ -54,25 +57,32 @@ def demo(n_rows=65536, n_classes=1000, seed=0):
 LOGITS_DTYPES = tuple(np.dtype(t) for t in ("float16", "float32", "float64", bfloat16))
 
 
-def check_files(logits, targets, axis):
-    """Validate dtypes and shapes of a pair of Tensors; returns the normalised class axis."""
+def check_logits_dtype(logits, what="LOGITS"):
     if logits.dtype.newbyteorder("=") not in LOGITS_DTYPES:
-        raise CommandError(f"LOGITS {logits.name} has dtype {logits.dtype}; "
+        raise CommandError(f"{what} {logits.name} has dtype {logits.dtype}; "
                            "expected float16, bfloat16, float32 or float64")
+
+
+def check_files(logits, targets, axis, what="LOGITS"):
+    """Validate dtypes and shapes of a pair of Tensors; returns the normalised class axis.
+
+    ``what`` names the logits in messages (LOGITS; MODEL for ``cecore compare``).
+    """
+    check_logits_dtype(logits, what)
     if targets.dtype.kind not in "iu":
         raise CommandError(f"TARGETS {targets.name} has dtype {targets.dtype}; "
                            "expected integers (class indices)")
     try:
-        axis = check_axis(axis, len(logits.shape), f"LOGITS {logits.name}")
+        axis = check_axis(axis, len(logits.shape), f"{what} {logits.name}")
     except (TypeError, ValueError) as error:
         raise CommandError(str(error)) from None
     if logits.shape[axis] == 0:
-        raise CommandError(f"LOGITS {logits.name} has zero classes along axis {axis}")
+        raise CommandError(f"{what} {logits.name} has zero classes along axis {axis}")
     expected = logits.shape[:axis] + logits.shape[axis + 1:]
     if targets.shape != expected:
         raise CommandError(
             f"TARGETS {targets.name} has shape {targets.shape}, expected {expected} "
-            f"(the shape {logits.shape} of LOGITS {logits.name} without the class axis {axis})"
+            f"(the shape {logits.shape} of {what} {logits.name} without the class axis {axis})"
         )
     return axis
 
@@ -112,34 +122,36 @@ def _as_list(paths):
     return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
 
 
-def open_shards(logits, targets=None, *, logits_key=None, targets_key=None, axis=-1):
+def open_shards(logits, targets=None, *, logits_key=None, targets_key=None, axis=-1,
+                what="LOGITS"):
     """Describe and check every pair of files; returns ``(pairs, axis)``.
 
     ``logits``, ``targets``: a path or a list of paths (shards, paired in
     order); ``targets`` None: each logits file holds the targets too (a
     .safetensors file; choose the tensors with the keys). Nothing is mapped.
+    ``what`` names the logits in messages.
     """
     logits = _as_list(logits)
     targets = logits if targets is None else _as_list(targets)
     if len(logits) != len(targets):
-        raise CommandError(f"{len(logits)} LOGITS files but {len(targets)} TARGETS files: "
+        raise CommandError(f"{len(logits)} {what} files but {len(targets)} TARGETS files: "
                            "shards pair up in sorted order, so the counts must match")
     if not logits:
-        raise CommandError("no LOGITS files")
+        raise CommandError(f"no {what} files")
     same_files = targets is logits
     pairs, classes = [], None
     for logits_path, targets_path in zip(logits, targets, strict=True):
-        lt = describe(logits_path, "LOGITS", logits_key, "--logits-key")
+        lt = describe(logits_path, what, logits_key, "--logits-key")
         if same_files and lt.key is None:
-            raise CommandError(f"no TARGETS for LOGITS {lt.path}: a .npy file holds one array "
+            raise CommandError(f"no TARGETS for {what} {lt.path}: a .npy file holds one array "
                                "(only a .safetensors file can hold both)")
         tt = describe(targets_path, "TARGETS", targets_key, "--targets-key")
         if tt.path == lt.path and tt.key == lt.key:
             hint = "" if lt.key is None else " (choose the targets with --targets-key)"
-            raise CommandError(f"LOGITS and TARGETS are the same tensor {lt.name}{hint}")
-        shard_axis = check_files(lt, tt, axis)
+            raise CommandError(f"{what} and TARGETS are the same tensor {lt.name}{hint}")
+        shard_axis = check_files(lt, tt, axis, what)
         if classes is not None and lt.shape[shard_axis] != classes[0]:
-            raise CommandError(f"LOGITS {lt.name} has {lt.shape[shard_axis]:,} classes but "
+            raise CommandError(f"{what} {lt.name} has {lt.shape[shard_axis]:,} classes but "
                                f"{classes[1]} has {classes[0]:,}: shards need the same classes")
         classes = (lt.shape[shard_axis], lt.name)
         pairs.append((lt, tt, shard_axis))
@@ -503,6 +515,259 @@ def _json_ready(value):
     return _number(value)
 
 
+# ------------------------------------------------------------------ compare
+
+
+def _open_comparison(model, ref, targets, *, logits_key, ref_key, targets_key, axis, shift):
+    """Describe and check every (MODEL, REF, TARGETS) triple; returns ``(triples, axis)``."""
+    model, ref = _as_list(model), _as_list(ref)
+    if len(model) != len(ref):
+        raise CommandError(f"{len(model)} MODEL files but {len(ref)} REF files: "
+                           "shards pair up in sorted order, so the counts must match")
+    pairs, class_axis = open_shards(model, targets, logits_key=logits_key,
+                                    targets_key=targets_key, axis=axis, what="MODEL")
+    triples = []
+    for (lt, tt, shard_axis), ref_path in zip(pairs, ref, strict=True):
+        # REF's tensor: --ref-key, else --logits-key in a .safetensors file
+        key = ref_key if ref_key is not None or not is_safetensors_name(ref_path) \
+            else logits_key
+        rt = describe(ref_path, "REF", key, "--ref-key")
+        if rt.path == tt.path and rt.key == tt.key:
+            raise CommandError(f"REF and TARGETS are the same tensor {rt.name}")
+        if rt.path == lt.path and rt.key == lt.key:
+            hint = "" if rt.key is None else " (choose REF's tensor with --ref-key)"
+            raise CommandError(f"MODEL and REF are the same tensor {rt.name}{hint}")
+        check_logits_dtype(rt, "REF")
+        if rt.shape != lt.shape:
+            raise CommandError(f"MODEL {lt.name} has shape {lt.shape} but REF {rt.name} has "
+                               f"shape {rt.shape}: the two models' logits must have the same "
+                               "shape")
+        if shift and (shard_axis != len(lt.shape) - 1 or len(lt.shape) < 2):
+            raise CommandError(f"--shift needs MODEL of shape (..., T, V) with the class axis "
+                               f"last; {lt.name} has shape {lt.shape} and class axis "
+                               f"{shard_axis}")
+        triples.append((lt, rt, tt, shard_axis))
+    return triples, class_axis
+
+
+def _comparison_batches(model, ref, targets, shard_axis, shift, step):
+    """``(first, last, model, ref, targets, file_index)`` per batch of a shard (views).
+
+    Batches are slices along the first axis other than the class axis. With
+    ``shift`` (class axis last) position t scores target t + 1: for (T, V) the
+    batch is rows [first, last) of T - 1 and targets [first + 1, last + 1); for
+    (S, ..., T, V) it is [first, last) of S with the logits' T - 1 first steps
+    and the targets' T - 1 last ones. ``file_index(i)`` maps a flat index in the
+    batch's targets to the flat index in the file's.
+    """
+    if model.ndim == 1:
+        yield 0, 1, model, ref, targets, lambda i: i
+        return
+    n = _batch_rows(model.shape, shard_axis, shift)
+    batch_axis = 0 if shard_axis != 0 else 1
+    for first in range(0, n, step):
+        last = min(n, first + step)
+        if shift and model.ndim == 2:
+            z, r = model[first:last], ref[first:last]
+            t = targets[first + 1:last + 1]
+            offsets = (first + 1, 0)
+        elif shift:
+            z, r = model[first:last, ..., :-1, :], ref[first:last, ..., :-1, :]
+            t = targets[first:last, ..., 1:]
+            offsets = (first, 1)
+        else:
+            index = (slice(None),) * batch_axis + (slice(first, last),)
+            z, r, t = model[index], ref[index], targets[first:last]
+            offsets = (first, 0)
+
+        def file_index(i, t=t, offsets=offsets):
+            where = list(np.unravel_index(i, t.shape))
+            where[0] += offsets[0]
+            where[-1] += offsets[1]
+            return int(np.ravel_multi_index(where, targets.shape))
+
+        yield first, last, z, r, t, file_index
+
+
+def _batch_rows(shape, shard_axis, shift):
+    """The number of batch steps (rows, sequences) of a shard."""
+    if len(shape) == 1:
+        return 1
+    if shift:
+        return shape[0] - 1 if len(shape) == 2 else shape[0]
+    return shape[0 if shard_axis != 0 else 1]
+
+
+def compare_files(model, ref, targets=None, *, logits_key=None, ref_key=None, targets_key=None,
+                  axis=-1, ignore_index=-100, shift=False, batch_rows=None, n_threads=None,
+                  progress=True, names=None):
+    """Compare MODEL's logits with REF's on TARGETS (.npy or .safetensors), batch by batch.
+
+    As :func:`evaluate_files`, with one :class:`cecore.Comparison` fed the
+    memory-mapped files in batches of rows (or sequences, with ``shift``).
+    ``model``, ``ref``, ``targets``: a path or a list of paths (shards, paired
+    in order); ``targets`` None when the .safetensors MODEL files hold them.
+    ``logits_key``: the logits' tensor in MODEL's (and, without ``ref_key``,
+    REF's) .safetensors files. ``shift``: next-token prediction, logits
+    (..., T, V) at position t against target t + 1 (class axis last).
+    Returns ``(statistics, info)``: Comparison.result() and a dict with the
+    files, ``positions`` (scored, including ignored ones), ``seconds`` and
+    ``gb_per_s`` (bytes of both logits read per second). Raises CommandError
+    for unreadable files, wrong dtypes, MODEL and REF of different shapes and
+    targets out of range (named by their file and index in it).
+    """
+    comparison = cecore.Comparison(axis=axis, ignore_index=ignore_index, n_threads=n_threads)
+    triples, class_axis = _open_comparison(model, ref, targets, logits_key=logits_key,
+                                           ref_key=ref_key, targets_key=targets_key,
+                                           axis=axis, shift=shift)
+    rows_of = [_batch_rows(lt.shape, shard_axis, shift) for lt, _, _, shard_axis in triples]
+    total_bytes = sum(lt.nbytes + rt.nbytes for lt, rt, _, _ in triples)
+    stream = sys.stderr if progress is True else progress or None
+    bar = Progress(sum(rows_of), total_bytes, stream, PROGRESS_SECONDS)
+    done_rows = done_bytes = 0
+    positions = 0
+    start = time.perf_counter()
+    try:
+        for (lt, rt, tt, shard_axis), n_batch in zip(triples, rows_of, strict=True):
+            z_all, r_all, t_all = lt.map(), rt.map(), tt.map()
+            n_classes = lt.shape[shard_axis]
+            row_bytes = (lt.nbytes + rt.nbytes) // max(n_batch, 1)
+            step = batch_rows or max(1, BATCH_BYTES // max(row_bytes, 1))
+            for _first, last, z, r, t, file_index in _comparison_batches(
+                    z_all, r_all, t_all, shard_axis, shift, step):
+                bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
+                if bad.any():
+                    flat = file_index(int(np.argmax(bad.reshape(-1)))) if t.ndim else 0
+                    try:
+                        raise_bad_target(t_all, flat, n_classes, ignore_index)
+                    except ValueError as error:
+                        raise CommandError(f"TARGETS {tt.name}: {error}") from None
+                comparison.update(z, r, t)
+                positions += t.size
+                bar.update(done_rows + last, done_bytes + last * row_bytes)
+            done_rows += n_batch
+            done_bytes += lt.nbytes + rt.nbytes
+            z_all = r_all = t_all = z = r = t = None  # unmapped before the next shard
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+
+    def common(values):
+        return values[0] if all(v == values[0] for v in values) else None
+
+    shards = [{"model": lt.path, "model_key": lt.key, "model_dtype": str(lt.dtype),
+               "ref": rt.path, "ref_key": rt.key, "ref_dtype": str(rt.dtype),
+               "logits_shape": list(lt.shape), "targets": tt.path, "targets_key": tt.key,
+               "targets_dtype": str(tt.dtype)}
+              for lt, rt, tt, _ in triples]
+    if names is None:
+        first = triples[0]
+        names = tuple(t.name for t in first[:3]) if len(triples) == 1 else \
+            tuple(f"{t.path} ... ({len(triples)} shards)" for t in first[:3])
+    info = {
+        "model": os.fspath(names[0]), "ref": os.fspath(names[1]),
+        "targets": os.fspath(names[2]), "axis": class_axis, "shift": shift,
+        "logits_shape": common([s["logits_shape"] for s in shards]),
+        "model_dtype": common([s["model_dtype"] for s in shards]),
+        "ref_dtype": common([s["ref_dtype"] for s in shards]),
+        "targets_dtype": common([s["targets_dtype"] for s in shards]),
+        "shards": shards, "positions": positions,
+        "seconds": seconds, "gb_per_s": total_bytes / seconds / 1e9 if seconds else math.inf,
+    }
+    return comparison.result(), info
+
+
+def _pm(value, error, digits, scale=1.0, suffix=""):
+    return f"{scale * value:{digits}} ± {scale * error:{digits}}{suffix}"
+
+
+def format_comparison(stats, info):
+    """The statistics laid out like the final report of llama.cpp's
+    ``llama-perplexity --kl-divergence`` (Q: MODEL, base: REF)."""
+    shards = info["shards"]
+    if len(shards) == 1:
+        shape = " × ".join(f"{d:,}" for d in info["logits_shape"])
+    else:
+        shape = f"{len(shards)} shards"
+    ignored = info["positions"] - stats["count"]
+    head = [
+        ("model", f"{info['model']} ({shape} {info['model_dtype'] or 'mixed dtypes'})"),
+        ("reference", f"{info['ref']} ({info['ref_dtype'] or 'mixed dtypes'})"),
+        ("targets", f"{info['targets']} ({info['targets_dtype'] or 'mixed dtypes'})"
+                    + (", shifted (position t scores target t + 1)" if info["shift"] else "")),
+        ("count", f"{stats['count']:,} of {info['positions']:,} positions "
+                  f"({ignored:,} ignored)"),
+        ("throughput", f"{info['gb_per_s']:.2f} GB/s ({info['seconds']:.3f} s)"),
+    ]
+    width = max(len(name) for name, _ in head)
+    lines = [f"{name:<{width}}  {value}" for name, value in head]
+    s = stats
+    lines += [
+        "",
+        "====== Perplexity statistics ======",
+        f"Mean PPL(Q)                   : {_pm(s['ppl'], s['ppl_stderr'], '10.6f')}",
+        f"Mean PPL(base)                : {_pm(s['ref_ppl'], s['ref_ppl_stderr'], '10.6f')}",
+        f"Cor(ln(PPL(Q)), ln(PPL(base))): {100 * s['logprob_corr']:6.2f}%",
+        f"Mean ln(PPL(Q)/PPL(base))     : "
+        f"{_pm(s['ln_ppl_ratio'], s['ln_ppl_ratio_stderr'], '10.6f')}",
+        f"Mean PPL(Q)/PPL(base)         : "
+        f"{_pm(s['ppl_ratio'], s['ppl_ratio_stderr'], '10.6f')}",
+        f"Mean PPL(Q)-PPL(base)         : {_pm(s['ppl_diff'], s['ppl_diff_stderr'], '10.6f')}",
+        "",
+        "====== KL divergence statistics ======",
+        f"Mean    KLD: {_pm(s['kl_mean'], s['kl_mean_stderr'], '10.6f')}",
+    ]
+    labels = {"max": "Maximum", "median": "Median ", "min": "Minimum"}
+
+    def label(name):
+        if name in labels:
+            return labels[name]
+        return f"{name[1:] if '.' in name else name[1:] + '.0'}%".rjust(5) + "  "
+
+    for name, _ in _comparison._KL_PERCENTILES:
+        lines.append(f"{label(name)} KLD: {s['kl_' + name]:10.6f}")
+    lines += [
+        "",
+        "====== Token probability statistics ======",
+        f"Mean    Δp: {_pm(s['dp_mean'], s['dp_mean_stderr'], '6.3f', 100, ' %')}",
+    ]
+    for name, _ in _comparison._DP_PERCENTILES:
+        lines.append(f"{label(name)} Δp: {100 * s['dp_' + name]:6.3f}%")
+    lines += [
+        f"RMS Δp    : {_pm(s['dp_rms'], s['dp_rms_stderr'], '6.3f', 100, ' %')}",
+        f"Same top p: {_pm(s['same_top'], s['same_top_stderr'], '6.3f', 100, ' %')}",
+    ]
+    return "\n".join(lines)
+
+
+def run_compare(args):
+    options = {"logits_key": args.logits_key, "ref_key": args.ref_key,
+               "targets_key": args.targets_key, "axis": args.axis,
+               "ignore_index": args.ignore_index, "shift": args.shift,
+               "batch_rows": args.batch_rows, "n_threads": args.threads}
+    if args.model_shards is not None:
+        model = expand(args.model_shards, "--model")
+        ref = expand(args.ref_shards, "--ref")
+        targets = None if args.targets_shards is None else expand(args.targets_shards,
+                                                                  "--targets")
+        for option, spec, files in (("--ref", args.ref_shards, ref),
+                                    ("--targets", args.targets_shards, targets)):
+            if files is not None and len(files) != len(model):
+                raise CommandError(
+                    f"--model {args.model_shards} names {len(model)} files but {option} "
+                    f"{spec} names {len(files)}: shards pair up in sorted order, so the "
+                    "counts must match")
+        names = (args.model_shards, args.ref_shards, args.targets_shards or args.model_shards)
+        stats, info = compare_files(model, ref, targets, names=names, **options)
+    else:
+        stats, info = compare_files(args.model, args.ref, args.targets, **options)
+    if args.json:
+        print(json.dumps({**info, **{k: _number(v) for k, v in stats.items()}},
+                         allow_nan=False))
+    else:
+        print(format_comparison(stats, info))
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -582,7 +847,74 @@ def build_parser():
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--demo", action="store_true",
                     help="evaluate a small synthetic set written to a temporary directory")
+    cmp = commands.add_parser(
+        "compare", help="KL divergence, Δp, top-token agreement and perplexity ratio of "
+                        "two models' logits (llama.cpp's --kl-divergence report)",
+        description="Compare MODEL's logits (e.g. a quantised model's) with REF's (e.g. the "
+                    "original's) on the same TARGETS: the statistics of llama.cpp's "
+                    "perplexity --kl-divergence (mean KL divergence KL(REF || MODEL) and "
+                    "its percentiles, Δp = p(target) - p_ref(target), how often the top "
+                    "tokens agree, the perplexities and their ratio, with standard "
+                    "errors). MODEL and REF must have the same shape; the files "
+                    "(.npy or .safetensors, float16, bfloat16, float32 or float64) are "
+                    "memory-mapped and read in batches, so they may be larger than "
+                    "memory. Exit status: 0 done, 2 bad usage or input (one line on "
+                    "stderr), 130 interrupted.",
+    )
+    cmp.add_argument("model", nargs="?", metavar="MODEL",
+                     help="the model's logits, .npy or .safetensors")
+    cmp.add_argument("ref", nargs="?", metavar="REF",
+                     help="the reference's logits, MODEL's shape")
+    cmp.add_argument("targets", nargs="?", metavar="TARGETS",
+                     help="class indices, MODEL's shape without the class axis (omit it "
+                          "when the .safetensors MODEL file holds them)")
+    cmp.add_argument("--model", dest="model_shards", metavar="GLOB|DIR",
+                     help="MODEL shards instead of MODEL REF TARGETS: a glob pattern or a "
+                          "directory, sorted by name")
+    cmp.add_argument("--ref", dest="ref_shards", metavar="GLOB|DIR",
+                     help="the REF shards, paired with --model in sorted order")
+    cmp.add_argument("--targets", dest="targets_shards", metavar="GLOB|DIR",
+                     help="the targets shards (omit them when the .safetensors model "
+                          "shards hold them)")
+    cmp.add_argument("--logits-key", metavar="NAME",
+                     help="the logits' tensor in MODEL's .safetensors files (and REF's, "
+                          "without --ref-key)")
+    cmp.add_argument("--ref-key", metavar="NAME",
+                     help="the logits' tensor in REF's .safetensors files")
+    cmp.add_argument("--targets-key", metavar="NAME",
+                     help="the targets' tensor in .safetensors files")
+    cmp.add_argument("--axis", type=int, default=-1, help="class axis (default -1)")
+    cmp.add_argument("--ignore-index", type=int, default=-100,
+                     help="target value to skip (default -100)")
+    cmp.add_argument("--shift", action="store_true",
+                     help="next-token prediction: logits (..., T, V) at position t are "
+                          "scored against target t + 1")
+    cmp.add_argument("--batch-rows", type=_positive_int, metavar="N",
+                     help=f"rows (sequences, with --shift and 3-D logits) per batch "
+                          f"(default: about {BATCH_BYTES >> 20} MB of the two logits)")
+    cmp.add_argument("--threads", type=_positive_int, metavar="N",
+                     help="threads (default: OMP_NUM_THREADS or all cores)")
+    cmp.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
+
+
+def _check_compare_usage(parser, args):
+    positional = args.model is not None
+    shards = args.model_shards is not None
+    if positional and (shards or args.ref_shards is not None
+                       or args.targets_shards is not None):
+        parser.error("compare takes MODEL REF [TARGETS] or --model/--ref/--targets, not both")
+    if (args.ref_shards is not None or args.targets_shards is not None) and not shards:
+        parser.error("compare needs --model with --ref and --targets")
+    if shards and args.ref_shards is None:
+        parser.error("compare needs --ref with --model")
+    if not positional and not shards:
+        parser.error("compare needs MODEL REF TARGETS (or --model and --ref)")
+    if positional and args.ref is None:
+        parser.error("compare needs REF after MODEL")
+    if positional and args.targets is None and not is_safetensors_name(args.model):
+        parser.error("compare needs TARGETS after REF (it may be omitted only when MODEL "
+                     "is a .safetensors file holding the targets too)")
 
 
 def main(argv=None):
@@ -592,6 +924,16 @@ def main(argv=None):
         demo()
     elif args.command == "config":
         cecore.show_config()
+    elif args.command == "compare":
+        _check_compare_usage(parser, args)
+        try:
+            run_compare(args)
+        except (CommandError, ValueError, TypeError) as error:
+            print(f"cecore compare: error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("cecore compare: interrupted", file=sys.stderr)
+            return 130
     else:
         positional = args.logits is not None
         if positional and args.logits_shards is not None:

@@ -749,3 +749,275 @@ def test_importing_cecore_and_its_cli_imports_no_optional_package(tmp_path):
     done = run_python_child(code, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------ compare
+
+from cecore.__main__ import compare_files  # noqa: E402
+
+
+def make_pair(rng, shape=(1000, 50), noise=0.3, dtype=np.float32, ignore=0.05):
+    """A reference's logits, a perturbed ('quantised') model's and targets."""
+    ref = (rng.standard_normal(shape) * 2).astype(np.float32)
+    target = rng.integers(0, shape[-1], shape[:-1])
+    model = (ref + noise * rng.standard_normal(shape)).astype(dtype)
+    target[rng.random(shape[:-1]) < ignore] = -100
+    return model, ref, target
+
+
+def in_memory(model, ref, target, **options):
+    c = cecore.Comparison(**options)
+    c.update(model, ref, target)
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in c.result().items()}
+
+
+def compare_json(capsys, *argv):
+    assert main(["compare", *argv, "--json"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    return json.loads(out)
+
+
+def assert_same_statistics(got, want):
+    # sums are exact and percentiles sorted: batches change nothing, to the last bit
+    for key, value in want.items():
+        assert got[key] == value, key
+
+
+@pytest.mark.parametrize("batch_rows", [None, 1, 7, 999, 5000])
+def test_compare_json_matches_the_comparison_in_memory(tmp_path, capsys, rng, batch_rows):
+    model, ref, target = make_pair(rng)
+    paths = save(tmp_path, model=model, ref=ref, targets=target)
+    extra = [] if batch_rows is None else ["--batch-rows", str(batch_rows)]
+    got = compare_json(capsys, *paths, *extra)
+    assert_same_statistics(got, in_memory(model, ref, target))
+    assert got["count"] == np.count_nonzero(target != -100) and got["positions"] == 1000
+    assert got["logits_shape"] == [1000, 50] and got["model_dtype"] == "float32"
+    assert got["ref_dtype"] == "float32" and got["targets_dtype"] == "int64"
+    assert got["model"] == paths[0] and got["ref"] == paths[1] and got["shift"] is False
+    assert got["seconds"] > 0 and got["gb_per_s"] > 0
+
+
+def test_compare_options_dtypes_and_axis(tmp_path, capsys, rng):
+    model, ref, target = make_pair(rng, (200, 30), dtype=np.float16)
+    target[target == -100] = 3
+    target[::4] = -1
+    paths = save(tmp_path, model=model.T, ref=ref.T, targets=target)
+    got = compare_json(capsys, *paths, "--axis", "0", "--ignore-index", "-1",
+                       "--threads", "2", "--batch-rows", "16")
+    assert_same_statistics(got, in_memory(model, ref, target, ignore_index=-1))
+    assert got["axis"] == 0 and got["model_dtype"] == "float16"
+
+
+@pytest.mark.parametrize("shape", [(301, 40), (4, 75, 40)])
+def test_compare_shift(tmp_path, capsys, rng, shape):
+    model, ref, target = make_pair(rng, shape)
+    paths = save(tmp_path, model=model, ref=ref, targets=target)
+    want = in_memory(model, ref, target, shift=True)
+    for batch_rows in ("1", "3", "1000"):
+        got = compare_json(capsys, *paths, "--shift", "--batch-rows", batch_rows)
+        assert_same_statistics(got, want)
+        assert got["shift"] is True
+        assert got["positions"] == math.prod(shape[:-2]) * (shape[-2] - 1)
+
+
+def test_compare_table(tmp_path, capsys, rng):
+    model, ref, target = make_pair(rng, (500, 20))
+    paths = save(tmp_path, model=model, ref=ref, targets=target)
+    assert main(["compare", *paths]) == 0
+    out = capsys.readouterr().out
+    stats = in_memory(model, ref, target)
+    # llama.cpp's report, line by line, with its ± standard errors
+    for line in [
+        f"Mean PPL(Q)                   : {stats['ppl']:10.6f} ± {stats['ppl_stderr']:10.6f}",
+        f"Mean PPL(base)                : {stats['ref_ppl']:10.6f} ± ",
+        f"Cor(ln(PPL(Q)), ln(PPL(base))): {100 * stats['logprob_corr']:6.2f}%",
+        f"Mean ln(PPL(Q)/PPL(base))     : {stats['ln_ppl_ratio']:10.6f} ± "
+        f"{stats['ln_ppl_ratio_stderr']:10.6f}",
+        f"Mean PPL(Q)/PPL(base)         : {stats['ppl_ratio']:10.6f} ± "
+        f"{stats['ppl_ratio_stderr']:10.6f}",
+        "Mean PPL(Q)-PPL(base)         : ",
+        f"Mean    KLD: {stats['kl_mean']:10.6f} ± {stats['kl_mean_stderr']:10.6f}",
+        f"Maximum KLD: {stats['kl_max']:10.6f}",
+        f"99.9%   KLD: {stats['kl_p99.9']:10.6f}",
+        f"Median  KLD: {stats['kl_median']:10.6f}",
+        f" 0.1%   KLD: {stats['kl_p0.1']:10.6f}",
+        f"Minimum KLD: {stats['kl_min']:10.6f}",
+        f"Mean    Δp: {100 * stats['dp_mean']:6.3f} ± {100 * stats['dp_mean_stderr']:6.3f} %",
+        f"75.0%   Δp: {100 * stats['dp_p75']:6.3f}%",
+        f" 1.0%   Δp: {100 * stats['dp_p1']:6.3f}%",
+        f"RMS Δp    : {100 * stats['dp_rms']:6.3f} ± {100 * stats['dp_rms_stderr']:6.3f} %",
+        f"Same top p: {100 * stats['same_top']:6.3f} ± {100 * stats['same_top_stderr']:6.3f} %",
+    ]:
+        assert "\n" + line in out, line
+    assert "====== KL divergence statistics ======" in out
+    count = stats["count"]
+    assert f"{count:,} of 500 positions ({500 - count:,} ignored)" in out
+    assert out.index("Maximum KLD") < out.index("99.9%   KLD") < out.index("Minimum KLD")
+
+
+def test_compare_safetensors(tmp_path, capsys, rng):
+    model, ref, target = make_pair(rng, (300, 24))
+    want = in_memory(model, ref, target)
+    run = save_st(tmp_path / "run.safetensors", logits=model, labels=target)
+    base = save_st(tmp_path / "base.safetensors", logits=ref)
+    # targets in MODEL's file; REF's tensor found by --logits-key
+    got = compare_json(capsys, run, base, "--logits-key", "logits", "--targets-key", "labels")
+    assert_same_statistics(got, want)
+    assert got["model"] == f"{run}[logits]" and got["targets"] == f"{run}[labels]"
+    # one file holding all three
+    both = save_st(tmp_path / "both.safetensors", q=model, f=ref, labels=target)
+    got = compare_json(capsys, both, both, "--logits-key", "q", "--ref-key", "f",
+                       "--targets-key", "labels", "--batch-rows", "50")
+    assert_same_statistics(got, want)
+    # a .npy REF beside --logits-key
+    (ref_npy, targets_npy) = save(tmp_path, ref=ref, targets=target)
+    got = compare_json(capsys, run, ref_npy, targets_npy, "--logits-key", "logits")
+    assert_same_statistics(got, want)
+    check_compare_error(capsys, ["compare", both, both, "--logits-key", "q",
+                                 "--targets-key", "labels"],
+                        f"MODEL and REF are the same tensor {both}[q] (choose REF's tensor "
+                        "with --ref-key)")
+
+
+def test_compare_bf16_safetensors(tmp_path, capsys, rng):
+    model, ref, target = make_pair(rng, (200, 16), dtype=bfloat16)
+    ref = ref.astype(bfloat16)
+    run = save_st(tmp_path / "run.safetensors", logits=model, labels=target)
+    base = save_st(tmp_path / "base.safetensors", logits=ref)
+    got = compare_json(capsys, run, base, "--logits-key", "logits", "--targets-key", "labels")
+    assert got["model_dtype"] == got["ref_dtype"] == "bfloat16"
+    assert_same_statistics(got, in_memory(model, ref, target))
+
+
+def test_compare_shards(tmp_path, capsys, rng):
+    sizes = [40, 0, 13, 77]
+    parts = [make_pair(rng, (n, 9)) for n in sizes]
+    for name in ("model", "ref", "targets"):
+        (tmp_path / name).mkdir()
+    for i, (model, ref, target) in enumerate(parts):
+        np.save(tmp_path / "model" / f"part_{i}.npy", model)
+        np.save(tmp_path / "ref" / f"part_{i}.npy", ref)
+        np.save(tmp_path / "targets" / f"part_{i}.npy", target)
+    want = in_memory(*(np.concatenate([p[i] for p in parts]) for i in range(3)))
+    got = compare_json(capsys, "--model", str(tmp_path / "model"), "--ref",
+                       str(tmp_path / "ref" / "*.npy"), "--targets", str(tmp_path / "targets"),
+                       "--batch-rows", "10")
+    assert_same_statistics(got, want)
+    assert len(got["shards"]) == 4 and got["positions"] == sum(sizes)
+    assert got["logits_shape"] is None
+    check_compare_error(capsys, ["compare", "--model", str(tmp_path / "model"), "--ref",
+                                 str(tmp_path / "ref" / "part_[01].npy"), "--targets",
+                                 str(tmp_path / "targets")],
+                        "names 4 files but --ref")
+
+
+def check_compare_error(capsys, argv, *messages):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cecore compare: error: "), lines
+    assert all(message in lines[0] for message in messages), lines
+
+
+def test_compare_input_errors(tmp_path, capsys, rng):
+    model, ref, target = make_pair(rng, (300, 10), ignore=0.0)
+    good, good_ref, good_t = save(tmp_path, model=model, ref=ref, targets=target)
+    wide, short, ints, ref3d, t10 = save(tmp_path, wide=ref[:, :9], short=ref[:299],
+                                         ints=target.reshape(300, 1).repeat(10, 1),
+                                         ref3d=ref.reshape(300, 10, 1), t10=target[:10])
+    missing = str(tmp_path / "missing.npy")
+    cases = [
+        ([good, wide, good_t], f"MODEL {good} has shape (300, 10) but REF {wide} has shape "
+                               "(300, 9): the two models' logits must have the same shape"),
+        ([good, short, good_t], "but REF", "has shape (299, 10)"),
+        ([good, ref3d, good_t], "has shape (300, 10, 1)"),
+        ([missing, good_ref, good_t], f"cannot read MODEL {missing}: No such file"),
+        ([good, missing, good_t], f"cannot read REF {missing}"),
+        ([good, good_ref, missing], f"cannot read TARGETS {missing}"),
+        ([good, ints, good_t], f"REF {ints} has dtype int64; expected float16"),
+        ([ints, good_ref, good_t], f"MODEL {ints} has dtype int64"),
+        ([good, good_ref, good_ref], "has dtype float32; expected integers"),
+        ([good, good_ref, good_t, "--axis", "2"], "axis 2 is out of range"),
+        ([good, good_ref, t10, "--axis", "0", "--shift"],
+         "--shift needs MODEL of shape (..., T, V) with the class axis last"),
+    ]
+    for argv, *messages in cases:
+        check_compare_error(capsys, ["compare", *argv], *messages)
+
+
+def test_compare_target_out_of_range_is_named_by_its_index_in_the_file(tmp_path, capsys, rng):
+    model, ref, target = make_pair(rng, (1000, 10), ignore=0.0)
+    target[777] = 10
+    paths = save(tmp_path, model=model, ref=ref, targets=target)
+    message = "target[777] = 10 is out of range: class indices must be in [0, 10)"
+    check_compare_error(capsys, ["compare", *paths, "--batch-rows", "100"], message)
+    check_compare_error(capsys, ["compare", *paths, "--batch-rows", "100", "--shift"], message)
+    target[777] = 0
+    t3 = target.reshape(20, 50)
+    t3[13, 37] = -5
+    paths = save(tmp_path, model=model.reshape(20, 50, 10), ref=ref.reshape(20, 50, 10),
+                 targets=t3)
+    for extra in ([], ["--shift"]):
+        check_compare_error(capsys, ["compare", *paths, "--batch-rows", "3", *extra],
+                            f"TARGETS {paths[2]}: target[13, 37] = -5 is out of range")
+
+
+def test_compare_usage_errors(tmp_path, capsys, rng):
+    paths = save(tmp_path, **dict(zip(("model", "ref", "targets"), make_pair(rng, (10, 4)),
+                                      strict=True)))
+    for argv, message in [
+        (["compare"], "compare needs MODEL REF TARGETS"),
+        (["compare", paths[0]], "compare needs REF after MODEL"),
+        (["compare", *paths[:2]], "compare needs TARGETS after REF"),
+        (["compare", *paths, "--model", paths[0]], "not both"),
+        (["compare", "--ref", paths[1]], "compare needs --model"),
+        (["compare", "--model", paths[0]], "compare needs --ref with --model"),
+        (["compare", *paths, "--batch-rows", "0"], "expected a positive integer, got 0"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_compare_streams_memory_mapped_files(tmp_path, rng):
+    model, ref, target = make_pair(rng, (4000, 500))  # 8 MB each
+    paths = save(tmp_path, model=model, ref=ref, targets=target)
+    tracemalloc.start()
+    try:
+        stats, _ = compare_files(*paths, batch_rows=20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert stats["count"] == np.count_nonzero(target != -100)
+    assert peak < model.nbytes / 5  # nothing of the logits' size
+
+
+def test_compare_progress_bar(tmp_path, rng, monkeypatch):
+    monkeypatch.setattr(cecore.__main__, "PROGRESS_SECONDS", 0.0)
+    paths = save(tmp_path, **dict(zip(("model", "ref", "targets"), make_pair(rng, (1000, 8)),
+                                      strict=True)))
+    terminal = FakeTerminal()
+    compare_files(*paths, batch_rows=250, progress=terminal)
+    frames = terminal.getvalue().split("\r")
+    done = [int(f.split("/")[0].replace(",", "")) for f in frames if "/1,000 rows" in f]
+    assert done == [250, 500, 750, 1000]
+    assert terminal.getvalue().endswith("\r\033[K")
+    pipe = io.StringIO()
+    compare_files(*paths, progress=pipe)
+    assert pipe.getvalue() == ""
+
+
+def test_compare_in_a_subprocess(tmp_path, rng):
+    paths = save(tmp_path, **dict(zip(("model", "ref", "targets"), make_pair(rng, (50, 8)),
+                                      strict=True)))
+    done = run_cli("compare", *paths, cwd=tmp_path)
+    assert done.returncode == 0 and done.stderr == ""
+    assert "Same top p" in done.stdout
+    done = run_cli("compare", paths[0], "missing.npy", paths[2], cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == "cecore compare: error: cannot read REF missing.npy: " \
+                          "No such file or directory\n"

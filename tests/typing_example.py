@@ -37,11 +37,15 @@ def main() -> None:
     kl = cecore.kl_divergence(probs, cecore.softmax(logits[::-1]), measure=0.5)
     h = cecore.cross_entropy_pq(probs[0], probs[1])
     version: str = cecore.__version__
+    comparison = cecore.Comparison(ignore_index=-100)
+    comparison.update(logits, logits[::-1], target)
+    report: dict[str, float] = comparison.merge(cecore.Comparison()).result()
 
     assert per_token.shape == (64,) and grad.shape == logits.shape == bce_grad.shape
     assert abs(float(loss) - float(per_token.mean())) < 1e-5
     assert lse.shape == (64,) and bits.shape == kl.shape == (64,) and float(h) > 0
     assert float(nll) > 0 and float(bce) > 0 and float(bce_p) > 0 and version
+    assert report["count"] == 64 and report["kl_mean"] > 0
     print(f"perplexity {perplexity(logits, target):.3f}")
     cecore.show_config()
 
