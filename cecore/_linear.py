@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from cecore import _softmax_kernels
-from cecore._losses import _reduce, _result_dtype
+from cecore._losses import _check_softcap, _check_z_loss, _reduce, _result_dtype
 from cecore._threads import resolve_n_threads, run_kernel
 from cecore._validation import (
     as_float_array,
@@ -79,6 +79,9 @@ def _grad_dtype(given, dtype):
     return dtype
 
 
+_NO_SAMPLE_WEIGHT = np.empty(0)
+
+
 class _Targets:
     """Validated targets laid out as the logits' rows, and the options of the kernel.
 
@@ -93,49 +96,32 @@ class _Targets:
         self.kind, self.flat, self.rows, self.weight = kind, flat, rows, weight
         self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
         self.normaliser = normaliser
+        self.z_loss, self.softcap = 0.0, 0.0  # cross_entropy's (0.0: no cap)
+
+    def training_options(self, z_loss, softcap):
+        """Set the z-loss and soft cap (validated: see cecore._losses)."""
+        self.z_loss, self.softcap = z_loss, softcap
 
     def loss(self, logits, first, last, scale, with_grad, per_row, n_threads, dtype):
         """Loss sum and weight sum of rows first..last; with_grad: logits become
         ``scale`` x the gradient of their losses, in place."""
         x, half = kernel_array(logits)
         grad = x if with_grad else x[:0, :0]
+        options = ()
+        if self.z_loss or self.softcap:
+            options = (self.z_loss, self.softcap, _NO_SAMPLE_WEIGHT, per_row[:0])
         if self.kind == "index":
+            kernel = (_softmax_kernels.ce_index_loss_opts if options
+                      else _softmax_kernels.ce_index_loss)
             loss, weights, _ = run_kernel(
-                _softmax_kernels.ce_index_loss, n_threads, x.size, x, half,
-                self.flat[first:last], self.weight, self.ignore_index, self.label_smoothing,
-                scale, grad, per_row)
+                kernel, n_threads, x.size, x, half, self.flat[first:last], self.weight,
+                self.ignore_index, self.label_smoothing, scale, grad, per_row, *options)
             return loss, weights
         t = np.ascontiguousarray(cast(self.rows[first:last], dtype))
-        loss = run_kernel(_softmax_kernels.ce_prob_loss, n_threads, x.size, x, half, t,
-                          self.weight, self.label_smoothing, scale, grad, per_row)
+        kernel = _softmax_kernels.ce_prob_loss_opts if options else _softmax_kernels.ce_prob_loss
+        loss = run_kernel(kernel, n_threads, x.size, x, half, t, self.weight,
+                          self.label_smoothing, scale, grad, per_row, *options)
         return loss, float(last - first)
-
-
-def _check_z_loss(z_loss):
-    value = check_real_number(z_loss, "z_loss", "a non-negative float")
-    if not (math.isfinite(value) and value >= 0.0):
-        raise ValueError(f"z_loss must be a finite float >= 0, got {value}")
-    return value
-
-
-def _check_softcap(softcap):
-    if softcap is None:
-        return None
-    value = check_real_number(softcap, "softcap", "a positive float or None")
-    if not (math.isfinite(value) and value > 0.0):
-        raise ValueError(f"softcap must be a finite float > 0 or None, got {value}")
-    return value
-
-
-def _not_yet(z_loss, softcap):
-    # cecore.cross_entropy's z_loss=/softcap= kernels are being added; these options
-    # are validated and passed through to the kernel call once they exist.
-    if z_loss != 0.0 or softcap is not None:
-        name = "z_loss" if z_loss != 0.0 else "softcap"
-        raise NotImplementedError(
-            f"linear_cross_entropy: {name} is not implemented yet (its kernel comes with "
-            f"cecore.cross_entropy's {name}=); use {name}="
-            f"{'0.0' if name == 'z_loss' else 'None'}")
 
 
 def _prepare_targets(target, batch_shape, n_classes, *, ignore_index, label_smoothing,
@@ -385,9 +371,12 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     class_weight : array_like of shape (V,), optional
         Per-class weights (``weight=`` of :func:`cross_entropy`).
     z_loss : float >= 0, default 0
-        Not implemented yet: a nonzero value raises NotImplementedError.
+        Adds ``z_loss * lse(z)**2`` per counted position (PaLM), as
+        :func:`cross_entropy`'s ``z_loss``; fused into the chunk's kernel.
     softcap : float > 0, optional
-        Not implemented yet: a value raises NotImplementedError.
+        Replaces the logits by ``softcap * tanh(z / softcap)`` before
+        everything else (Gemma 2), as :func:`cross_entropy`'s ``softcap``; the
+        gradients include the tanh's derivative.
     shift : bool, default False
         Next-token prediction: ``hidden`` ``(..., T, D)`` and ``target``
         ``(..., T)``; the logits of position ``t < T - 1`` are scored against
@@ -429,8 +418,6 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
         (checked before any product is computed), a bad ``reduction``,
         ``label_smoothing`` outside [0, 1], negative/NaN/inf ``z_loss``,
         ``softcap`` <= 0, ``chunk_size < 1``.
-    NotImplementedError
-        A nonzero ``z_loss`` or a ``softcap`` (for now).
 
     Examples
     --------
@@ -474,7 +461,7 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     label_smoothing = check_fraction(label_smoothing, "label_smoothing")
     cw = class_weight_array(class_weight, n_classes, "class_weight")
     z_loss = _check_z_loss(z_loss)
-    softcap = _check_softcap(softcap)
+    softcap = _check_softcap(softcap, dtype)
     shift = check_bool(shift, "shift")
     return_grad = check_bool(return_grad, "return_grad")
     targets, positions = _prepare_targets(
@@ -487,7 +474,7 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     if n_threads is None:
         n_threads = 1  # the BLAS's threads hold the other cores (see the docstring)
     resolve_n_threads(n_threads, chunk * n_classes)  # validated before the first product
-    _not_yet(z_loss, softcap)
+    targets.training_options(z_loss, softcap)
     scale = 1.0
     if return_grad and reduction == "mean":
         scale = divide(1.0, targets.normaliser)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from cecore import _linear
-from cecore._losses import _reduce
+from cecore._losses import _check_softcap, _check_z_loss, _reduce
 from cecore._validation import _from_torch, check_int, check_reduction, divide
 from cecore._validation import class_weight as class_weight_array
 
@@ -76,8 +76,8 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
         value raises ValueError (PyTorch: RuntimeError).
     label_smoothing : float in [0, 1], default 0
     z_loss, softcap
-        As :func:`cecore.linear_cross_entropy` (not implemented yet: a nonzero
-        ``z_loss`` or a ``softcap`` raises NotImplementedError).
+        As :func:`cecore.linear_cross_entropy`: PaLM's z-loss and Gemma 2's
+        logit soft-capping, fused into each chunk's kernel, in the gradients too.
     chunk_size : int, optional
         Rows per chunk; default: the memory rule of
         :func:`cecore.linear_cross_entropy`.
@@ -174,8 +174,7 @@ class _Plan:
         label_smoothing = _linear.check_fraction(s["label_smoothing"], "label_smoothing")
         cw = class_weight_array(None if weight is None else _from_torch(weight, "weight"),
                                 n_classes, "weight")
-        z_loss = _linear._check_z_loss(s["z_loss"])
-        softcap = _linear._check_softcap(s["softcap"])
+        z_loss = _check_z_loss(s["z_loss"])
         self.batch_shape = tuple(input.shape[:-1])
         self.n = math.prod(self.batch_shape)
         self.targets, self.positions = _linear._prepare_targets(
@@ -188,8 +187,8 @@ class _Plan:
         self.budget = _linear.memory_budget(self.n, n_classes, itemsize)
         self.n_threads = 1 if s["n_threads"] is None else s["n_threads"]
         _linear.resolve_n_threads(self.n_threads, self.chunk * n_classes)
-        _linear._not_yet(z_loss, softcap)
         self.result_dtype = np.dtype(np.float64 if compute_itemsize == 8 else np.float32)
+        self.targets.training_options(z_loss, _check_softcap(s["softcap"], self.result_dtype))
 
     def run(self, input, linear_weight, linear_bias, wanted, row_scale=None):
         """(loss tensor, grad_input, grad_weight, grad_bias) — gradients of those

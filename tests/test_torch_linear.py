@@ -129,7 +129,6 @@ def test_once_differentiable():
         ({"reduction": "avg"}, ValueError, "reduction must be one of"),
         ({"label_smoothing": 2.0}, ValueError, "label_smoothing must be in"),
         ({"z_loss": -1.0}, ValueError, "z_loss must be"),
-        ({"z_loss": 0.1}, NotImplementedError, "z_loss is not implemented yet"),
         ({"softcap": 0.0}, ValueError, "softcap must be"),
         ({"chunk_size": 0}, ValueError, "chunk_size must be >= 1"),
         ({"n_threads": 0}, ValueError, "n_threads must be >= 1"),
@@ -142,3 +141,42 @@ def test_bad_input(change, error, match):
     with pytest.raises(error, match=match):
         linear_cross_entropy(arguments.pop("input"), arguments.pop("linear_weight"),
                              arguments.pop("target"), **arguments)
+
+
+def composite_z_loss_softcap(h, w, y, linear_bias=None, reduction="mean", z_loss=0.0,
+                             softcap=None):
+    """PyTorch's own ops: cap the materialised logits, cross-entropy plus z_loss lse^2
+    per counted position (divided, for "mean", by the number of counted positions)."""
+    z = F.linear(h, w, linear_bias)
+    if softcap is not None:
+        z = softcap * torch.tanh(z / softcap)
+    counted = y != -100
+    per = F.cross_entropy(z, y, reduction="none")
+    per = per + z_loss * torch.logsumexp(z, -1) ** 2 * counted
+    if reduction == "none":
+        return per
+    return per.sum() / counted.sum() if reduction == "mean" else per.sum()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("options", [{"z_loss": 0.01}, {"softcap": 2.0},
+                                     {"z_loss": 0.1, "softcap": 1.5}])
+def test_z_loss_and_softcap_match_a_torch_composite(reduction, options):
+    h, w, b, y = inputs()
+    with torch.no_grad():
+        h *= 3
+    grad_output = torch.randn(37 if reduction == "none" else (), dtype=torch.float64)
+    want = run(composite_z_loss_softcap, h, w, b, y, grad_output, reduction=reduction,
+               **options)
+    got = run(linear_cross_entropy, h, w, b, y, grad_output, reduction=reduction,
+              chunk_size=8, **options)
+    for a, c in zip(got, want):
+        torch.testing.assert_close(a, c, rtol=1e-11, atol=1e-13)
+
+
+def test_z_loss_and_softcap_gradcheck():
+    h, w, b, y = inputs(n=6, d=3, v=5)
+    y[y == -100] = 2
+    assert torch.autograd.gradcheck(
+        lambda h, w, b: linear_cross_entropy(h, w, y, linear_bias=b, z_loss=0.1, softcap=1.5,
+                                             chunk_size=4), (h, w, b))
