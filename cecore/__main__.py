@@ -183,7 +183,8 @@ def evaluate_files(logits, targets=None, *, logits_key=None, targets_key=None, a
     ``calibration()`` in ``info["calibration"]`` (for ``--plot``). Returns
     ``(metrics, info)``: the Evaluator's result and a dict with the files'
     shapes and dtypes, ``shards`` (one dict per pair), ``positions``,
-    ``seconds`` and ``gb_per_s`` (logits bytes read per second). Raises CommandError for unreadable or corrupt files, missing
+    ``seconds`` and ``gb_per_s`` (logits bytes read per second). Raises
+    CommandError for unreadable or corrupt files, missing
     keys, wrong dtypes, mismatched shapes and targets out of range (named by
     their file and index in it).
     """

@@ -6,8 +6,8 @@ import operator
 import numpy as np
 
 from cecore import _softmax_kernels, _token_kernels
-from cecore._threads import resolve_n_threads, run_kernel
 from cecore._losses import _check_softcap, _check_z_loss, _layout_sample_weights
+from cecore._threads import resolve_n_threads, run_kernel
 from cecore._tokens import _stride1, check_temperature, token_layout
 from cecore._validation import (
     check_bool,

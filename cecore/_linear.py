@@ -16,7 +16,6 @@ from cecore._validation import (
     check_bool,
     check_fraction,
     check_int,
-    check_real_number,
     check_reduction,
     class_targets,
     compute_dtype,

@@ -1,7 +1,6 @@
 # Types of the public functions in _linear.py.
 from typing import Any, Literal, SupportsFloat, SupportsIndex, overload
 
-import numpy as np
 import numpy.typing as npt
 
 CHUNK_BYTES: int

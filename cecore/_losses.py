@@ -322,7 +322,8 @@ def cross_entropy(
         if bad >= 0:
             raise_bad_target(t, bad, k, ignore_index)
         loss = _reduce(total, weight_sum, per_row, reduction, batch_shape, result_dtype)
-        return _outputs(loss, finish() if return_grad else None, lse.reshape(batch_shape) if return_lse else None,
+        return _outputs(loss, finish() if return_grad else None,
+                        lse.reshape(batch_shape) if return_lse else None,
                         return_grad, return_lse)
 
     if t.dtype.kind == "f" or is_bfloat16(t.dtype):
@@ -347,7 +348,8 @@ def cross_entropy(
                            x, half, t_rows, w, label_smoothing, scale,
                            kernel_array(grad_rows)[0], per_row, *options)
         loss = _reduce(total, normaliser, per_row, reduction, batch_shape, result_dtype)
-        return _outputs(loss, finish() if return_grad else None, lse.reshape(batch_shape) if return_lse else None,
+        return _outputs(loss, finish() if return_grad else None,
+                        lse.reshape(batch_shape) if return_lse else None,
                         return_grad, return_lse)
 
     kind = "complex" if t.dtype.kind == "c" else str(t.dtype)

@@ -99,7 +99,8 @@ def cross_entropy(
     out: _Array | None = None, shift: bool = False, z_loss: float = 0.0,
     softcap: float | None = None, sample_weight: npt.ArrayLike | None = None,
     return_lse: bool = False,
-) -> _Scalar | _Array | tuple[_Scalar | _Array, _Array] | tuple[_Scalar | _Array, _Array, _Array]: ...
+) -> (_Scalar | _Array | tuple[_Scalar | _Array, _Array]
+      | tuple[_Scalar | _Array, _Array, _Array]): ...
 @overload
 def nll_loss(
     log_probs: npt.ArrayLike, target: npt.ArrayLike, *, axis: SupportsIndex = -1,

@@ -100,8 +100,9 @@ def test_mean_formula(rng):
     mean = cecore.cross_entropy(x, t, weight=w, sample_weight=sw)
     np.testing.assert_allclose(mean, per.sum() / np.sum(sw[counted] * w[t[counted]]), rtol=1e-12)
     # uniform sample weights change nothing in the mean
-    np.testing.assert_allclose(cecore.cross_entropy(x, t, weight=w, sample_weight=np.full(t.shape, 3.0)),
-                               cecore.cross_entropy(x, t, weight=w), rtol=1e-12)
+    np.testing.assert_allclose(
+        cecore.cross_entropy(x, t, weight=w, sample_weight=np.full(t.shape, 3.0)),
+        cecore.cross_entropy(x, t, weight=w), rtol=1e-12)
 
 
 def test_zero_sample_weight_masks_non_finite_rows(rng):
@@ -153,7 +154,8 @@ def test_probability_gradient_finite_differences(rng):
         xp, xm = x.copy(), x.copy()
         xp[index] += h
         xm[index] -= h
-        num[index] = (cecore.cross_entropy(xp, p, **kw) - cecore.cross_entropy(xm, p, **kw)) / (2 * h)
+        num[index] = (cecore.cross_entropy(xp, p, **kw)
+                      - cecore.cross_entropy(xm, p, **kw)) / (2 * h)
     np.testing.assert_allclose(grad, num, atol=2e-7)
 
 
@@ -437,13 +439,13 @@ def test_torch_gradcheck():
                                                   "sample_weight": sw, "label_smoothing": 0.1}):
         for reduction in ("mean", "none"):
             assert torch.autograd.gradcheck(
-                lambda v: cross_entropy(v, t, reduction=reduction, **kw), (x,))
+                lambda v, r=reduction, kw=kw: cross_entropy(v, t, reduction=r, **kw), (x,))
     xs = torch.randn(2, 4, K, dtype=torch.float64, requires_grad=True)
     ts = torch.randint(0, K, (2, 4))
     for reduction in ("mean", "none"):
         assert torch.autograd.gradcheck(
-            lambda v: cross_entropy(v, ts, shift=True, softcap=2.0, z_loss=0.01,
-                                    reduction=reduction), (xs,))
+            lambda v, r=reduction: cross_entropy(v, ts, shift=True, softcap=2.0, z_loss=0.01,
+                                                 reduction=r), (xs,))
 
 
 def test_torch_shift_equals_slicing():

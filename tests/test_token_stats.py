@@ -6,9 +6,9 @@ import pickle
 import tracemalloc
 
 import _reference
-from _helpers import run_python_child
 import numpy as np
 import pytest
+from _helpers import run_python_child
 
 import cecore
 
