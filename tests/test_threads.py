@@ -269,7 +269,7 @@ def test_version():
 
 
 def test_public_api():
-    expected = {"__version__", "Evaluator", "binary_cross_entropy",
+    expected = {"__version__", "Comparison", "Evaluator", "binary_cross_entropy",
                 "binary_cross_entropy_with_logits", "cross_entropy", "cross_entropy_pq",
                 "entropy", "kl_divergence", "linear_cross_entropy", "log_softmax", "logsumexp",
                 "nll_loss", "show_config", "softmax", "TokenStats", "token_stats",
