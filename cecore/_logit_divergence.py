@@ -312,6 +312,8 @@ def logit_divergence(logits, ref_logits, *, kind="kl", axis=-1, temperature=1.0,
         raise ValueError("out is only used with return_grad=True")
     lay = _Layout(logits, ref_logits, target, axis, shift, ignore_index)
     temperature = check_temperature(temperature, lay.compute)
+    if 1.5 / temperature > float(np.finfo(lay.compute).max):  # the kernel scales by log2(e) / T
+        raise ValueError(f"temperature {temperature} is too small for {lay.compute} logits")
     work = 2 * lay.x_rows.size
     resolve_n_threads(n_threads, work)  # validated before any work
     result_dtype = compute_dtype(lay.compute)

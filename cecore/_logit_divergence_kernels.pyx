@@ -19,10 +19,10 @@ counted). Results per row do not depend on the thread count.
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport NAN
-from libc.stdint cimport int64_t, uint8_t
+from libc.math cimport NAN, fabs, nextafterf
+from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from cecore._rowmath cimport (cec_bf16_t, cec_dispatch_init, cec_f16_t, cec_load_bf16,
                               cec_load_f16, cec_store_bf16, cec_store_f16)
@@ -122,9 +122,32 @@ cdef inline const floating *_row_in(floating dummy, const char *p, int code, Py_
     return buf
 
 
+cdef inline float _to_odd(double d) noexcept nogil:
+    """d rounded to float with round-to-odd: a second rounding (to a 16-bit type, to
+    nearest) then gives d correctly rounded, as one rounding would."""
+    cdef float f = <float> d
+    cdef uint32_t bits
+    if <double> f == d or f != f:
+        return f
+    if fabs(<double> f) > fabs(d):
+        f = nextafterf(f, 0.0)
+    memcpy(&bits, &f, 4)
+    bits = bits | 1
+    memcpy(&f, &bits, 4)
+    return f
+
+
 cdef inline void _store(const floating *g, char *out, int code, Py_ssize_t k) noexcept nogil:
     """Gradient row g (compute type) into out (type code), rounded once."""
     cdef Py_ssize_t j
+    if floating is double and code == BF16:
+        for j in range(k):
+            (<cec_bf16_t *> out)[j] = cec_store_bf16(_to_odd(g[j]))
+        return
+    if floating is double and code == F16:
+        for j in range(k):
+            (<cec_f16_t *> out)[j] = cec_store_f16(_to_odd(g[j]))
+        return
     if code == F32:
         for j in range(k):
             (<float *> out)[j] = <float> g[j]

@@ -109,39 +109,78 @@ CEC_INLINE double cec_ld_logmix_f64(double c1, double c2, double e, double em1)
 }
 
 /*
- * Sums over a chunk of both rows relative to the maxima mx, my (finite, or 0
- * standing in for a maximum of -inf: then every term of that row is 0 or NaN):
- * res[0] = sum_{a_j != 0} e^a_j, res[1] = #{a_j == 0}, res[2], res[3] the same
- * for b, res[4] = Dr, res[5] = Dp (each only if asked for, else 0). While the
- * chunk is computed (from L1) the n elements after it are prefetched: where the
- * next chunk starts.
+ * 2^u for u <= 0, clamped below at LOW = -125 (where it is 2^-125 p(f), not 0:
+ * at most 2^-125 per term, next to the maximum's 1): u = k + f, k = round(u),
+ * |f| <= 1/2, 2^f by a degree-6 polynomial (relative error < 1.7e-8, as
+ * cec_expsum16_avx512) and 2^k added to its exponent bits (read off the rounding
+ * magic number's low bits). About 11 instructions, branch-free. A NaN u gives an
+ * unspecified value: the moments detect NaN with a separate sum.
  */
-#define CEC_LD_MOMENTS_BODY(T, EXPSUM, DR, DP)                                           \
+CEC_INLINE float cec_ld_exp2_f32(float u)
+{
+    const float magic = 12582912.0f; /* 1.5 * 2^23 */
+    u = u < -125.0f ? -125.0f : u;
+    float t = u + magic;
+    float f = u - (t - magic);
+    float p = 1.5337577497120947e-4f;
+    p = p * f + 1.3399859890341759e-3f;
+    p = p * f + 9.618519805371761e-3f;
+    p = p * f + 5.550329014658928e-2f;
+    p = p * f + 2.4022646248340607e-1f;
+    p = p * f + 6.931471824645996e-1f;
+    p = p * f + 1.0f;
+    /* (bits(magic) + k) << 23 == k << 23 (mod 2^32): bits(magic)'s low 23 bits are 0 */
+    return cec_f32_from_bits((int32_t)((uint32_t)cec_bits_of_f32(p)
+                                       + ((uint32_t)cec_bits_of_f32(t) << 23)));
+}
+
+/* e^u for u <= 0 in double (cec_expsum_f64: 0 below -708.4; NaN propagates) */
+CEC_INLINE double cec_ld_exp2_f64(double u)
+{
+    return cec_expsum_f64(u);
+}
+
+/*
+ * Sums over a chunk of both rows relative to the maxima mx, my (finite, or 0
+ * standing in for a maximum of -inf: then every term of that row is 0 or NaN),
+ * with u_j = (x_j - mx) c and c = s log2(e) for float (exponentials as 2^u),
+ * c = s for double (as e^u):
+ * res[0] = sum_{u_j != 0} e^a_j, res[1] = #{u_j == 0}, res[2], res[3] the same
+ * for y, res[4] = Dr, res[5] = Dp (each only if asked for, else 0). A term of
+ * Dr (Dp) is taken where u > LOW: a reference probability below 2^-125 (float;
+ * e^-708 for double) of the row's top one counts as 0. NaN in x (y) makes
+ * res[0] (res[2]) NaN. While the chunk is computed (from L1) the n elements
+ * after it are prefetched: where the next chunk starts.
+ */
+#define CEC_LD_MOMENTS_BODY(T, EXPU, LOW, DR, DP)                                        \
     double rp = 0.0, rr = 0.0, dr = 0.0, dp = 0.0;                                       \
     cec_intp tp = 0, tr = 0;                                                             \
     const char *ax = (const char *)(x + n), *ay = (const char *)(y + n);                 \
-    for (cec_intp c = 0; c < n; c += 256) {                                              \
-        cec_intp end = n - c < 256 ? n : c + 256;                                        \
-        T s0 = 0, s1 = 0, s2 = 0, s3 = 0;                                                \
+    for (cec_intp c0 = 0; c0 < n; c0 += 256) {                                           \
+        cec_intp end = n - c0 < 256 ? n : c0 + 256;                                      \
+        T s0 = 0, s1 = 0, s2 = 0, s3 = 0, n0 = 0, n1 = 0;                                \
         int t0 = 0, t1 = 0;                                                              \
-        for (cec_intp q = 0; q < (end - c) * (cec_intp)sizeof(T); q += 64) {             \
-            CEC_TOK_PREFETCH(ax + c * (cec_intp)sizeof(T) + q);                          \
-            CEC_TOK_PREFETCH(ay + c * (cec_intp)sizeof(T) + q);                          \
+        for (cec_intp q = 0; q < (end - c0) * (cec_intp)sizeof(T); q += 64) {            \
+            CEC_TOK_PREFETCH(ax + c0 * (cec_intp)sizeof(T) + q);                         \
+            CEC_TOK_PREFETCH(ay + c0 * (cec_intp)sizeof(T) + q);                         \
         }                                                                                \
-        _Pragma("omp simd reduction(+ : s0, s1, s2, s3, t0, t1)")                        \
-        for (cec_intp i = c; i < end; i++) {                                             \
+        _Pragma("omp simd reduction(+ : s0, s1, s2, s3, n0, n1, t0, t1)")                \
+        for (cec_intp i = c0; i < end; i++) {                                            \
             T xi = x[i], yi = y[i];                                                      \
-            T a = (xi - mx) * s, b = (yi - my) * s;                                      \
-            T ea = EXPSUM(a), eb = EXPSUM(b);                                            \
-            s0 += a != 0 ? ea : (T)0;                                                    \
-            t0 += a == 0;                                                                \
-            s1 += b != 0 ? eb : (T)0;                                                    \
-            t1 += b == 0;                                                                \
-            if (DR) s2 += eb != 0 ? eb * (yi - xi) : (T)0;                               \
-            if (DP) s3 += ea != 0 ? ea * (xi - yi) : (T)0;                               \
+            T ua = (xi - mx) * c, ub = (yi - my) * c;                                    \
+            T ea = EXPU(ua), eb = EXPU(ub);                                              \
+            int za = ua == 0, zb = ub == 0;                                              \
+            n0 += ua;                                                                    \
+            n1 += ub;                                                                    \
+            s0 += za ? (T)0 : ea;                                                        \
+            t0 += za;                                                                    \
+            s1 += zb ? (T)0 : eb;                                                        \
+            t1 += zb;                                                                    \
+            if (DR) s2 += ub > (T)(LOW) ? eb * (yi - xi) : (T)0;                         \
+            if (DP) s3 += ua > (T)(LOW) ? ea * (xi - yi) : (T)0;                         \
         }                                                                                \
-        rp += (double)s0;                                                                \
-        rr += (double)s1;                                                                \
+        rp += n0 == n0 ? (double)s0 : NAN;                                               \
+        rr += n1 == n1 ? (double)s1 : NAN;                                               \
         dr += (double)s2;                                                                \
         dp += (double)s3;                                                                \
         tp += t0;                                                                        \
@@ -154,25 +193,29 @@ CEC_INLINE double cec_ld_logmix_f64(double c1, double c2, double e, double em1)
     res[4] = dr;                                                                         \
     res[5] = dp;
 
-#define CEC_LD_MOMENTS_FNS(T, SFX, EXPSUM)                                               \
+#define CEC_LD_MOMENTS_FNS(T, SFX, EXPU, LOW)                                            \
     CEC_INLINE void cec_ld_mkl_##SFX##_body(const T *x, const T *y, cec_intp n, T mx,    \
-                                            T my, T s, double *res)                      \
+                                            T my, T c, double *res)                      \
     {                                                                                    \
-        CEC_LD_MOMENTS_BODY(T, EXPSUM, 1, 0)                                             \
+        CEC_LD_MOMENTS_BODY(T, EXPU, LOW, 1, 0)                                          \
     }                                                                                    \
     CEC_INLINE void cec_ld_mrev_##SFX##_body(const T *x, const T *y, cec_intp n, T mx,   \
-                                             T my, T s, double *res)                     \
+                                             T my, T c, double *res)                     \
     {                                                                                    \
-        CEC_LD_MOMENTS_BODY(T, EXPSUM, 0, 1)                                             \
+        CEC_LD_MOMENTS_BODY(T, EXPU, LOW, 0, 1)                                          \
     }                                                                                    \
     CEC_INLINE void cec_ld_mlse_##SFX##_body(const T *x, const T *y, cec_intp n, T mx,   \
-                                             T my, T s, double *res)                     \
+                                             T my, T c, double *res)                     \
     {                                                                                    \
-        CEC_LD_MOMENTS_BODY(T, EXPSUM, 0, 0)                                             \
+        CEC_LD_MOMENTS_BODY(T, EXPU, LOW, 0, 0)                                          \
     }
 
-CEC_LD_MOMENTS_FNS(float, f32, cec_expsum_f32)
-CEC_LD_MOMENTS_FNS(double, f64, cec_expsum_f64)
+CEC_LD_MOMENTS_FNS(float, f32, cec_ld_exp2_f32, -125)
+CEC_LD_MOMENTS_FNS(double, f64, cec_ld_exp2_f64, -708)
+
+/* the factor of u in the moments: log2(e) s for float, s for double */
+#define CEC_LD_UNIT_f32 1.4426950408889634
+#define CEC_LD_UNIT_f64 1.0
 
 /*
  * The JSD terms of a whole row given its normalisers (lp, lr, c as above):
@@ -230,10 +273,13 @@ CEC_LD_MOMENTS_FNS(double, f64, cec_expsum_f64)
     CEC_INLINE void cec_ld_gkl_##SFX##_body(const T *x, const T *y, cec_intp n, T mx,    \
                                             T my, T s, T cp, T cr, T *g)                 \
     {                                                                                    \
+        T dc = cp - cr;                                                                  \
         _Pragma("omp simd")                                                              \
         for (cec_intp i = 0; i < n; i++) {                                               \
             T xi = x[i], yi = y[i];                                                      \
-            g[i] = cp * EXPSUM((xi - mx) * s) - cr * EXPSUM((yi - my) * s);              \
+            T ea = EXPSUM((xi - mx) * s), eb = EXPSUM((yi - my) * s);                    \
+            /* exactly 0 for identical rows, with or without FMA contraction */          \
+            g[i] = cp * (ea - eb) + dc * eb;                                             \
         }                                                                                \
     }                                                                                    \
     CEC_INLINE void cec_ld_grev_##SFX##_body(const T *x, const T *y, cec_intp n, T mx,   \
@@ -275,12 +321,12 @@ CEC_LD_JSD_FNS(double, f64, cec_expsum_f64, cec_exp_f64, cec_ld_expm1_f64, cec_l
 #endif
 
 #define CEC_LD_DISPATCH_ALL(T, SFX)                                                      \
-    CEC_LD_DISPATCH(mkl, SFX, (const T *x, const T *y, cec_intp n, T mx, T my, T s,      \
-                               double *res), (x, y, n, mx, my, s, res))                  \
-    CEC_LD_DISPATCH(mrev, SFX, (const T *x, const T *y, cec_intp n, T mx, T my, T s,     \
-                                double *res), (x, y, n, mx, my, s, res))                 \
-    CEC_LD_DISPATCH(mlse, SFX, (const T *x, const T *y, cec_intp n, T mx, T my, T s,     \
-                                double *res), (x, y, n, mx, my, s, res))                 \
+    CEC_LD_DISPATCH(mkl, SFX, (const T *x, const T *y, cec_intp n, T mx, T my, T c,      \
+                               double *res), (x, y, n, mx, my, c, res))                  \
+    CEC_LD_DISPATCH(mrev, SFX, (const T *x, const T *y, cec_intp n, T mx, T my, T c,     \
+                                double *res), (x, y, n, mx, my, c, res))                 \
+    CEC_LD_DISPATCH(mlse, SFX, (const T *x, const T *y, cec_intp n, T mx, T my, T c,     \
+                                double *res), (x, y, n, mx, my, c, res))                 \
     CEC_LD_DISPATCH(jsd, SFX, (const T *x, const T *y, cec_intp n, T mx, T my, T s,      \
                                T lp, T lr, T c, T beta, double *res),                    \
                     (x, y, n, mx, my, s, lp, lr, c, beta, res))                          \
@@ -308,6 +354,7 @@ CEC_LD_DISPATCH_ALL(double, f64)
         T mx = -INFINITY, my = -INFINITY;                                                \
         double rp = 0.0, tp = 0.0, rr = 0.0, tr = 0.0, dr = 0.0, dp = 0.0, res[6];       \
         double sd = (double)s;                                                           \
+        const T su = (T)(sd * CEC_LD_UNIT_##SFX);                                        \
         cec_intp atx = 0, aty = 0;                                                       \
         for (cec_intp c = 0; c < n; c += chunk) {                                        \
             cec_intp len = n - c < chunk ? n - c : chunk;                                \
@@ -335,10 +382,10 @@ CEC_LD_DISPATCH_ALL(double, f64)
             }                                                                            \
             /* a maximum of -inf so far: 0 stands in (all terms are then 0, or NaN) */   \
             T ex = mx == -INFINITY ? (T)0 : mx, ey = my == -INFINITY ? (T)0 : my;        \
-            if (mode == CEC_LD_KL) cec_ld_mkl_##SFX(x + c, y + c, len, ex, ey, s, res);  \
+            if (mode == CEC_LD_KL) cec_ld_mkl_##SFX(x + c, y + c, len, ex, ey, su, res); \
             else if (mode == CEC_LD_REV)                                                 \
-                cec_ld_mrev_##SFX(x + c, y + c, len, ex, ey, s, res);                    \
-            else cec_ld_mlse_##SFX(x + c, y + c, len, ex, ey, s, res);                   \
+                cec_ld_mrev_##SFX(x + c, y + c, len, ex, ey, su, res);                   \
+            else cec_ld_mlse_##SFX(x + c, y + c, len, ex, ey, su, res);                  \
             rp += res[0];                                                                \
             tp += res[1];                                                                \
             rr += res[2];                                                                \
