@@ -134,11 +134,20 @@ CEC_INLINE float cec_ld_exp2_f32(float u)
                                        + ((uint32_t)cec_bits_of_f32(t) << 23)));
 }
 
+/* 2^u for u <= 0, exactly 0 below -125 (probabilities of -inf logits are 0) */
+CEC_INLINE float cec_ld_exp2z_f32(float u)
+{
+    float e = cec_ld_exp2_f32(u);
+    return u > -125.0f ? e : 0.0f;
+}
+
 /* e^u for u <= 0 in double (cec_expsum_f64: 0 below -708.4; NaN propagates) */
 CEC_INLINE double cec_ld_exp2_f64(double u)
 {
     return cec_expsum_f64(u);
 }
+
+#define cec_ld_exp2z_f64 cec_ld_exp2_f64
 
 /*
  * Sums over a chunk of both rows relative to the maxima mx, my (finite, or 0
@@ -221,30 +230,31 @@ CEC_LD_MOMENTS_FNS(double, f64, cec_ld_exp2_f64, -708)
  * The JSD terms of a whole row given its normalisers (lp, lr, c as above):
  * res[0] = JSD, res[1] = KL(p || m).
  */
-#define CEC_LD_JSD_TERM(T, EXPSUM, EXP, EXPM1, LOGMIX)                                   \
+#define CEC_LD_JSD_TERM(T, EXPZ, EXPM1, LOGMIX, UNIT)                                   \
     T xi = x[i], yi = y[i];                                                              \
-    T p = EXPSUM((xi - mx) * s - lp), r = EXPSUM((yi - my) * s - lr);                    \
+    T p = EXPZ((xi - mx) * cu - lpu), r = EXPZ((yi - my) * cu - lru);                    \
     T d = (xi - yi) * s - c;                                                             \
     int neg = d <= 0;                                                                    \
     T z = neg ? d : -d;                                                                  \
-    T e = EXP(z);                                                                        \
+    T e = EXPZ(z * (T)(UNIT));                                                           \
     T lq = LOGMIX(neg ? beta : omb, neg ? omb : beta, e, EXPM1(z, e));                   \
     T l_p = neg ? lq - d : lq; /* log(m / p) */                                          \
     T l_r = neg ? lq : lq + d; /* log(m / r) */
 
-#define CEC_LD_JSD_FNS(T, SFX, EXPSUM, EXP, EXPM1, LOGMIX)                               \
+#define CEC_LD_JSD_FNS(T, SFX, EXPZ, EXPM1, LOGMIX, UNIT)                               \
     CEC_INLINE void cec_ld_jsd_##SFX##_body(const T *x, const T *y, cec_intp n, T mx,    \
                                             T my, T s, T lp, T lr, T c, T beta,          \
                                             double *res)                                 \
     {                                                                                    \
         T omb = (T)1 - beta;                                                             \
+        T cu = s * (T)(UNIT), lpu = lp * (T)(UNIT), lru = lr * (T)(UNIT);                \
         double jsd = 0.0, kpm = 0.0;                                                     \
         for (cec_intp c0 = 0; c0 < n; c0 += 256) {                                       \
             cec_intp end = n - c0 < 256 ? n : c0 + 256;                                  \
             T s0 = 0, s1 = 0;                                                            \
             _Pragma("omp simd reduction(+ : s0, s1)")                                    \
             for (cec_intp i = c0; i < end; i++) {                                        \
-                CEC_LD_JSD_TERM(T, EXPSUM, EXP, EXPM1, LOGMIX)                           \
+                CEC_LD_JSD_TERM(T, EXPZ, EXPM1, LOGMIX, UNIT)                           \
                 T tp = p != 0 ? p * l_p : (T)0;                                          \
                 s0 += (r != 0 ? beta * r * l_r : (T)0) + omb * tp;                       \
                 s1 += tp;                                                                \
@@ -262,9 +272,10 @@ CEC_LD_MOMENTS_FNS(double, f64, cec_ld_exp2_f64, -708)
     {                                                                                    \
         T omb = (T)1 - beta;                                                             \
         T k = k1 * omb;                                                                  \
+        T cu = s * (T)(UNIT), lpu = lp * (T)(UNIT), lru = lr * (T)(UNIT);                \
         _Pragma("omp simd")                                                              \
         for (cec_intp i = 0; i < n; i++) {                                               \
-            CEC_LD_JSD_TERM(T, EXPSUM, EXP, EXPM1, LOGMIX)                               \
+            CEC_LD_JSD_TERM(T, EXPZ, EXPM1, LOGMIX, UNIT)                               \
             (void)r;                                                                     \
             (void)l_r;                                                                   \
             g[i] = p != 0 ? k * p * ((0 - l_p) - klpm) : (T)0;                           \
@@ -273,11 +284,11 @@ CEC_LD_MOMENTS_FNS(double, f64, cec_ld_exp2_f64, -708)
     CEC_INLINE void cec_ld_gkl_##SFX##_body(const T *x, const T *y, cec_intp n, T mx,    \
                                             T my, T s, T cp, T cr, T *g)                 \
     {                                                                                    \
-        T dc = cp - cr;                                                                  \
+        T dc = cp - cr, cu = s * (T)(UNIT);                                              \
         _Pragma("omp simd")                                                              \
         for (cec_intp i = 0; i < n; i++) {                                               \
             T xi = x[i], yi = y[i];                                                      \
-            T ea = EXPSUM((xi - mx) * s), eb = EXPSUM((yi - my) * s);                    \
+            T ea = EXPZ((xi - mx) * cu), eb = EXPZ((yi - my) * cu);                      \
             /* exactly 0 for identical rows, with or without FMA contraction */          \
             g[i] = cp * (ea - eb) + dc * eb;                                             \
         }                                                                                \
@@ -285,17 +296,19 @@ CEC_LD_MOMENTS_FNS(double, f64, cec_ld_exp2_f64, -708)
     CEC_INLINE void cec_ld_grev_##SFX##_body(const T *x, const T *y, cec_intp n, T mx,   \
                                              T s, T lp, T c, T k1, T kl, T *g)           \
     {                                                                                    \
+        T cu = s * (T)(UNIT), lpu = lp * (T)(UNIT);                                      \
         _Pragma("omp simd")                                                              \
         for (cec_intp i = 0; i < n; i++) {                                               \
             T xi = x[i], yi = y[i];                                                      \
-            T p = EXPSUM((xi - mx) * s - lp);                                            \
+            T p = EXPZ((xi - mx) * cu - lpu);                                            \
             T d = (xi - yi) * s - c;                                                     \
             g[i] = p != 0 ? k1 * p * (d - kl) : (T)0;                                    \
         }                                                                                \
     }
 
-CEC_LD_JSD_FNS(float, f32, cec_expsum_f32, cec_exp_f32, cec_ld_expm1_f32, cec_ld_logmix_f32)
-CEC_LD_JSD_FNS(double, f64, cec_expsum_f64, cec_exp_f64, cec_ld_expm1_f64, cec_ld_logmix_f64)
+CEC_LD_JSD_FNS(float, f32, cec_ld_exp2z_f32, cec_ld_expm1_f32, cec_ld_logmix_f32,
+               1.4426950408889634)
+CEC_LD_JSD_FNS(double, f64, cec_ld_exp2z_f64, cec_ld_expm1_f64, cec_ld_logmix_f64, 1.0)
 
 /* One function per ISA around each always-inline body, and its dispatcher. */
 #define CEC_LD_VARIANT(NAME, SFX, ISA, PARAMS, ARGS)                                     \
