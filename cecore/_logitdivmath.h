@@ -45,7 +45,14 @@
 #ifndef CECORE_LOGITDIVMATH_H
 #define CECORE_LOGITDIVMATH_H
 
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function" /* the token row kernels not used here */
+#endif
 #include "_tokenmath.h"
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
 
 enum { CEC_LD_KL = 0, CEC_LD_REV = 1, CEC_LD_JSD = 2, CEC_LD_LSE = 3 };
 
