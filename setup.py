@@ -19,7 +19,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = ["_softmax_kernels", "_binary_kernels", "_divergence_kernels", "_token_kernels",
-           "_openmp"]
+           "_logit_divergence_kernels", "_openmp"]
 
 
 def _flag(name, default="1"):
@@ -68,7 +68,8 @@ extensions = [
         [f"cecore/{name}.pyx"],
         include_dirs=[np.get_include(), "cecore"],
         depends=glob.glob("cecore/_rowmath*.h") + ["cecore/_rowmath.pxd", "cecore/_rows.pxd",
-                                                   "cecore/_tokenmath.h"],
+                                                   "cecore/_tokenmath.h",
+                                                   "cecore/_logitdivmath.h"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
     for name in KERNELS

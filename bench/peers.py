@@ -794,6 +794,54 @@ LOGIT_DIVERGENCE = Impl("cecore.logit_divergence (forward)", "cecore", _cecore_l
 COMPARISON_PEERS = (LOGIT_DIVERGENCE, Impl("torch kl_div", "torch", _torch_kl_div))
 
 
+# ---------------------------------------------- model against model (KL divergence)
+
+
+def _cecore_kl(with_grad):
+    def prepare(inputs, n_threads):
+        import cecore
+
+        logits, ref = inputs
+        return lambda: cecore.logit_divergence(logits, ref, return_grad=with_grad,
+                                               n_threads=n_threads)
+
+    return prepare
+
+
+def _torch_kl(with_grad):
+    """F.kl_div(F.log_softmax(z), F.log_softmax(ref), log_target=True,
+    reduction="batchmean"), and its backward with z a fresh leaf per call."""
+
+    def prepare(inputs, n_threads):
+        import torch
+
+        F = torch.nn.functional
+        logits, ref = (as_tensor(a) for a in inputs)
+
+        def loss(z):
+            return F.kl_div(F.log_softmax(z, -1), F.log_softmax(ref, -1), log_target=True,
+                            reduction="batchmean")
+
+        if not with_grad:
+            return lambda: loss(logits)
+
+        def loss_and_grad():
+            z = logits.detach().requires_grad_()
+            value = loss(z)
+            value.backward()
+            return value, z.grad
+
+        return loss_and_grad
+
+    return prepare
+
+
+CECORE_KL = Impl("cecore", "cecore", _cecore_kl(False))
+KL_PEERS = (Impl("torch", "torch", _torch_kl(False)),)
+CECORE_KL_GRAD = Impl("cecore", "cecore", _cecore_kl(True))
+KL_GRAD_PEERS = (Impl("torch", "torch", _torch_kl(True)),)
+
+
 # ---------------------------------------------------------- read floor
 
 

@@ -44,6 +44,17 @@ def half_inputs(shape, dtype, rng):
     return logits.astype(wanted), target
 
 
+def model_pair_inputs(shape, dtype, rng):
+    """A model's logits 2 * N(0, 1) and a reference's: the same plus 0.3 * N(0, 1) (a
+    quantised or fine-tuned model's distance). No targets: the read floor is both inputs."""
+    logits = rng.standard_normal(shape, dtype=dtype)
+    logits *= 2
+    ref = rng.standard_normal(shape, dtype=dtype)
+    ref *= 0.3
+    ref += logits
+    return logits, ref
+
+
 def binary_inputs(shape, dtype, rng):
     """Logits 2 * N(0, 1) and uniform {0, 1} targets of the logits' dtype."""
     logits = rng.standard_normal(shape, dtype=dtype)
@@ -169,6 +180,16 @@ WORKLOADS = (
              (4_096, 32_000), "float32", class_index_inputs, peers.CECORE_TOKENS_TOPK,
              peers.TOKENS_TOPK_PEERS, speedups={peers.CE_NONE.label: 1 / 1.6,
                                                  "torch recipe": 10}),
+    # model against model (issue 14): forward <= 2.2x the read floor of both inputs,
+    # >= 10x PyTorch's log_softmax + kl_div, peak extra memory <= 1/50 of PyTorch's;
+    # forward + gradient >= 8x PyTorch's forward + backward
+    Workload("kl-fwd", "logit_divergence (KL(r || p), batchmean) vs F.kl_div of log_softmaxes",
+             (4_096, 32_000), "float32", model_pair_inputs, peers.CECORE_KL, peers.KL_PEERS,
+             speedups={"torch": 10}, floor_max=2.2, peak_memory=True,
+             memory_max={"torch": 1 / 50}),
+    Workload("kl-grad", "logit_divergence with its gradient vs torch forward + backward",
+             (4_096, 32_000), "float32", model_pair_inputs, peers.CECORE_KL_GRAD,
+             peers.KL_GRAD_PEERS, speedups={"torch": 8}, read_floor=False),
     Workload("threads", "thread scaling: --threads N vs 1 thread", (65_536, 1_000), "float32",
              class_index_inputs, peers.CECORE_CE, (peers.CECORE_CE_1_THREAD,),
              speedups={peers.CECORE_CE_1_THREAD.label: 1.8}, read_floor=False, min_threads=2),

@@ -10,6 +10,7 @@ from cecore._config import show_config
 from cecore._divergence import cross_entropy_pq, entropy, kl_divergence
 from cecore._evaluate import Evaluator
 from cecore._linear import linear_cross_entropy
+from cecore._logit_divergence import logit_divergence
 from cecore._losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -35,6 +36,7 @@ __all__ = [
     "kl_divergence",
     "linear_cross_entropy",
     "log_softmax",
+    "logit_divergence",
     "logsumexp",
     "nll_loss",
     "sequence_logprob",

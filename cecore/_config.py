@@ -3,7 +3,8 @@
 import os
 import sys
 
-from cecore import _binary_kernels, _openmp, _softmax_kernels, _token_kernels
+from cecore import (_binary_kernels, _logit_divergence_kernels, _openmp, _softmax_kernels,
+                    _token_kernels)
 from cecore._threads import default_n_threads
 from cecore._version import __version__
 
@@ -26,6 +27,7 @@ def init_dispatch():
     level = _softmax_kernels.dispatch_init(requested)
     _binary_kernels.dispatch_init(requested)
     _token_kernels.dispatch_init(requested)
+    _logit_divergence_kernels.dispatch_init(requested)
     return SIMD_LEVELS[level]
 
 

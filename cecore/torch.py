@@ -18,7 +18,7 @@ Examples
 
 import numpy as np
 
-from cecore import _losses, _softmax, _softmax_kernels
+from cecore import _logit_divergence, _losses, _softmax, _softmax_kernels
 from cecore._validation import _from_torch, is_bfloat16
 
 try:
@@ -28,7 +28,7 @@ except ImportError as error:
         'cecore.torch needs PyTorch; install it with: pip install "cecore[torch]"'
     ) from error
 
-__all__ = ["CrossEntropyLoss", "cross_entropy"]
+__all__ = ["CrossEntropyLoss", "KLDivLogitsLoss", "cross_entropy", "logit_divergence"]
 
 _FLOATS = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
 _FAST_FLOATS = (torch.float32, torch.float64)
@@ -325,6 +325,130 @@ def _target_grad(input, weight, options):
         grad.div_(input.numel() // input.shape[axis] if sw is None
                   else float(np.sum(np.asarray(sw, np.float64))))
     return grad.to(input.dtype)
+
+
+def logit_divergence(logits, ref_logits, *, kind="kl", axis=-1, temperature=1.0, beta=0.5,
+                     target=None, ignore_index=-100, shift=False, reduction="mean",
+                     n_threads=None):
+    r"""Divergence between ``softmax(logits / T)`` and ``softmax(ref_logits / T)``, differentiable.
+
+    :func:`cecore.logit_divergence` for CPU tensors (same arguments, formulas and
+    errors; see there): ``kind="kl"`` is ``KL(r || p)``, i.e.
+    ``F.kl_div(F.log_softmax(logits / T), F.log_softmax(ref_logits / T),
+    log_target=True)`` summed over the classes, ``"reverse_kl"`` is ``KL(p || r)`` and
+    ``"jsd"`` TRL's generalised JSD. When ``logits`` requires a gradient (and grad
+    mode is on), the gradient is computed in the same pass as the loss and saved for
+    the backward pass. ``ref_logits`` is a constant (a teacher's or the reference
+    model's output): it gets no gradient (None) even if it requires one; detach it
+    or compute its gradient with PyTorch if you need it. Once differentiable.
+
+    Tensors are read without a copy (bfloat16 included); the loss is returned in the
+    promoted dtype of the two inputs (for 16-bit inputs computed in float32 and
+    rounded once), the gradient in ``logits``' dtype.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from cecore.torch import logit_divergence
+    >>> student = torch.zeros(2, 4, requires_grad=True)
+    >>> teacher = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    >>> loss = logit_divergence(student, teacher)
+    >>> loss.backward()
+    >>> round(loss.item(), 5), student.grad.shape
+    (0.23401, torch.Size([2, 4]))
+    """
+    _check_tensor(logits, "logits", _FLOATS)
+    _check_tensor(ref_logits, "ref_logits", _FLOATS)
+    if target is not None:
+        _check_tensor(target, "target", _INTEGERS)
+    options = {"kind": kind, "axis": axis, "temperature": temperature, "beta": beta,
+               "ignore_index": ignore_index, "shift": shift, "reduction": reduction,
+               "n_threads": n_threads}
+    if torch.is_grad_enabled() and logits.requires_grad:
+        return _LogitDivergence.apply(logits, ref_logits, target, options)
+    return _divergence(logits, ref_logits, target, options, with_grad=False)[0]
+
+
+class KLDivLogitsLoss(torch.nn.Module):
+    """Module form of :func:`logit_divergence`: ``loss_fn(logits, ref_logits, target=None)``.
+
+    Parameters
+    ----------
+    kind : {"kl", "reverse_kl", "jsd"}, default "kl"
+    temperature : float > 0, default 1
+    beta : float in [0, 1], default 0.5 (``kind="jsd"``)
+    ignore_index : int, default -100
+    reduction : {"mean", "sum", "none"}, default "mean"
+    shift : bool, default False
+
+    Examples
+    --------
+    >>> import torch
+    >>> from cecore.torch import KLDivLogitsLoss
+    >>> loss_fn = KLDivLogitsLoss(kind="jsd", beta=0.5, temperature=2.0)
+    >>> round(loss_fn(torch.zeros(3, 5), torch.zeros(3, 5)).item(), 6)
+    0.0
+    """
+
+    def __init__(self, kind="kl", temperature=1.0, beta=0.5, ignore_index=-100,
+                 reduction="mean", shift=False):
+        super().__init__()
+        self.kind = kind
+        self.temperature = temperature
+        self.beta = beta
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+        self.shift = shift
+
+    def forward(self, logits, ref_logits, target=None):
+        return logit_divergence(logits, ref_logits, kind=self.kind,
+                                temperature=self.temperature, beta=self.beta, target=target,
+                                ignore_index=self.ignore_index, shift=self.shift,
+                                reduction=self.reduction)
+
+
+def _divergence(logits, ref_logits, target, options, with_grad):
+    """(loss, gradient or None) as tensors, computed by cecore."""
+    result = _logit_divergence.logit_divergence(
+        _numpy(logits, "logits"), _numpy(ref_logits, "ref_logits"),
+        target=_numpy(target, "target"), return_grad=with_grad, **options)
+    loss, grad = result if with_grad else (result, None)
+    dtype = torch.promote_types(logits.dtype, ref_logits.dtype)
+    loss = torch.from_numpy(np.asarray(loss)).to(dtype)
+    return loss, None if grad is None else _tensor(grad)
+
+
+class _LogitDivergence(torch.autograd.Function):
+    """logit_divergence with the gradient to logits computed in the forward pass."""
+
+    @staticmethod
+    def forward(ctx, logits, ref_logits, target, options):
+        loss, grad = _divergence(logits, ref_logits, target, options, with_grad=True)
+        ctx.options = options
+        ctx.shape = logits.shape
+        ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "cecore.torch.logit_divergence is once differentiable: its gradient cannot "
+                "be differentiated again (create_graph=True)")
+        (grad,) = ctx.saved_tensors
+        options = ctx.options
+        if options["reduction"] != "none":
+            return (grad if _is_one(grad_output) else grad * grad_output), None, None, None
+        # "none": grad_output has the positions' shape; the class axis is put back, and
+        # with shift the last position (which has no loss) gets a zero
+        go = grad_output
+        if options["shift"]:
+            go = torch.cat([go, go.new_zeros(go.shape[:-1] + (1,))], dim=-1)
+            go = go.unsqueeze(-1)
+        else:
+            axis = options["axis"] % len(ctx.shape)
+            go = go.unsqueeze(axis)
+        return grad * go.to(grad.dtype), None, None, None
 
 
 # ---------------------------------------------------------------- linear_cross_entropy

@@ -273,7 +273,7 @@ def test_public_api():
                 "binary_cross_entropy_with_logits", "cross_entropy", "cross_entropy_pq",
                 "entropy", "kl_divergence", "linear_cross_entropy", "log_softmax", "logsumexp",
                 "nll_loss", "show_config", "softmax", "TokenStats", "token_stats",
-                "sequence_logprob"}
+                "sequence_logprob", "logit_divergence"}
     assert set(cecore.__all__) == expected
     for name in expected:
         assert hasattr(cecore, name)
