@@ -378,7 +378,7 @@ def test_read_only_inputs_are_not_modified():
 
 def test_shapes_that_differ():
     c = cecore.Comparison()
-    with pytest.raises(ValueError, match=r"logits.*\(4, 5\).*ref_logits.*\(4, 6\)"):
+    with pytest.raises(ValueError, match=r"logits and ref_logits .*\(4, 5\) and \(4, 6\)"):
         c.update(np.zeros((4, 5)), np.zeros((4, 6)), np.zeros(4, int))
     with pytest.raises(ValueError, match="ref_logits"):
         c.update(np.zeros((4, 5)), np.zeros((3, 5)), np.zeros(4, int))
