@@ -99,6 +99,32 @@ for dtype in (BF16, F16):
     cecore.linear_cross_entropy(hidden, rng.standard_normal((40, 6)).astype(dtype),
                                 rng.integers(0, 40, 9), chunk_size=4)
 
+# newer kernels: training options, token statistics, model against model, linear gradients
+for dtype in (np.float32, np.float64, BF16, F16):
+    for n, k in ((37, 5), (20, 33), (3, 300), (2, 5003)):
+        x = (rng.standard_normal((n, k)) * 3).astype(dtype)
+        x[0, 0] = -np.inf
+        ref = (x.astype(np.float32) + rng.standard_normal((n, k)).astype(np.float32) * 0.1)
+        y = rng.integers(0, k, n)
+        y[-1] = -100
+        sw = rng.random(n)
+        cecore.cross_entropy(x, y, z_loss=1e-3, softcap=5.0, sample_weight=sw,
+                             return_grad=True, return_lse=True)
+        cecore.cross_entropy(x, rng.dirichlet(np.ones(k), n), softcap=3.0, return_grad=True)
+        cecore.token_stats(x, y, topk=min(k, 4), temperature=0.7)
+        cecore.sequence_logprob(x[np.newaxis], y[np.newaxis], shift=True)
+        for kind in ("kl", "reverse_kl", "jsd"):
+            cecore.logit_divergence(x, ref, kind=kind, beta=0.3, target=y, return_grad=True)
+        cmp = cecore.Comparison()
+        cmp.update(x, ref.astype(dtype), y)
+        cmp.result()
+    if dtype in (np.float32, np.float64):
+        hidden = rng.standard_normal((2, 9, 6)).astype(dtype)
+        cecore.linear_cross_entropy(hidden, rng.standard_normal((40, 6)).astype(dtype),
+                                    rng.integers(0, 40, (2, 9)), bias=rng.standard_normal(40),
+                                    z_loss=1e-3, softcap=4.0, shift=True, chunk_size=4,
+                                    return_grad=True)
+
 # raising after the kernel ran (bad targets, probs outside [0, 1], negative p)
 for call in (lambda: cecore.cross_entropy(np.zeros((4, 3)), np.array([0, 5, 1, 2])),
              lambda: cecore.nll_loss(np.zeros((4, 3)), np.array([0, 5, 1, 2])),
