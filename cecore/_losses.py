@@ -304,14 +304,8 @@ def cross_entropy(
             # validated up front: the gradient may overwrite the logits
             counted = _check_class_targets(t, t_flat, k, ignore_index)
             if reduction == "mean":
-                per_target = w[t_flat[counted]] if w.size else None
-                if sw is None:
-                    normaliser = (np.sum(per_target) if per_target is not None
-                                  else np.count_nonzero(counted))
-                else:
-                    normaliser = np.sum(sw_flat[counted] * per_target if per_target is not None
-                                        else sw_flat[counted])
-                scale = divide(1.0, normaliser)
+                scale = divide(1.0, _mean_normaliser(w, t_flat, counted, sw_flat if sw is not None
+                                                     else None))
         grad_rows, finish = _gradient_buffer(return_grad, out, rows, (t_flat,), logits_shape,
                                              axis, in_dtype)
         total, weight_sum, bad = run_kernel(
@@ -356,6 +350,16 @@ def cross_entropy(
     raise TypeError(
         f"target must hold integer class indices or floating probabilities, got {kind}"
     )
+
+
+def _mean_normaliser(w, targets, counted, sample_weight):
+    """What "mean" divides by for class-index targets: sum over the counted positions
+    of sample_weight * w[y] (either factor 1 when absent)."""
+    per_target = w[targets[counted]] if w.size else None
+    if sample_weight is None:
+        return np.sum(per_target) if per_target is not None else np.count_nonzero(counted)
+    return np.sum(sample_weight[counted] * per_target if per_target is not None
+                  else sample_weight[counted])
 
 
 def _check_class_targets(target, t_flat, n_classes, ignore_index, first_row=0):
@@ -507,14 +511,7 @@ def _shifted(kernel, x, target, axis, weight, ignore_index, reduction, n_threads
         raise ValueError("out is only used with return_grad=True")
     scale = 1.0
     if return_grad and reduction == "mean":
-        per_target = w[targets[counted]] if w.size else None
-        if sw is None:
-            normaliser = (np.sum(per_target) if per_target is not None
-                          else np.count_nonzero(counted))
-        else:
-            normaliser = np.sum(sw[counted] * per_target if per_target is not None
-                                else sw[counted])
-        scale = divide(1.0, normaliser)
+        scale = divide(1.0, _mean_normaliser(w, targets, counted, sw))
     total = weight_sum = 0.0
     for s in range(n_seq):
         t_s = targets[s]

@@ -133,6 +133,26 @@ cdef inline void _zero_row(logit_t *gr, Py_ssize_t k) noexcept nogil:
         store(gr, j, 0.0)
 
 
+cdef inline double _smoothing_and_z_loss(const logit_t *xr, Py_ssize_t k,
+                                         const double *weight, double weight_total,
+                                         double smoothing, double shift, double logsum,
+                                         double lse, double c, double inv_c,
+                                         double z_loss) noexcept nogil:
+    """The label-smoothing term eps sum_j w_j (lse - z_j) / k and z_loss lse^2 of a row
+    (z the logits, capped when c != 0), added to its loss by both target kinds."""
+    cdef double extra = 0.0
+    if smoothing != 0.0:
+        if c != 0.0:
+            extra = smoothing * (logsum * (weight_total / k)
+                                 - row_wsum_softcap(weight, xr, k, shift, 1.0 / k, c, inv_c))
+        else:
+            extra = smoothing * (logsum * (weight_total / k)
+                                 - row_wsum(weight, xr, k, shift, 1.0 / k))
+    if z_loss != 0.0:
+        extra = extra + z_loss * lse * lse
+    return extra
+
+
 cdef void _ce_index_rows_opts(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
                               const target_t *target, const double *weight,
                               double weight_total, Py_ssize_t ignore_index, double smoothing,
@@ -185,17 +205,8 @@ cdef void _ce_index_rows_opts(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
         if c != 0.0:
             xy = softcap_of(xr, xy, c, inv_c)
         loss = (1.0 - smoothing) * wy * (logsum + (shift - xy))
-        if smoothing != 0.0:
-            if c != 0.0:
-                loss = loss + smoothing * (logsum * (weight_total / k)
-                                           - row_wsum_softcap(weight, xr, k, shift, 1.0 / k,
-                                                              c, inv_c))
-            else:
-                loss = loss + smoothing * (logsum * (weight_total / k)
-                                           - row_wsum(weight, xr, k, shift, 1.0 / k))
-        if o.z_loss != 0.0:
-            loss = loss + o.z_loss * lse * lse
-        loss = sw * loss
+        loss = sw * (loss + _smoothing_and_z_loss(xr, k, weight, weight_total, smoothing,
+                                                  shift, logsum, lse, c, inv_c, o.z_loss))
         if loss_out != NULL:
             _store_loss(x, loss_out, r, loss)
         total = total + loss
@@ -531,17 +542,8 @@ cdef void _ce_prob_rows_opts(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
         else:
             tx = row_tdot(tr, weight, xr, k, shift, &tw)
         loss = (1.0 - smoothing) * (logsum * tw - tx)
-        if smoothing != 0.0:
-            if c != 0.0:
-                loss = loss + smoothing * (logsum * (weight_total / k)
-                                           - row_wsum_softcap(weight, xr, k, shift, 1.0 / k,
-                                                              c, inv_c))
-            else:
-                loss = loss + smoothing * (logsum * (weight_total / k)
-                                           - row_wsum(weight, xr, k, shift, 1.0 / k))
-        if o.z_loss != 0.0:
-            loss = loss + o.z_loss * lse * lse
-        loss = sw * loss
+        loss = sw * (loss + _smoothing_and_z_loss(xr, k, weight, weight_total, smoothing,
+                                                  shift, logsum, lse, c, inv_c, o.z_loss))
         if grad != NULL:
             sc = scale * sw
             a = sc * ((1.0 - smoothing) * tw + smoothing * weight_total / k
