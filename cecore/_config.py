@@ -3,8 +3,13 @@
 import os
 import sys
 
-from cecore import (_binary_kernels, _logit_divergence_kernels, _openmp, _softmax_kernels,
-                    _token_kernels)
+from cecore import (
+    _binary_kernels,
+    _logit_divergence_kernels,
+    _openmp,
+    _softmax_kernels,
+    _token_kernels,
+)
 from cecore._threads import default_n_threads
 from cecore._version import __version__
 

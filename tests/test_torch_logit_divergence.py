@@ -78,7 +78,7 @@ def test_gradcheck(kind, beta):
     z, r = make((2, 3), 6)
     t = torch.tensor([[1, -100, 2], [0, 5, 3]])
     for reduction in ("mean", "none"):
-        def f(x):
+        def f(x, reduction=reduction):
             return ct.logit_divergence(x, r, kind=kind, beta=beta, temperature=1.3, target=t,
                                        reduction=reduction)
         assert torch.autograd.gradcheck(f, (z.clone().requires_grad_(),), eps=1e-6,
