@@ -291,6 +291,21 @@ def test_float32_gradients_and_dtypes(rng):
     assert half.dtype == np.float16
 
 
+@pytest.mark.parametrize("chunk_size", [None, 7, 64])
+def test_float16_hidden_gradients(rng, chunk_size):
+    """16-bit rows: converted a chunk at a time, the weight gradient's product added
+    through the float32 chunk of hidden gradient rows (not grad_hidden itself)."""
+    hidden, weight, bias, target = make_inputs(rng)
+    half = hidden.astype(np.float16)
+    loss, gh, gw, gb = cecore.linear_cross_entropy(half, weight, target, bias=bias,
+                                                   return_grad=True, chunk_size=chunk_size)
+    assert (gh.dtype, gw.dtype, gb.dtype) == (np.float16, np.float32, np.float32)
+    want = reference_gradients(half, weight, bias, target)
+    np.testing.assert_allclose(gh, want[0], rtol=2e-3, atol=1e-5)
+    for got, ref in zip((gw, gb), want[1:]):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
+
+
 def test_probability_targets(rng):
     hidden, weight, bias, _ = make_inputs(rng, batch_shape=(3, 20), dtype=np.float64)
     probs = rng.random((3, 20, weight.shape[0]))
