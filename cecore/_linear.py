@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from cecore import _softmax_kernels
+from cecore import _blas, _softmax_kernels
 from cecore._losses import _reduce, _result_dtype
 from cecore._threads import resolve_n_threads, run_kernel
 from cecore._validation import (
@@ -55,8 +55,6 @@ def memory_budget(n, n_classes, itemsize):
 # Bytes of the default budget kept for small change (the bias gradient's partial sum
 # is V itemsize more; Python objects, target slices).
 SMALL_CHANGE = 64 << 10
-# Most classes of the weight gradient added per slice (NumPy path)
-WEIGHT_SLICE_ROWS = 1 << 30
 
 
 def default_chunk_rows(n, n_classes, itemsize, row_extra=0):
@@ -296,12 +294,15 @@ class _NumpyProjection:
 
     def _add_weight_product(self, dz, h, scratch):
         """grad_weight += dz.T @ h: the first chunk's product is written in place,
-        the others' go through ``scratch`` a slice of classes at a time."""
+        the others' are added by NumPy's BLAS (cecore._blas) or, without it, go
+        through ``scratch`` a slice of classes at a time."""
         if self.first_product:
             np.matmul(dz.T, h, out=self.grad_weight)
             self.first_product = False
             return
-        v, step = self.grad_weight.shape[0], min(scratch.shape[0], WEIGHT_SLICE_ROWS)
+        if _blas.gemm_add(self.grad_weight, dz.T, h):  # BLAS beta = 1, when available
+            return
+        v, step = self.grad_weight.shape[0], scratch.shape[0]
         for v0 in range(0, v, step):
             v1 = min(v, v0 + step)
             part = scratch[:v1 - v0]
