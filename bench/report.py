@@ -141,7 +141,9 @@ def evaluate_targets(results):
             rows.append(_judge(result, target, result.get(label), result.cecore,
                                lambda ratio, minimum=minimum: ratio >= minimum))
         for label, maximum in workload.memory_max.items():
-            rows.append(_judge_memory(result, f"peak memory ≤ {maximum:g}x {label}'s",
+            what = ("peak memory beyond the outputs" if workload.memory_beyond_outputs
+                    else "peak memory")
+            rows.append(_judge_memory(result, f"{what} ≤ {maximum:g}x {label}'s",
                                       result.get(label), maximum))
         if workload.floor_max is not None:
             rows.append(_judge(result, f"≤ {workload.floor_max:g}x the read floor",
@@ -166,31 +168,58 @@ def _judge(result, target, numerator, denominator, passes):
     return result.workload.name, target, measured, status
 
 
+def beyond_outputs(m):
+    """Peak memory of a measurement minus the bytes of the arrays it returned, or None."""
+    if not m.peak_bytes or m.output_bytes is None:
+        return None
+    return max(m.peak_bytes - m.output_bytes, 0)
+
+
 def _judge_memory(result, target, peer, maximum):
-    """A targets row judging peak memory(cecore) / peak memory(peer) <= maximum."""
+    """A targets row judging peak memory(cecore) / peak memory(peer) <= maximum (beyond
+    the returned arrays with the workload's memory_beyond_outputs, the raw ratio next
+    to it)."""
     cecore = result.cecore
     if result.skipped:
         return result.workload.name, target, "", f"n/a ({result.skipped})"
     if cecore is None or peer is None or not cecore.peak_bytes or not peer.peak_bytes:
         return result.workload.name, target, "", "n/a"
-    ratio = cecore.peak_bytes / peer.peak_bytes
-    measured = (f"{ratio:.3f}x ({megabytes_text(cecore.peak_bytes)} / "
+    raw = cecore.peak_bytes / peer.peak_bytes
+    raw_text = (f"{raw:.3f}x ({megabytes_text(cecore.peak_bytes)} / "
                 f"{megabytes_text(peer.peak_bytes)})")
+    if not result.workload.memory_beyond_outputs:
+        return result.workload.name, target, raw_text, "PASS" if raw <= maximum else "MISS"
+    mine, theirs = beyond_outputs(cecore), beyond_outputs(peer)
+    if mine is None or not theirs:
+        return result.workload.name, target, f"raw {raw_text}", "n/a"
+    ratio = mine / theirs
+    measured = (f"{ratio:.3f}x ({megabytes_text(mine)} / {megabytes_text(theirs)}); "
+                f"raw {raw_text}")
     return result.workload.name, target, measured, "PASS" if ratio <= maximum else "MISS"
 
 
 def memory_table(results):
-    """Peak memory of the workloads that measured it, or "" if none did."""
-    rows = [(r.workload.name if m is r.measurements[0] else "", m.label,
-             megabytes_text(m.peak_bytes) if m.ok else m.status,
-             ratio_text(m.peak_bytes / r.cecore.peak_bytes)
-             if m.peak_bytes and r.cecore.peak_bytes else "n/a")
-            for r in results if r.workload.peak_memory and not r.skipped
-            for m in r.measurements]
+    """Peak memory of the workloads that measured it, or "" if none did; a column of
+    the peak beyond the returned arrays when a workload's targets use it."""
+    measured = [r for r in results if r.workload.peak_memory and not r.skipped]
+    beyond = any(r.workload.memory_beyond_outputs for r in measured)
+    rows = []
+    for r in measured:
+        for m in r.measurements:
+            row = [r.workload.name if m is r.measurements[0] else "", m.label,
+                   megabytes_text(m.peak_bytes) if m.ok else m.status,
+                   ratio_text(m.peak_bytes / r.cecore.peak_bytes)
+                   if m.peak_bytes and r.cecore.peak_bytes else "n/a"]
+            if beyond:
+                extra = beyond_outputs(m) if r.workload.memory_beyond_outputs else None
+                row.append(megabytes_text(extra) if extra is not None else "")
+            rows.append(tuple(row))
     if not rows:
         return ""
-    return markdown_table(("workload", "implementation", "peak memory added by a call",
-                           "/ cecore"), rows)
+    headers = ["workload", "implementation", "peak memory added by a call", "/ cecore"]
+    if beyond:
+        headers.append("beyond the returned arrays")
+    return markdown_table(tuple(headers), rows)
 
 
 def mismatch_warning(results):

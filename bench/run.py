@@ -43,7 +43,8 @@ Methodology
   compete for cores), set-up, one warm-up call (excluded; it also compiles
   JAX), then its samples back to back, then its buffers are freed. The
   warm-up's result is checked against cecore's: a relative difference above
-  1e-4 is flagged MISMATCH in the table, on stderr and in the targets.
+  1e-4 is flagged MISMATCH in the table, on stderr and in the targets
+  (a floor computing other values, linear-grad's three matmuls, is not checked).
 - A sample is one call, or ``calls`` calls for per-call-overhead workloads.
   Reported time is the median sample per call: of 15 samples, or 7 when the
   first sample takes over 0.1 s (3 with --quick). The garbage collector is off
@@ -63,7 +64,14 @@ Methodology
   BLAS, PyTorch), not only Python's. Free heap memory is first returned to
   the system (glibc malloc_trim), so that reused memory shows too. A
   library's own cache (PyTorch's allocator keeps none on the CPU) would
-  not; "n/a" where /proc is missing.
+  not; "n/a" where /proc is missing. The result of the call is dropped
+  after it, and implementations do not keep earlier results alive (PyTorch's
+  peers take the gradients off their leaf tensors before returning them), so
+  every call allocates its outputs afresh. Workloads whose implementations all
+  must return large outputs (linear-grad: the gradients of hidden and weight)
+  set ``memory_beyond_outputs``: their memory targets compare the peak extra
+  memory beyond the returned arrays, peak minus the bytes of the arrays the
+  call returns, on both sides; the table reports both figures.
 - ``--quick`` divides the number of rows by 16, the per-call repeats by 10 and
   takes 3 samples: for checking that the harness works, not for numbers.
 """
@@ -113,6 +121,7 @@ class Measurement:
     cores: float = None  # process CPU time / wall time while sampling
     rel_error: float = None  # against cecore's result; None for cecore and floors
     peak_bytes: int = None  # peak resident memory added by one call, if measured
+    output_bytes: int = None  # bytes of the arrays one call returns (with peak_bytes)
     tolerance: float = TOLERANCE  # the workload's (see Workload.tolerance)
 
     @property
@@ -171,6 +180,15 @@ def _release_free_heap():
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def result_bytes(value):
+    """Bytes of the NumPy arrays and tensors in a call's result (tuples too)."""
+    if isinstance(value, (tuple, list)):
+        return sum(result_bytes(v) for v in value)
+    if hasattr(value, "element_size") and hasattr(value, "numel"):  # torch.Tensor
+        return value.element_size() * value.numel()
+    return getattr(value, "nbytes", 0)
 
 
 def peak_memory(function):
@@ -242,7 +260,10 @@ def measure_impl(impl, label, inputs, n_threads, calls, repeats, available, peak
     time.sleep(SETTLE_SECONDS)
     try:
         function = impl.prepare(inputs, n_threads)
-        value = to_host(function())  # the warm-up call, excluded from timing
+        result = function()  # the warm-up call, excluded from timing
+        output_bytes = result_bytes(result)
+        value = to_host(result)
+        result = None
         seconds, cores = measure(function, calls, repeats)
         gc.collect()
         peak_bytes = peak_memory(function) if peak else None
@@ -252,7 +273,8 @@ def measure_impl(impl, label, inputs, n_threads, calls, repeats, available, peak
     finally:
         function = None  # frees JAX device copies and the like before clean-up
         _release_memory(impl.backend)
-    return Measurement(label, seconds=seconds, cores=cores, peak_bytes=peak_bytes), value
+    return Measurement(label, seconds=seconds, cores=cores, peak_bytes=peak_bytes,
+                       output_bytes=output_bytes if peak else None), value
 
 
 def _release_memory(backend):
@@ -280,11 +302,11 @@ def run_workload(workload, n_threads, repeats, available):
     if reference is None:
         raise SystemExit(f"cecore failed on {workload.name}: {cecore.status}")
     result.measurements.append(cecore)
-    _log_measurement(cecore)
+    _log_measurement(cecore, workload)
     for impl in workload.peers:
         peer, value = measure_on_inputs(impl, impl.label)
         peer.tolerance = workload.tolerance
-        if value is not None:
+        if value is not None and impl.checked:
             peer.rel_error = relative_error(value, reference)
         result.measurements.append(peer)
         _log_measurement(peer, workload)
@@ -300,6 +322,8 @@ def run_workload(workload, n_threads, repeats, available):
 
 def _log_measurement(m, workload=None):
     memory = f"  peak +{report.megabytes_text(m.peak_bytes)}" if m.peak_bytes is not None else ""
+    if memory and workload is not None and workload.memory_beyond_outputs:
+        memory += f" ({report.megabytes_text(report.beyond_outputs(m))} beyond its outputs)"
     _log(f"  {m.label:<36} {report.time_text(m.seconds) if m.ok else m.status}{memory}")
     if m.mismatch:
         _log(f"  !!! MISMATCH: {m.label} disagrees with cecore on {workload.name}: "

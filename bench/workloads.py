@@ -9,7 +9,10 @@ Targets: ``speedups`` maps a peer's label to the minimum time(peer) /
 time(cecore) (below 1: the fraction of the peer's throughput cecore must
 reach); ``floor_max`` is the maximum time(cecore) / time(read floor);
 ``memory_max`` maps a peer's label to the maximum peak memory(cecore) /
-peak memory(peer), measured when ``peak_memory`` is set.
+peak memory(peer), measured when ``peak_memory`` is set; with
+``memory_beyond_outputs`` the ratio is of the peaks minus the bytes of the arrays
+each call returns (outputs every implementation must allocate, such as
+gradients), and the raw ratio is reported next to it.
 
 For example, the loss-and-gradient workload "cls-grad" below is an ``Impl``
 per library in peers.py (``CECORE_CE_GRAD`` and ``CE_GRAD_PEERS``, whose
@@ -92,6 +95,8 @@ class Workload:
     min_threads: int = 1  # skipped when --threads is lower
     peak_memory: bool = False  # also measure each implementation's peak memory
     memory_max: dict = field(default_factory=dict)
+    # memory targets on the peak extra memory beyond the returned arrays (see above)
+    memory_beyond_outputs: bool = False
     # relative difference allowed between a peer's result and cecore's: 16-bit peers
     # (PyTorch, JAX) round their loss and gradient to 16 bits
     tolerance: float = 1e-4
@@ -234,12 +239,15 @@ WORKLOADS = (
              speedups={peers.LINEAR_PEERS[0].label: 1, peers.LINEAR_PEERS[1].label: 1 / 0.8},
              memory_max={peers.LINEAR_PEERS[0].label: 0.25, peers.LINEAR_PEERS[1].label: 0.25}),
     # issue 15: forward + backward (loss, grad of hidden and weight) in the chunk loop, against
-    # PyTorch's forward + backward and the three products alone (the BLAS floor)
+    # PyTorch's forward + backward and the three products alone (the BLAS floor). Both sides
+    # return the gradients (N D + V D floats: 147 MB, more than 1/8 of PyTorch's whole peak),
+    # so the memory target is on the peak beyond them (memory_beyond_outputs).
     Workload("linear-grad", "linear layer + cross-entropy, forward + backward, D = 1,024",
              (4_096, 32_000), "float32", functools.partial(peers.linear_inputs, d=1_024),
              peers.CECORE_LINEAR_GRAD, peers.LINEAR_GRAD_PEERS, read_floor=False,
              peak_memory=True,
              speedups={peers.LINEAR_GRAD_PEERS[0].label: 1 / 1.15,
                        peers.LINEAR_GRAD_PEERS[2].label: 1 / 0.8},
-             memory_max={peers.LINEAR_GRAD_PEERS[2].label: 1 / 8}),
+             memory_max={peers.LINEAR_GRAD_PEERS[2].label: 1 / 8},
+             memory_beyond_outputs=True),
 )

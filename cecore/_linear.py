@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from cecore import _softmax_kernels
+from cecore import _blas, _softmax_kernels
 from cecore._losses import _check_softcap, _check_z_loss, _reduce, _result_dtype
 from cecore._threads import resolve_n_threads, run_kernel
 from cecore._validation import (
@@ -51,22 +51,31 @@ def memory_budget(n, n_classes, itemsize):
     return min(CHUNK_BYTES, n * n_classes * itemsize // MEMORY_FRACTION)
 
 
-def default_chunk_rows(n, n_classes, itemsize):
-    """Rows per chunk with ``chunk_size=None``: the logits buffer takes 3/4 of
-    :func:`memory_budget` (the weight-gradient accumulator 1/8, small change the
-    rest), rounded so that every chunk has about the same number of rows."""
+# Bytes of the default budget kept for small change (the bias gradient's partial sum
+# is V itemsize more; Python objects, target slices).
+SMALL_CHANGE = 64 << 10
+
+
+def default_chunk_rows(n, n_classes, itemsize, row_extra=0):
+    """Rows per chunk with ``chunk_size=None``: the logits buffer takes all of
+    :func:`memory_budget` but the small change (``V itemsize + SMALL_CHANGE``),
+    ``row_extra`` more bytes per row (scratch rows of width D, when they are
+    needed), rounded so that every chunk has about the same number of rows.
+
+    The weight gradient needs no buffer of its own: each chunk's product is added
+    a slice of classes at a time through the rows of ``grad_hidden`` that are not
+    yet written (see ``_NumpyProjection``). Few rows per chunk cost time: the
+    product ``G W`` (inner dimension V) has little work per block of V for the
+    BLAS's threads to share, so the chunk is as large as the budget allows."""
     if n == 0:
         return 1
-    most = max(1, memory_budget(n, n_classes, itemsize) * 3 // 4 // (n_classes * itemsize))
+    row_bytes = n_classes * itemsize + row_extra
+    room = memory_budget(n, n_classes, itemsize) - n_classes * itemsize - SMALL_CHANGE
+    if n * n_classes < SMALL_LOGITS:  # one chunk, if it fits in CHUNK_BYTES
+        room = max(room, min(n * row_bytes, CHUNK_BYTES - n_classes * itemsize - SMALL_CHANGE))
+    most = max(1, room // row_bytes)
     n_chunks = -(-n // most)
     return -(-n // n_chunks)
-
-
-def _accumulator_rows(n_classes, n_features, itemsize, budget):
-    """Rows of weight gradient added at a time (a buffer of 1/8 of the budget)."""
-    if n_features == 0:
-        return n_classes
-    return max(1, min(n_classes, budget // 8 // (n_features * itemsize)))
 
 
 def _grad_dtype(given, dtype):
@@ -209,10 +218,17 @@ def _count_targets(flat, n_classes, ignore_index, weight):
 class _NumpyProjection:
     """``rows @ weight.T + bias`` a chunk of rows at a time into one buffer (NumPy's
     BLAS), and the backward products of each chunk's logit gradients ``dz``:
-    ``grad_hidden[chunk] = dz @ weight``, ``grad_weight += dz.T @ rows[chunk]``,
-    ``grad_bias += sum(dz)``."""
+    ``grad_weight += dz.T @ rows[chunk]``, ``grad_hidden[chunk] = dz @ weight``,
+    ``grad_bias += sum(dz)``.
 
-    def __init__(self, rows, w, bias, dtype, chunk, wanted, grad_dtypes, budget):
+    NumPy's matmul cannot add to its output, so the weight gradient's product goes
+    a slice of classes at a time through scratch rows of width D and is added from
+    there. The scratch is ``grad_hidden[first:]``: the rows of this chunk and the
+    later ones, not written yet (the weight product comes first, then the chunk's
+    hidden gradient overwrites its rows), so it costs no memory; 16-bit hidden
+    states use the float32 chunk of hidden gradient rows instead."""
+
+    def __init__(self, rows, w, bias, dtype, chunk, wanted, grad_dtypes):
         n, d = rows.shape
         v = w.shape[0]
         self.rows, self.w, self.bias, self.dtype = rows, w, bias, dtype
@@ -222,14 +238,13 @@ class _NumpyProjection:
         self.grad_dtypes = grad_dtypes
         self.h_chunk = None
         self.grad_hidden = self.grad_weight = self.grad_bias = None
+        self.hidden_buffer = None
         if self.want_h:
             self.grad_hidden = np.zeros((n, d), grad_dtypes[0])
-            if grad_dtypes[0] != dtype:
-                self.hidden_buffer = np.empty((self.buffer.shape[0], d), dtype)
+        if self.want_h and grad_dtypes[0] != dtype or self.want_w and not self.want_h:
+            self.hidden_buffer = np.empty((self.buffer.shape[0], d), dtype)
         if self.want_w:
             self.grad_weight = np.zeros((v, d), dtype)
-            self.accumulator = np.empty((_accumulator_rows(v, d, dtype.itemsize, budget), d),
-                                        dtype)
             self.first_product = True
         if self.want_b and bias is not None:
             self.grad_bias = np.zeros(v, np.float64)
@@ -247,30 +262,35 @@ class _NumpyProjection:
 
     def backward(self, first, last, dz):
         with np.errstate(over="ignore", invalid="ignore"):
+            if self.want_w:  # first: it uses grad_hidden[first:] as scratch
+                scratch = self.hidden_buffer if self.hidden_buffer is not None \
+                    else self.grad_hidden[first:]
+                self._add_weight_product(dz, self.h_chunk, scratch)
             if self.want_h:
-                if self.grad_dtypes[0] == self.dtype:
+                if self.hidden_buffer is None:
                     np.matmul(dz, self.w, out=self.grad_hidden[first:last])
                 else:
                     part = self.hidden_buffer[:last - first]
                     np.matmul(dz, self.w, out=part)
                     self.grad_hidden[first:last] = part
-            if self.want_w:
-                self._add_weight_product(dz, self.h_chunk)
             if self.grad_bias is not None:
                 np.matmul(self.ones[:last - first], dz, out=self.bias_sum)
                 self.grad_bias += self.bias_sum
 
-    def _add_weight_product(self, dz, h):
-        """grad_weight += dz.T @ h, in slices of classes (NumPy's matmul cannot add
-        to its output, so each slice goes through a small buffer)."""
+    def _add_weight_product(self, dz, h, scratch):
+        """grad_weight += dz.T @ h: the first chunk's product is written in place,
+        the others' are added by NumPy's BLAS (cecore._blas) or, without it, go
+        through ``scratch`` a slice of classes at a time."""
         if self.first_product:
             np.matmul(dz.T, h, out=self.grad_weight)
             self.first_product = False
             return
-        v, step = self.grad_weight.shape[0], self.accumulator.shape[0]
+        if _blas.gemm_add(self.grad_weight, dz.T, h):  # BLAS beta = 1, when available
+            return
+        v, step = self.grad_weight.shape[0], scratch.shape[0]
         for v0 in range(0, v, step):
             v1 = min(v, v0 + step)
-            part = self.accumulator[:v1 - v0]
+            part = scratch[:v1 - v0]
             np.matmul(dz[:, v0:v1].T, h, out=part)
             self.grad_weight[v0:v1] += part
 
@@ -303,9 +323,9 @@ def _chunk_loop(projection, targets, n, chunk, scale, with_grad, per_row, n_thre
     return total, weight_sum
 
 
-def _check_chunk_size(chunk_size, n, n_classes, itemsize):
+def _check_chunk_size(chunk_size, n, n_classes, itemsize, row_extra=0):
     if chunk_size is None:
-        return default_chunk_rows(n, n_classes, itemsize)
+        return default_chunk_rows(n, n_classes, itemsize, row_extra)
     if check_int(chunk_size, "chunk_size") < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     return max(1, min(int(chunk_size), n))
@@ -346,11 +366,16 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     inputs and the returned arrays) is at most ``min(64 MB, N V itemsize / 8)``
     when ``N V >= 2**24`` — 1/8 of what the logits would take, and never more
     than 64 MB (smaller shapes take one chunk of all the logits, at most 64 MB:
-    there chunking would only cost time): the logits
-    buffer takes 3/4 of that bound (``chunk_size = 0.75 bound / (V itemsize)``
-    rows, evened out over the chunks), the weight gradient's accumulator 1/8.
-    (16-bit hidden states add one chunk of rows converted to float32, and
-    targets other than contiguous int32/int64 a converted copy.)
+    there chunking would only cost time). The logits buffer takes all of that
+    bound but ``V itemsize`` + 64 kB (``chunk_size`` rows, evened out over the
+    chunks): the weight gradient needs no buffer of its own, its product is added
+    a slice of classes at a time through the rows of ``grad_hidden`` not written
+    yet. Large chunks matter for speed: the product :math:`G W` has inner
+    dimension V, and with few rows the BLAS's threads have little work between
+    their synchronisations. Hidden states of another dtype than the computation's
+    (16-bit ones: float32) take two more chunks of rows of width D from the same
+    bound (the converted rows and their gradient); targets other than contiguous
+    int32/int64 add a converted copy.
 
     Parameters
     ----------
@@ -469,7 +494,11 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     # not reshape(-1, D): NumPy cannot infer the row count when D = 0
     n = math.prod(h.shape[:-1])
     rows = h.reshape(n, h.shape[-1])
-    chunk = _check_chunk_size(chunk_size, n, n_classes, dtype.itemsize)
+    # rows of another dtype are converted a chunk at a time; 16-bit ones also get
+    # their hidden gradient a chunk at a time in the compute dtype (_NumpyProjection)
+    converted = rows.dtype != dtype
+    row_extra = (converted + (converted and return_grad)) * h.shape[-1] * dtype.itemsize
+    chunk = _check_chunk_size(chunk_size, n, n_classes, dtype.itemsize, row_extra)
     if n_threads is None:
         n_threads = 1  # the BLAS's threads hold the other cores (see the docstring)
     resolve_n_threads(n_threads, chunk * n_classes)  # validated before the first product
@@ -480,8 +509,7 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     grad_dtypes = (_grad_dtype(h_given, dtype), _grad_dtype(w_given, dtype),
                    _grad_dtype(b_given, dtype) if b_given is not None else None)
     projection = _NumpyProjection(rows, w.astype(dtype, copy=False), bias, dtype, chunk,
-                                 (return_grad,) * 3, grad_dtypes,
-                                 memory_budget(n, n_classes, dtype.itemsize))
+                                 (return_grad,) * 3, grad_dtypes)
     result_dtype = _result_dtype(projection.buffer)
     per_row = np.empty(n if reduction == "none" else 0, result_dtype)
     total, weight_sum = _chunk_loop(projection, targets, n, chunk, scale, return_grad,

@@ -6,9 +6,10 @@ import numpy.typing as npt
 CHUNK_BYTES: int
 MEMORY_FRACTION: int
 SMALL_LOGITS: int
+SMALL_CHANGE: int
 
 def memory_budget(n: int, n_classes: int, itemsize: int) -> int: ...
-def default_chunk_rows(n: int, n_classes: int, itemsize: int) -> int: ...
+def default_chunk_rows(n: int, n_classes: int, itemsize: int, row_extra: int = 0) -> int: ...
 @overload
 def linear_cross_entropy(
     hidden: npt.ArrayLike, weight: npt.ArrayLike, target: npt.ArrayLike, *,

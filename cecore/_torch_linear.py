@@ -183,8 +183,13 @@ class _Plan:
             shift=False, ignore_index_given=False)
         itemsize = input.element_size()
         compute_itemsize = 8 if input.dtype == torch.float64 else 4
-        self.chunk = _linear._check_chunk_size(s["chunk_size"], self.n, n_classes, itemsize)
-        self.budget = _linear.memory_budget(self.n, n_classes, itemsize)
+        # scratch rows of width D: 16-bit weight gradients without an input gradient
+        # (TorchProjection), and the scaled input rows of "none"'s backward pass
+        d = input.shape[-1]
+        row_extra = d * itemsize * ((input.dtype not in (torch.float32, torch.float64))
+                                    + (self.reduction == "none"))
+        self.chunk = _linear._check_chunk_size(s["chunk_size"], self.n, n_classes, itemsize,
+                                               row_extra)
         self.n_threads = 1 if s["n_threads"] is None else s["n_threads"]
         _linear.resolve_n_threads(self.n_threads, self.chunk * n_classes)
         self.result_dtype = np.dtype(np.float64 if compute_itemsize == 8 else np.float32)
@@ -198,8 +203,7 @@ class _Plan:
             w = linear_weight.detach()
             b = None if linear_bias is None else linear_bias.detach()
             with_grad = any(wanted)
-            projection = TorchProjection(rows, w, b, self.chunk, wanted, self.budget,
-                                         row_scale)
+            projection = TorchProjection(rows, w, b, self.chunk, wanted, row_scale)
             scale = 1.0
             if with_grad and self.reduction == "mean":
                 scale = divide(1.0, self.targets.normaliser)
@@ -220,14 +224,18 @@ class _Plan:
 
 
 class TorchProjection:
-    """As cecore._linear._NumpyProjection, with PyTorch's products and dtypes. Weight
-    and bias gradients of 16-bit tensors are accumulated in float32 (each chunk's
-    product rounded once to 16 bits, added in float32)."""
+    """As cecore._linear._NumpyProjection, with PyTorch's products and dtypes: float32
+    and float64 weight gradients are accumulated by ``addmm_`` in place. Weight and
+    bias gradients of 16-bit tensors are accumulated in float32 (each chunk's product
+    rounded once to 16 bits, added in float32), the product going a slice of classes
+    at a time through the input gradient's rows not yet written (or a chunk-sized
+    buffer when no input gradient is wanted)."""
 
-    def __init__(self, rows, w, bias, chunk, wanted, budget, row_scale):
+    def __init__(self, rows, w, bias, chunk, wanted, row_scale):
         n, d = rows.shape
         v = w.shape[0]
         self.rows, self.w, self.bias = rows, w, bias
+        self.w_t = w.T
         self.want_h, self.want_w, self.want_b = wanted
         self.want_b = self.want_b and bias is not None
         self.buffer = torch.empty((min(chunk, max(n, 1)), v), dtype=rows.dtype)
@@ -241,48 +249,51 @@ class TorchProjection:
         self.gw = torch.zeros((v, d), dtype=acc) if self.want_w else None
         self.gb = torch.zeros(v, dtype=acc) if self.want_b else None
         self.first_product = True
-        if self.want_w and not self.wide:
-            step = _linear._accumulator_rows(v, d, rows.element_size(), budget)
-            self.accumulator = torch.empty((step, d), dtype=rows.dtype)
+        self.accumulator = None
+        if self.want_w and not self.wide and not self.want_h:
+            self.accumulator = torch.empty((self.buffer.shape[0], d), dtype=rows.dtype)
 
     def logits(self, first, last):
         z = self.buffer[:last - first]
         h = self.rows[first:last]
         if self.bias is not None:
-            torch.addmm(self.bias, h, self.w.T, out=z)
+            torch.addmm(self.bias, h, self.w_t, out=z)
         else:
-            torch.matmul(h, self.w.T, out=z)
+            torch.mm(h, self.w_t, out=z)
         return self.view[:last - first]
 
     def backward(self, first, last, _):
         dz = self.buffer[:last - first]  # the kernel's gradient, written in place
         h = self.rows[first:last]
         g = None if self.row_scale is None else self.row_scale[first:last]
+        if self.want_w:  # first: the 16-bit path uses gh[first:] as scratch
+            hs = h if g is None else h * g
+            if not self.wide:
+                self._add_16bit(dz, hs, first)
+            elif self.first_product:
+                torch.mm(dz.T, hs, out=self.gw)
+            else:
+                self.gw.addmm_(dz.T, hs)
+            self.first_product = False
         if self.want_h:
             out = self.gh[first:last]
-            torch.matmul(dz, self.w, out=out)
+            torch.mm(dz, self.w, out=out)
             if g is not None:
                 out.mul_(g)
-        if self.want_w:
-            hs = h if g is None else h * g
-            if self.wide:
-                if self.first_product:
-                    torch.matmul(dz.T, hs, out=self.gw)
-                else:
-                    self.gw.addmm_(dz.T, hs)
-            else:
-                v, step = self.gw.shape[0], self.accumulator.shape[0]
-                for v0 in range(0, v, step):
-                    v1 = min(v, v0 + step)
-                    part = self.accumulator[:v1 - v0]
-                    torch.matmul(dz[:, v0:v1].T, hs, out=part)
-                    self.gw[v0:v1] += part
-            self.first_product = False
         if self.want_b:
             if g is None:
                 self.gb += dz.sum(0, dtype=self.gb.dtype)
             else:
                 self.gb += (dz.T @ g).reshape(-1).to(self.gb.dtype)
+
+    def _add_16bit(self, dz, hs, first):
+        scratch = self.accumulator if self.accumulator is not None else self.gh[first:]
+        v, step = self.gw.shape[0], scratch.shape[0]
+        for v0 in range(0, v, step):
+            v1 = min(v, v0 + step)
+            part = scratch[:v1 - v0]
+            torch.mm(dz[:, v0:v1].T, hs, out=part)
+            self.gw[v0:v1] += part
 
     def gradients(self):
         dtype = self.rows.dtype

@@ -291,6 +291,21 @@ def test_float32_gradients_and_dtypes(rng):
     assert half.dtype == np.float16
 
 
+@pytest.mark.parametrize("chunk_size", [None, 7, 64])
+def test_float16_hidden_gradients(rng, chunk_size):
+    """16-bit rows: converted a chunk at a time, the weight gradient's product added
+    through the float32 chunk of hidden gradient rows (not grad_hidden itself)."""
+    hidden, weight, bias, target = make_inputs(rng)
+    half = hidden.astype(np.float16)
+    loss, gh, gw, gb = cecore.linear_cross_entropy(half, weight, target, bias=bias,
+                                                   return_grad=True, chunk_size=chunk_size)
+    assert (gh.dtype, gw.dtype, gb.dtype) == (np.float16, np.float32, np.float32)
+    want = reference_gradients(half, weight, bias, target)
+    np.testing.assert_allclose(gh, want[0], rtol=2e-3, atol=1e-5)
+    for got, ref in zip((gw, gb), want[1:]):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
+
+
 def test_probability_targets(rng):
     hidden, weight, bias, _ = make_inputs(rng, batch_shape=(3, 20), dtype=np.float64)
     probs = rng.random((3, 20, weight.shape[0]))
@@ -471,3 +486,42 @@ def test_z_loss_and_softcap_with_probability_targets(rng):
     want, _ = _reference.cross_entropy_train(hidden * 3 @ weight.T + bias, probs,
                                              z_loss=0.02, softcap=1.5)
     np.testing.assert_allclose(loss, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blas_gemm_add_matches_matmul(rng, dtype):
+    """cecore._blas.gemm_add (NumPy's own BLAS, beta = 1) on every layout it accepts,
+    against float64 matmul; layouts it does not accept are refused (False)."""
+    from cecore import _blas
+
+    if _blas._functions() is None:
+        pytest.skip("NumPy's bundled OpenBLAS not found (the buffered path is used)")
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for m, k, n in [(7, 5, 3), (1, 4, 6), (6, 1, 2), (3, 3, 1), (40, 33, 17)]:
+        a_forms = [rng.standard_normal((m, k)).astype(dtype),
+                   rng.standard_normal((k, m)).astype(dtype).T,
+                   rng.standard_normal((m, k + 4)).astype(dtype)[:, 2:k + 2]]
+        b_forms = [rng.standard_normal((k, n)).astype(dtype),
+                   rng.standard_normal((n, k)).astype(dtype).T]
+        for a in a_forms:
+            for b in b_forms:
+                out = rng.standard_normal((m, n)).astype(dtype)
+                want = out.astype(np.float64) + a.astype(np.float64) @ b.astype(np.float64)
+                assert _blas.gemm_add(out, a, b)
+                np.testing.assert_allclose(out, want, rtol=tol, atol=tol * k)
+    out = np.zeros((4, 4), dtype)
+    assert not _blas.gemm_add(out, np.ones((4, 8), dtype)[:, ::2], np.ones((4, 4), dtype))
+    assert not _blas.gemm_add(out, np.ones((4, 4), np.float16), np.ones((4, 4), np.float16))
+    assert not _blas.gemm_add(out[:, ::2], np.ones((4, 4), dtype), np.ones((4, 2), dtype))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 64])
+def test_gradients_without_the_blas_accumulation(rng, monkeypatch, chunk_size):
+    """The buffered weight-gradient path (no BLAS beta = 1): same gradients."""
+    hidden, weight, bias, target = make_inputs(rng, dtype=np.float64)
+    want = reference_gradients(hidden, weight, bias, target)
+    monkeypatch.setattr(cecore._linear._blas, "gemm_add", lambda out, a, b: False)
+    got = cecore.linear_cross_entropy(hidden, weight, target, bias=bias, return_grad=True,
+                                      chunk_size=chunk_size)[1:]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)

@@ -82,6 +82,22 @@ def test_bfloat16():
         torch.testing.assert_close(a.float(), c.float(), rtol=3e-2, atol=3e-2 * c.abs().max())
 
 
+@pytest.mark.parametrize("wanted", ["input", "weight", "bias"])
+def test_bfloat16_one_gradient(wanted):
+    """Without an input gradient the 16-bit weight gradient goes through its own buffer."""
+    h, w, b, y = inputs(torch.bfloat16, n=300, d=64, v=500)
+    for name, t in zip(("input", "weight", "bias"), (h, w, b)):
+        t.requires_grad_(name == wanted)
+    got = linear_cross_entropy(h, w, y, linear_bias=b, chunk_size=64)
+    want = F.linear_cross_entropy(h, w, y, linear_bias=b)
+    tensor = {"input": h, "weight": w, "bias": b}[wanted]
+    got_grad = torch.autograd.grad(got, tensor)[0]
+    want_grad = torch.autograd.grad(want, tensor)[0]
+    assert got_grad.dtype == torch.bfloat16
+    torch.testing.assert_close(got_grad.float(), want_grad.float(), rtol=3e-2,
+                               atol=3e-2 * want_grad.abs().max())
+
+
 def test_gradcheck():
     h, w, b, y = inputs(n=6, d=3, v=5)
     y[y == -100] = 2
