@@ -106,6 +106,7 @@ def gemm_add(out, a, b):
     functions = _functions()
     if functions is None or out.dtype not in functions or a.dtype != out.dtype \
             or b.dtype != out.dtype or 0 in a.shape or 0 in b.shape \
+            or not (a.flags.aligned and b.flags.aligned and out.flags.aligned) \
             or _operand(a) is None or _operand(b) is None or out.strides[1] != out.itemsize \
             or out.strides[0] < out.shape[1] * out.itemsize:
         return False
