@@ -34,7 +34,8 @@ vg=(valgrind --tool=memcheck --error-exitcode=1 --track-origins=yes --num-caller
 
 echo "== suppressions for the interpreter, NumPy, ml_dtypes (bfloat16) and module import"
 "${vg[@]}" --gen-suppressions=all --log-file="$work/baseline.log" \
-    "$python" -c "import numpy, ml_dtypes, cecore" || true
+    "$python" -c "import numpy, ml_dtypes, cecore, cecore._blas; cecore._blas._functions()" \
+    || true  # _functions: ctypes' dlopen of NumPy's OpenBLAS (glibc's dlopen noise)
 # keep only the suppression blocks ({ ... }) of that log
 awk '/^\{/{keep=1} keep{print} /^\}/{keep=0}' "$work/baseline.log" > "$work/python.supp"
 echo "   $(grep -c '^{' "$work/python.supp" || true) suppression(s) generated"
