@@ -19,7 +19,6 @@ checked against ``np.matmul`` before the function is trusted.
 import ctypes
 import functools
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -28,10 +27,14 @@ _NAMES = {np.dtype(np.float32): "sgemm", np.dtype(np.float64): "dgemm"}
 
 
 def _candidates():
-    root = Path(np.__file__).parent
-    for folder in (root.parent / "numpy.libs", root / ".dylibs"):
-        if folder.is_dir():
-            yield from sorted(p for p in folder.iterdir() if "openblas" in p.name.lower())
+    # os.path, not pathlib: pathlib imports ipaddress and urllib, which `import cecore`
+    # does not otherwise need
+    root = os.path.dirname(np.__file__)
+    for folder in (os.path.join(os.path.dirname(root), "numpy.libs"),
+                   os.path.join(root, ".dylibs")):
+        if os.path.isdir(folder):
+            yield from sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                              if "openblas" in name.lower())
 
 
 def _load():
