@@ -59,7 +59,16 @@ class BuildExt(build_ext):
         for ext in self.extensions:
             ext.extra_compile_args = compile_args
             ext.extra_link_args = link_args
+        if not self.parallel:  # pip passes no -j: compile the extensions side by side anyway
+            self.parallel = _usable_cpus()
         super().build_extensions()
+
+
+def _usable_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 extensions = [
@@ -85,6 +94,7 @@ setup(
             "freethreading_compatible": True,
         },
         compile_time_env={"CECORE_OPENMP": _flag("CECORE_OPENMP")},
+        nthreads=_usable_cpus() if sys.platform == "linux" else 0,  # spawn elsewhere: keep serial
     ),
     cmdclass={"build_ext": BuildExt},
 )
