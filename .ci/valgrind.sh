@@ -5,6 +5,7 @@
 # valgrind 3.19-3.22 has no AVX-512, and its virtual CPU does not report it).
 #
 #   .ci/valgrind.sh            # PYTHON (default python3) needs numpy, cython, setuptools
+#   CECORE_VALGRIND_INSTALLED=1 .ci/valgrind.sh   # the cecore installed for PYTHON instead
 #
 # CPython noise: PYTHONMALLOC=malloc makes memcheck see every Python object
 # allocation; what the interpreter, NumPy and the extension modules' import do
@@ -21,14 +22,23 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 start=$SECONDS
 
-(cd "$repo" && git ls-files -z --cached --others --exclude-standard \
-    | xargs -0 cp --parents -t "$work")
-cd "$work"
-"$python" setup.py -q build_ext --inplace > build.log 2>&1 || { tail -50 build.log; exit 1; }
-echo "== built in $((SECONDS - start)) s"
+if [[ ${CECORE_VALGRIND_INSTALLED:-0} == 1 ]]; then
+    # the cecore installed in $python's environment (as .ci/run's README install built it)
+    cp "$repo/.ci/valgrind_calls.py" "$work"
+    calls=$work/valgrind_calls.py
+    cd "$work"
+    echo "== cecore under test: $("$python" -c 'import cecore; print(cecore.__file__)')"
+else
+    (cd "$repo" && git ls-files -z --cached --others --exclude-standard \
+        | xargs -0 cp --parents -t "$work")
+    cd "$work"
+    "$python" setup.py -q build_ext --inplace > build.log 2>&1 || { tail -50 build.log; exit 1; }
+    echo "== built in $((SECONDS - start)) s"
+    export PYTHONPATH="$work"  # the scratch build, not an installed cecore
+    calls=$work/.ci/valgrind_calls.py
+fi
 
 export PYTHONMALLOC=malloc
-export PYTHONPATH="$work"  # the scratch build, not an installed cecore
 vg=(valgrind --tool=memcheck --error-exitcode=1 --track-origins=yes --num-callers=30
     --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite)
 
@@ -44,7 +54,7 @@ status=0
 for simd in baseline avx2; do
     echo "== memcheck, CECORE_SIMD=$simd"
     if CECORE_SIMD=$simd "${vg[@]}" --suppressions="$work/python.supp" \
-        --log-file="$work/memcheck-$simd.log" "$python" "$work/.ci/valgrind_calls.py"; then
+        --log-file="$work/memcheck-$simd.log" "$python" "$calls"; then
         grep -E "ERROR SUMMARY|definitely lost" "$work/memcheck-$simd.log" | sed 's/^==[0-9]*== /   /'
     else
         status=1
