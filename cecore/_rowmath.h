@@ -6,7 +6,8 @@
  *   _rowmath_avx512.h   hand-written AVX-512 loops
  *   _rowmath_impl.h     the portable row kernels, a template over
  *                       (input type, compute type, ISA); _rowmath_out.h holds
- *                       the ones whose output type is a parameter too
+ *                       the ones whose output type is a parameter too, and
+ *                       _colmath_impl.h the column kernels (class axis not last)
  *   this file           the instantiations and the dispatch table
  *
  * Input types: float32 and float64, computed in their own type, and bfloat16
@@ -204,6 +205,13 @@
                                    double *);                                          \
         void (*row_grad_softcap)(const IN *, const T *, const double *, cec_intp, T, T, T, T, T, \
                                  T, IN *);                                             \
+        void (*col_lse)(const IN *, cec_intp, cec_intp, cec_intp, T *, T *, double *);  \
+        void (*col_wsum)(const T *, cec_intp, const double *, const double *, double,  \
+                         double *);                                                    \
+        void (*col_grad)(const T *, cec_intp, cec_intp, const T *, const T *, const T *, \
+                         const double *, IN *, cec_intp);                              \
+        void (*col_sub)(const T *, cec_intp, cec_intp, const double *, const double *, \
+                        IN *, cec_intp);                                               \
     } cec_ops_##SFX##_t;
 
 CEC_DECLARE_OPS(float, float, f32)
@@ -231,6 +239,10 @@ CEC_DECLARE_OPS(cec_f16_t, float, f16)
         .row_wsum_softcap = cec_row_wsum_softcap_##SFX##_##ISA,                     \
         .row_tdot_softcap = cec_row_tdot_softcap_##SFX##_##ISA,                     \
         .row_grad_softcap = cec_row_grad_softcap_##SFX##_##ISA,                     \
+        .col_lse = cec_col_lse_##SFX##_##ISA,                                       \
+        .col_wsum = cec_col_wsum_##SFX##_##ISA,                                     \
+        .col_grad = cec_col_grad_##SFX##_##ISA,                                     \
+        .col_sub = cec_col_sub_##SFX##_##ISA,                                       \
     }
 #define CEC_OPS_TABLE_F32(ISA) \
     CEC_OPS_TABLE_(f32, ISA, cec_row_exp_f32_##ISA, cec_row_sub_f32_##ISA)
