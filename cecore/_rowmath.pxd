@@ -53,12 +53,13 @@ cdef extern from "_rowmath.h" nogil:
                                  float, float, float, float, float, float *) noexcept nogil
         void (*col_lse)(const float *, cec_intp, cec_intp, cec_intp, float *, float *,
                         double *) noexcept nogil
-        void (*col_wsum)(const float *, cec_intp, const double *, const double *, double,
-                         double *) noexcept nogil
-        void (*col_grad)(const float *, cec_intp, cec_intp, const float *, const float *, const float *,
-                         const double *, float *, cec_intp) noexcept nogil
-        void (*col_sub)(const float *, cec_intp, cec_intp, const double *, const double *,
-                        float *, cec_intp) noexcept nogil
+        void (*col_wsum)(const float *, cec_intp, cec_intp, cec_intp, const double *,
+                         const double *, double, double *) noexcept nogil
+        void (*col_grad)(const float *, cec_intp, cec_intp, cec_intp, const float *,
+                         const float *, const float *, const double *, float *,
+                         cec_intp) noexcept nogil
+        void (*col_sub)(const float *, cec_intp, cec_intp, cec_intp, const double *,
+                        const double *, float *, cec_intp) noexcept nogil
 
     ctypedef struct cec_ops_f64_t:
         double (*row_max)(const double *, cec_intp) noexcept nogil
@@ -91,12 +92,13 @@ cdef extern from "_rowmath.h" nogil:
                                  double, double, double, double, double, double *) noexcept nogil
         void (*col_lse)(const double *, cec_intp, cec_intp, cec_intp, double *, double *,
                         double *) noexcept nogil
-        void (*col_wsum)(const double *, cec_intp, const double *, const double *, double,
-                         double *) noexcept nogil
-        void (*col_grad)(const double *, cec_intp, cec_intp, const double *, const double *, const double *,
-                         const double *, double *, cec_intp) noexcept nogil
-        void (*col_sub)(const double *, cec_intp, cec_intp, const double *, const double *,
-                        double *, cec_intp) noexcept nogil
+        void (*col_wsum)(const double *, cec_intp, cec_intp, cec_intp, const double *,
+                         const double *, double, double *) noexcept nogil
+        void (*col_grad)(const double *, cec_intp, cec_intp, cec_intp, const double *,
+                         const double *, const double *, const double *, double *,
+                         cec_intp) noexcept nogil
+        void (*col_sub)(const double *, cec_intp, cec_intp, cec_intp, const double *,
+                        const double *, double *, cec_intp) noexcept nogil
 
     ctypedef struct cec_ops_bf16_t:
         float (*row_max)(const cec_bf16_t *, cec_intp) noexcept nogil
@@ -129,12 +131,13 @@ cdef extern from "_rowmath.h" nogil:
                                  float, float, float, float, float, cec_bf16_t *) noexcept nogil
         void (*col_lse)(const cec_bf16_t *, cec_intp, cec_intp, cec_intp, float *, float *,
                         double *) noexcept nogil
-        void (*col_wsum)(const float *, cec_intp, const double *, const double *, double,
-                         double *) noexcept nogil
-        void (*col_grad)(const float *, cec_intp, cec_intp, const float *, const float *, const float *,
-                         const double *, cec_bf16_t *, cec_intp) noexcept nogil
-        void (*col_sub)(const float *, cec_intp, cec_intp, const double *, const double *,
-                        cec_bf16_t *, cec_intp) noexcept nogil
+        void (*col_wsum)(const cec_bf16_t *, cec_intp, cec_intp, cec_intp, const double *,
+                         const double *, double, double *) noexcept nogil
+        void (*col_grad)(const cec_bf16_t *, cec_intp, cec_intp, cec_intp, const float *,
+                         const float *, const float *, const double *, cec_bf16_t *,
+                         cec_intp) noexcept nogil
+        void (*col_sub)(const cec_bf16_t *, cec_intp, cec_intp, cec_intp, const double *,
+                        const double *, cec_bf16_t *, cec_intp) noexcept nogil
 
     ctypedef struct cec_ops_f16_t:
         float (*row_max)(const cec_f16_t *, cec_intp) noexcept nogil
@@ -167,12 +170,13 @@ cdef extern from "_rowmath.h" nogil:
                                  float, float, float, float, float, cec_f16_t *) noexcept nogil
         void (*col_lse)(const cec_f16_t *, cec_intp, cec_intp, cec_intp, float *, float *,
                         double *) noexcept nogil
-        void (*col_wsum)(const float *, cec_intp, const double *, const double *, double,
-                         double *) noexcept nogil
-        void (*col_grad)(const float *, cec_intp, cec_intp, const float *, const float *, const float *,
-                         const double *, cec_f16_t *, cec_intp) noexcept nogil
-        void (*col_sub)(const float *, cec_intp, cec_intp, const double *, const double *,
-                        cec_f16_t *, cec_intp) noexcept nogil
+        void (*col_wsum)(const cec_f16_t *, cec_intp, cec_intp, cec_intp, const double *,
+                         const double *, double, double *) noexcept nogil
+        void (*col_grad)(const cec_f16_t *, cec_intp, cec_intp, cec_intp, const float *,
+                         const float *, const float *, const double *, cec_f16_t *,
+                         cec_intp) noexcept nogil
+        void (*col_sub)(const cec_f16_t *, cec_intp, cec_intp, cec_intp, const double *,
+                        const double *, cec_f16_t *, cec_intp) noexcept nogil
 
     cec_ops_f32_t cec_ops_f32
     cec_ops_f64_t cec_ops_f64
@@ -501,11 +505,12 @@ cdef inline void row_grad_softcap(const logit_t *x, const void *t, const double 
 cdef extern from "_rowmath.h" nogil:
     enum:
         CEC_COL_W
+        CEC_COL_CHUNK
 
 
 cdef inline void col_lse(const logit_t *x, Py_ssize_t k, Py_ssize_t cs, Py_ssize_t b,
                          void *buf, void *rowmax, double *logsum) noexcept nogil:
-    """buf (k * CEC_COL_W) and rowmax (CEC_COL_W) in the compute type."""
+    """rowmax (CEC_COL_W) and buf (CEC_COL_CHUNK * (CEC_COL_W + 16)) in the compute type."""
     if logit_t is float:
         cec_ops_f32.col_lse(x, k, cs, b, <float *> buf, <float *> rowmax, logsum)
     elif logit_t is double:
@@ -516,44 +521,45 @@ cdef inline void col_lse(const logit_t *x, Py_ssize_t k, Py_ssize_t cs, Py_ssize
         cec_ops_f16.col_lse(x, k, cs, b, <float *> buf, <float *> rowmax, logsum)
 
 
-cdef inline void col_wsum(const logit_t *x, const void *buf, Py_ssize_t k, const double *w,
-                          const double *shift, double c, double *out) noexcept nogil:
-    """x only selects the type."""
-    if logit_t is double:
-        cec_ops_f64.col_wsum(<const double *> buf, k, w, shift, c, out)
-    elif logit_t is float:
-        cec_ops_f32.col_wsum(<const float *> buf, k, w, shift, c, out)
+cdef inline void col_wsum(const logit_t *x, Py_ssize_t k, Py_ssize_t cs, Py_ssize_t b,
+                          const double *w, const double *shift, double c,
+                          double *out) noexcept nogil:
+    if logit_t is float:
+        cec_ops_f32.col_wsum(x, k, cs, b, w, shift, c, out)
+    elif logit_t is double:
+        cec_ops_f64.col_wsum(x, k, cs, b, w, shift, c, out)
     elif logit_t is cec_bf16_t:
-        cec_ops_bf16.col_wsum(<const float *> buf, k, w, shift, c, out)
+        cec_ops_bf16.col_wsum(x, k, cs, b, w, shift, c, out)
     else:
-        cec_ops_f16.col_wsum(<const float *> buf, k, w, shift, c, out)
+        cec_ops_f16.col_wsum(x, k, cs, b, w, shift, c, out)
 
 
-cdef inline void col_grad(const void *buf, Py_ssize_t k, Py_ssize_t b, const void *shift,
-                          const void *a, const void *c0, const double *w, logit_t *out,
-                          Py_ssize_t cs) noexcept nogil:
-    """shift, a, c0: CEC_COL_W values each in the compute type."""
-    if logit_t is double:
-        cec_ops_f64.col_grad(<const double *> buf, k, b, <const double *> shift,
-                             <const double *> a, <const double *> c0, w, out, cs)
-    elif logit_t is float:
-        cec_ops_f32.col_grad(<const float *> buf, k, b, <const float *> shift,
-                             <const float *> a, <const float *> c0, w, out, cs)
+cdef inline void col_grad(const logit_t *x, Py_ssize_t k, Py_ssize_t cs, Py_ssize_t b,
+                          const void *shift, const void *a, const void *c0, const double *w,
+                          logit_t *out, Py_ssize_t os) noexcept nogil:
+    """shift, a, c0: b values each in the compute type."""
+    if logit_t is float:
+        cec_ops_f32.col_grad(x, k, cs, b, <const float *> shift, <const float *> a,
+                             <const float *> c0, w, out, os)
+    elif logit_t is double:
+        cec_ops_f64.col_grad(x, k, cs, b, <const double *> shift, <const double *> a,
+                             <const double *> c0, w, out, os)
     elif logit_t is cec_bf16_t:
-        cec_ops_bf16.col_grad(<const float *> buf, k, b, <const float *> shift,
-                              <const float *> a, <const float *> c0, w, out, cs)
+        cec_ops_bf16.col_grad(x, k, cs, b, <const float *> shift, <const float *> a,
+                              <const float *> c0, w, out, os)
     else:
-        cec_ops_f16.col_grad(<const float *> buf, k, b, <const float *> shift,
-                             <const float *> a, <const float *> c0, w, out, cs)
+        cec_ops_f16.col_grad(x, k, cs, b, <const float *> shift, <const float *> a,
+                             <const float *> c0, w, out, os)
 
 
-cdef inline void col_sub(const void *buf, Py_ssize_t k, Py_ssize_t b, const double *shift,
-                         const double *logsum, logit_t *out, Py_ssize_t cs) noexcept nogil:
-    if logit_t is double:
-        cec_ops_f64.col_sub(<const double *> buf, k, b, shift, logsum, out, cs)
-    elif logit_t is float:
-        cec_ops_f32.col_sub(<const float *> buf, k, b, shift, logsum, out, cs)
+cdef inline void col_sub(const logit_t *x, Py_ssize_t k, Py_ssize_t cs, Py_ssize_t b,
+                         const double *shift, const double *logsum, logit_t *out,
+                         Py_ssize_t os) noexcept nogil:
+    if logit_t is float:
+        cec_ops_f32.col_sub(x, k, cs, b, shift, logsum, out, os)
+    elif logit_t is double:
+        cec_ops_f64.col_sub(x, k, cs, b, shift, logsum, out, os)
     elif logit_t is cec_bf16_t:
-        cec_ops_bf16.col_sub(<const float *> buf, k, b, shift, logsum, out, cs)
+        cec_ops_bf16.col_sub(x, k, cs, b, shift, logsum, out, os)
     else:
-        cec_ops_f16.col_sub(<const float *> buf, k, b, shift, logsum, out, cs)
+        cec_ops_f16.col_sub(x, k, cs, b, shift, logsum, out, os)

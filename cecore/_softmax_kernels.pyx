@@ -24,7 +24,8 @@ from libc.math cimport INFINITY, NAN, exp, signbit
 from libc.stdint cimport int32_t, int64_t, uint16_t
 from libc.stdlib cimport calloc, free, malloc
 
-from cecore._rowmath cimport (CEC_COL_W, HALF_BF16, cec_bf16_t, cec_dispatch_init,
+from cecore._rowmath cimport (CEC_COL_CHUNK, CEC_COL_W, HALF_BF16, cec_bf16_t,
+                              cec_dispatch_init,
                               cec_f16_t, cec_simd_level, col_grad, col_lse, col_sub, col_wsum,
                               is_f64, load, logit_t, row_exp, row_grad,
                               row_grad_softcap, row_lse_softcap, row_sub, row_tdot,
@@ -817,20 +818,21 @@ def softmax_rows(const storage_t[:, :] x, int half, out, int mode, int n_threads
 #
 # Logits viewed as (outer, k, inner) with the inner positions contiguous and the
 # classes cs elements apart: PyTorch's (N, C, d1, ...) with the class axis 1, or
-# any axis but the last. Blocks of CEC_COL_W positions go through the column
-# kernels of _colmath_impl.h (vectorised across positions, the block copied once
-# into cache-resident scratch); per position the formulas are those of the row
-# code above. Tasks of up to _COL_GROUP blocks within one outer index, a function
-# of the shape alone, keep their sums separately (thread-count independent).
+# any axis but the last. Blocks of up to CEC_COL_W positions go through the
+# column kernels of _colmath_impl.h (vectorised across positions, reading the
+# block class after class); per position the formulas are those of the row code
+# above. Tasks of up to _COL_GROUP blocks within one outer index, a function of
+# the shape alone, keep their sums separately (thread-count independent).
 
 
 cdef struct ColScratch:
-    void *buf        # the block, k * CEC_COL_W values in the compute type (see col_lse)
+    void *buf        # CEC_COL_CHUNK * (CEC_COL_W + 16) values in the compute type (col_lse)
     void *rowmax     # CEC_COL_W values each, in the compute type:
     void *shift_t    #   the lanes' maxima, shifts,
     void *a_t        #   and col_grad's a and c0
     void *c0_t
     double *logsum   # CEC_COL_W doubles each
+    double *xy       # the target logits (read before a gradient in place overwrites them)
     double *shift
     double *aux      # col_wsum's sums, then the probabilities' logsum
     double *sm       # the gradient's softmax factor (16-bit fix-up of the target entry)
@@ -844,18 +846,18 @@ cdef inline void col_scratch_free(ColScratch *s) noexcept nogil:
         free(s)
 
 
-cdef inline ColScratch *col_scratch_new(Py_ssize_t k, bint f64) noexcept nogil:
-    """Per-thread work space for blocks of k classes, or NULL if out of memory."""
+cdef inline ColScratch *col_scratch_new(bint f64) noexcept nogil:
+    """Per-thread work space for the column kernels, or NULL if out of memory."""
     cdef ColScratch *s = <ColScratch *> calloc(1, sizeof(ColScratch))
     cdef Py_ssize_t w = CEC_COL_W, itemsize = sizeof(double) if f64 else sizeof(float)
     if s == NULL:
         return NULL
-    s.buf = malloc((k + 4) * w * itemsize)
+    s.buf = malloc((CEC_COL_CHUNK * (w + 16) + 4 * w) * itemsize)
     s.logsum = <double *> malloc(6 * w * sizeof(double))
     if s.buf == NULL or s.logsum == NULL:
         col_scratch_free(s)
         return NULL
-    s.rowmax = <char *> s.buf + k * w * itemsize
+    s.rowmax = <char *> s.buf + CEC_COL_CHUNK * (w + 16) * itemsize
     s.shift_t = <char *> s.rowmax + w * itemsize
     s.a_t = <char *> s.shift_t + w * itemsize
     s.c0_t = <char *> s.a_t + w * itemsize
@@ -863,6 +865,7 @@ cdef inline ColScratch *col_scratch_new(Py_ssize_t k, bint f64) noexcept nogil:
     s.aux = s.shift + w
     s.sm = s.aux + w
     s.yterm = s.sm + w
+    s.xy = s.yterm + w
     return s
 
 
@@ -874,9 +877,9 @@ cdef inline double _tval(const logit_t *x, const void *a, Py_ssize_t i) noexcept
         return (<const float *> a)[i]
 
 
-cdef inline void _col_shifts(const logit_t *x, ColScratch *s) noexcept nogil:
+cdef inline void _col_shifts(const logit_t *x, Py_ssize_t nb, ColScratch *s) noexcept nogil:
     cdef Py_ssize_t l
-    for l in range(CEC_COL_W):
+    for l in range(nb):
         s.shift[l] = shift_of(_tval(x, s.rowmax, l))
         _store_loss(x, s.shift_t, l, s.shift[l])
 
@@ -894,14 +897,18 @@ cdef void _ce_cols_block(const logit_t *x, Py_ssize_t cs, Py_ssize_t k, Py_ssize
                          Py_ssize_t *first_bad) noexcept nogil:
     """_ce_index_rows_opts (no soft-capping) for the nb <= CEC_COL_W positions p0, p0 + 1, ...
     of one block; x and grad point at its lane 0, classes cs and gcs elements apart."""
-    cdef Py_ssize_t l, y, c, p, w = CEC_COL_W
+    cdef Py_ssize_t l, y, c, p
     cdef double logsum, shift, lse, wy, sw, xy, loss, extra, sc, g
     cdef double total = 0.0, wtotal = 0.0
     col_lse(x, k, cs, nb, s.buf, s.rowmax, s.logsum)
-    _col_shifts(x, s)
+    for l in range(nb):
+        # the target logits in a loop of their own: its cache misses overlap
+        y = target[p0 + l]
+        s.xy[l] = load(x, y * cs + l) if 0 <= y < k else 0.0
+    _col_shifts(x, nb, s)
     if smoothing != 0.0:
-        col_wsum(x, s.buf, k, weight, s.shift, 1.0 / k, s.aux)
-    for l in range(w):
+        col_wsum(x, k, cs, nb, weight, s.shift, 1.0 / k, s.aux)
+    for l in range(nb):
         _store_loss(x, s.a_t, l, 0.0)
         _store_loss(x, s.c0_t, l, 0.0)
         s.yterm[l] = NAN
@@ -927,7 +934,7 @@ cdef void _ce_cols_block(const logit_t *x, Py_ssize_t cs, Py_ssize_t k, Py_ssize
                 _store_loss(x, loss_out, p, 0.0)
             continue
         wy = 1.0 if weight == NULL else weight[y]
-        xy = _tval(x, s.buf, y * w + l)
+        xy = s.xy[l]
         loss = (1.0 - smoothing) * wy * (logsum + (shift - xy))
         extra = 0.0
         if smoothing != 0.0:
@@ -951,7 +958,7 @@ cdef void _ce_cols_block(const logit_t *x, Py_ssize_t cs, Py_ssize_t k, Py_ssize
     weight_sum[0] = wtotal
     if grad == NULL:
         return
-    col_grad(s.buf, k, nb, s.shift_t, s.a_t, s.c0_t, weight, grad, gcs)
+    col_grad(x, k, cs, nb, s.shift_t, s.a_t, s.c0_t, weight, grad, gcs)
     for l in range(nb):
         if s.yterm[l] != s.yterm[l]:
             for c in range(k):
@@ -962,7 +969,7 @@ cdef void _ce_cols_block(const logit_t *x, Py_ssize_t cs, Py_ssize_t k, Py_ssize
             grad[y * gcs + l] = grad[y * gcs + l] - <logit_t> s.yterm[l]
         else:
             # subtract before rounding to 16 bits, as _ce_index_grad_opts
-            xy = _tval(x, s.buf, y * w + l)
+            xy = s.xy[l]
             g = _tval(x, s.c0_t, l)
             if weight != NULL:
                 g = weight[y] * g
@@ -1012,7 +1019,7 @@ cdef _ce_cols(const logit_t *x, Py_ssize_t outer, Py_ssize_t k, Py_ssize_t inner
     cdef ColScratch *s = NULL
     if n_threads == 1:
         with nogil:
-            s = col_scratch_new(k, is_f64(x))
+            s = col_scratch_new(is_f64(x))
             if s != NULL:
                 for t in range(outer * tpo):
                     _ce_cols_task(x, xos, cs, k, inner, group, tpo, t, target, w, weight_total,
@@ -1023,7 +1030,7 @@ cdef _ce_cols(const logit_t *x, Py_ssize_t outer, Py_ssize_t k, Py_ssize_t inner
             col_scratch_free(s)
     else:
         with nogil, parallel(num_threads=n_threads):
-            s = col_scratch_new(k, is_f64(x))
+            s = col_scratch_new(is_f64(x))
             if s != NULL:
                 for t in prange(outer * tpo, schedule="guided"):
                     _ce_cols_task(x, xos, cs, k, inner, group, tpo, t, target, w, weight_total,
@@ -1084,22 +1091,22 @@ cdef void _softmax_cols_task(const logit_t *x, Py_ssize_t xos, Py_ssize_t cs, Py
         i0 = b * CEC_COL_W
         nb = min(<Py_ssize_t> CEC_COL_W, inner - i0)
         col_lse(x + ob * xos + i0, k, cs, nb, s.buf, s.rowmax, s.logsum)
-        _col_shifts(x, s)
+        _col_shifts(x, nb, s)
         if mode == 0:
             for l in range(nb):
                 _store_loss(x, lse, ob * inner + i0 + l, s.shift[l] + s.logsum[l])
             continue
-        for l in range(CEC_COL_W):
+        for l in range(nb):
             s.aux[l] = logsum_of_probs(s.logsum[l], s.shift[l])
         o = out + ob * k * inner + i0
         if mode == 1:
-            col_sub(s.buf, k, nb, s.shift, s.aux, o, inner)
+            col_sub(x + ob * xos + i0, k, cs, nb, s.shift, s.aux, o, inner)
         else:
-            for l in range(CEC_COL_W):
+            for l in range(nb):
                 # exp(x - shift) exp(-logsum): one rounding of the scale, none of lse
                 _store_loss(x, s.a_t, l, exp(-s.aux[l]))
                 _store_loss(x, s.c0_t, l, 0.0)
-            col_grad(s.buf, k, nb, s.shift_t, s.a_t, s.c0_t, NULL, o, inner)
+            col_grad(x + ob * xos + i0, k, cs, nb, s.shift_t, s.a_t, s.c0_t, NULL, o, inner)
 
 
 cdef _softmax_cols(const logit_t *x, Py_ssize_t outer, Py_ssize_t k, Py_ssize_t inner,
@@ -1112,7 +1119,7 @@ cdef _softmax_cols(const logit_t *x, Py_ssize_t outer, Py_ssize_t k, Py_ssize_t 
     cdef ColScratch *s = NULL
     if n_threads == 1:
         with nogil:
-            s = col_scratch_new(k, is_f64(x))
+            s = col_scratch_new(is_f64(x))
             if s != NULL:
                 for t in range(outer * tpo):
                     _softmax_cols_task(x, xos, cs, k, inner, group, tpo, t, out, lse, mode, s)
@@ -1121,7 +1128,7 @@ cdef _softmax_cols(const logit_t *x, Py_ssize_t outer, Py_ssize_t k, Py_ssize_t 
             col_scratch_free(s)
     else:
         with nogil, parallel(num_threads=n_threads):
-            s = col_scratch_new(k, is_f64(x))
+            s = col_scratch_new(is_f64(x))
             if s != NULL:
                 for t in prange(outer * tpo, schedule="guided"):
                     _softmax_cols_task(x, xos, cs, k, inner, group, tpo, t, out, lse, mode, s)
