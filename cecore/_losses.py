@@ -12,6 +12,7 @@ from cecore._validation import (
     aligned,
     as_float_array,
     as_logits_array,
+    as_columns,
     as_result,
     as_rows,
     asarray,
@@ -28,8 +29,10 @@ from cecore._validation import (
     divide,
     is_bfloat16,
     kernel_array,
+    layout_shape,
     logits_rows,
     raise_bad_target,
+    rows_of,
     trailing_broadcast,
 )
 
@@ -278,8 +281,8 @@ def cross_entropy(
                         (check_fraction(label_smoothing, "label_smoothing"), z_loss, softcap,
                          return_lse),
                         check_bool(return_grad, "return_grad"), out, sample_weight)
-    rows, batch_shape, axis, in_dtype = logits_rows(logits, axis, "logits")
-    n, k = rows.shape
+    rows, batch_shape, axis, in_dtype = logits_rows(logits, axis, "logits", columns=True)
+    n, k = layout_shape(rows)
     reduction = check_reduction(reduction)
     label_smoothing = check_fraction(label_smoothing, "label_smoothing")
     ignore_index = check_int(ignore_index, "ignore_index")
@@ -291,6 +294,8 @@ def cross_entropy(
     sw_flat = _NO_WEIGHTS if sw is None else sw.reshape(-1)
     logits_shape = batch_shape[:axis] + (k,) + batch_shape[axis:]
     t = asarray(target, "target")
+    if rows.ndim == 3 and (softcap != 0.0 or t.dtype.kind not in "iu"):
+        rows = rows_of(rows, axis)  # no column kernel for these (a transposed copy)
     resolve_n_threads(n_threads, rows.size)  # validated before any work
     per_row = _per_row_losses(reduction, n, result_dtype)
     lse = _lse_out(return_lse, n, result_dtype)
@@ -308,11 +313,18 @@ def cross_entropy(
                                                      else None))
         grad_rows, finish = _gradient_buffer(return_grad, out, rows, (t_flat,), logits_shape,
                                              axis, in_dtype)
-        total, weight_sum, bad = run_kernel(
-            _softmax_kernels.ce_index_loss_opts, n_threads, rows.size,
-            x, half, t_flat, w, ignore_index, label_smoothing, scale,
-            kernel_array(grad_rows)[0], per_row, *options,
-        )
+        if rows.ndim == 3:
+            total, weight_sum, bad = run_kernel(
+                _softmax_kernels.ce_index_cols, n_threads, rows.size,
+                x, half, t_flat, w, ignore_index, label_smoothing, scale,
+                kernel_array(grad_rows)[0], per_row, z_loss, sw_flat, lse,
+            )
+        else:
+            total, weight_sum, bad = run_kernel(
+                _softmax_kernels.ce_index_loss_opts, n_threads, rows.size,
+                x, half, t_flat, w, ignore_index, label_smoothing, scale,
+                kernel_array(grad_rows)[0], per_row, *options,
+            )
         if bad >= 0:
             raise_bad_target(t, bad, k, ignore_index)
         loss = _reduce(total, weight_sum, per_row, reduction, batch_shape, result_dtype)
@@ -376,6 +388,46 @@ def _check_class_targets(target, t_flat, n_classes, ignore_index, first_row=0):
 
 
 
+def _check_out(out, shape, in_dtype):
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
+    if out.shape != shape or out.dtype != in_dtype:
+        raise ValueError(
+            f"out must have the logits' shape {shape} and dtype {in_dtype}, "
+            f"got {out.shape} and {out.dtype}"
+        )
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
+
+
+def _gradient_columns(out, cols, inputs, shape, axis, in_dtype):
+    """_gradient_buffer for a columns layout (cecore._validation.as_columns): the
+    gradient in the logits' own shape, ``out`` written directly when it has a columns
+    layout of the logits' dtype and is the logits themselves or overlaps no input."""
+    if out is None:
+        grad = np.empty(shape, cols.dtype)
+        return grad.reshape(cols.shape), lambda: cast(grad, in_dtype)
+    _check_out(out, shape, in_dtype)
+    direct = None
+    if out.dtype == cols.dtype:
+        direct = as_columns(out, axis)
+    if direct is not None:
+        same = (direct.__array_interface__["data"][0] == cols.__array_interface__["data"][0]
+                and direct.strides == cols.strides)
+        if not same and any(np.may_share_memory(direct, a) for a in (cols, *inputs)):
+            direct = None
+    if direct is not None:
+        return direct, lambda: out
+    grad = np.empty(cols.shape, cols.dtype)
+
+    def finish():
+        with np.errstate(over="ignore"):
+            np.copyto(out, grad.reshape(shape), casting="same_kind")
+        return out
+
+    return grad, finish
+
+
 def _gradient_buffer(wanted, out, rows, inputs, shape, axis, in_dtype):
     """Where the kernel writes the gradient, and how to hand it back.
 
@@ -389,22 +441,16 @@ def _gradient_buffer(wanted, out, rows, inputs, shape, axis, in_dtype):
     if not wanted:
         if out is not None:
             raise ValueError("out is only used with return_grad=True")
-        return np.empty((0, 0), rows.dtype), None
+        return np.empty((0,) * rows.ndim, rows.dtype), None
+    if rows.ndim == 3:
+        return _gradient_columns(out, rows, inputs, shape, axis, in_dtype)
     k = rows.shape[1]
     moved_shape = shape[:axis] + shape[axis + 1:] + (k,)
     if out is None:
         grad_rows = np.empty_like(rows)
         grad = np.moveaxis(grad_rows.reshape(moved_shape), -1, axis)
         return grad_rows, lambda: np.ascontiguousarray(cast(grad, in_dtype))
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
-    if out.shape != shape or out.dtype != in_dtype:
-        raise ValueError(
-            f"out must have the logits' shape {shape} and dtype {in_dtype}, "
-            f"got {out.shape} and {out.dtype}"
-        )
-    if not out.flags.writeable:
-        raise ValueError("out must be writeable")
+    _check_out(out, shape, in_dtype)
     moved = np.moveaxis(out, axis, -1)
     direct = None
     if out.dtype == rows.dtype and out.flags.aligned:

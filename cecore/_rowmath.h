@@ -6,7 +6,8 @@
  *   _rowmath_avx512.h   hand-written AVX-512 loops
  *   _rowmath_impl.h     the portable row kernels, a template over
  *                       (input type, compute type, ISA); _rowmath_out.h holds
- *                       the ones whose output type is a parameter too
+ *                       the ones whose output type is a parameter too, and
+ *                       _colmath_impl.h the column kernels (class axis not last)
  *   this file           the instantiations and the dispatch table
  *
  * Input types: float32 and float64, computed in their own type, and bfloat16
@@ -36,6 +37,7 @@
 #define CEC_ID(v) (v)
 
 /* ---- float32 ---- */
+#define CEC_COL_DIRECT
 #define CEC_IN float
 #define CEC_T float
 #define CEC_LD CEC_ID
@@ -58,10 +60,12 @@
 #define CEC_HAND_WRITTEN_ROW_SUMEXP
 #define CEC_BLOCK_LSE_ROWS cec_block_lse_rows_f32_avx2
 #define CEC_BLOCK_LSE_GROUP 8
+#define CEC_COL_SUMEXP cec_col_sumexp_avx2
 #include "_rowmath_impl.h"
 #undef CEC_HAND_WRITTEN_ROW_SUMEXP
 #undef CEC_BLOCK_LSE_ROWS
 #undef CEC_BLOCK_LSE_GROUP
+#undef CEC_COL_SUMEXP
 #undef CEC_FN
 #undef CEC_ATTR
 #define CEC_ATTR CEC_ATTR_AVX512
@@ -73,6 +77,7 @@
 #define CEC_HAND_WRITTEN_BCE_LOGITS
 #define CEC_BLOCK_LSE_ROWS cec_block_lse_rows_f32_avx512
 #define CEC_BLOCK_LSE_GROUP 16
+#define CEC_COL_SUMEXP cec_col_sumexp_avx512
 #include "_rowmath_impl.h"
 #undef CEC_HAND_WRITTEN_ROW_SUMEXP
 #undef CEC_HAND_WRITTEN_EXPSUM_INPLACE
@@ -81,12 +86,14 @@
 #undef CEC_HAND_WRITTEN_BCE_LOGITS
 #undef CEC_BLOCK_LSE_ROWS
 #undef CEC_BLOCK_LSE_GROUP
+#undef CEC_COL_SUMEXP
 #undef CEC_FN
 #undef CEC_ATTR
 #endif
 #undef CEC_IN
 #undef CEC_LD
 #undef CEC_ST
+#undef CEC_COL_DIRECT
 
 /*
  * ---- bfloat16 and float16: float32 arithmetic on 16-bit loads ----
@@ -126,6 +133,7 @@
 #undef CEC_LOG1P_UNIT
 
 /* ---- float64: vectorised exp; the BCE loops use libm's log/log1p (scalar) ---- */
+#define CEC_COL_DIRECT
 #define CEC_IN double
 #define CEC_T double
 #define CEC_LD CEC_ID
@@ -171,6 +179,7 @@
 #undef CEC_LOG
 #undef CEC_LOG1P
 #undef CEC_LOG1P_UNIT
+#undef CEC_COL_DIRECT
 #undef CEC_INFINITY
 
 /* ------------------------------------------------------------------------ */
@@ -204,6 +213,13 @@
                                    double *);                                          \
         void (*row_grad_softcap)(const IN *, const T *, const double *, cec_intp, T, T, T, T, T, \
                                  T, IN *);                                             \
+        void (*col_lse)(const IN *, cec_intp, cec_intp, cec_intp, T *, T *, double *);  \
+        void (*col_wsum)(const IN *, cec_intp, cec_intp, cec_intp, const double *,     \
+                         const double *, double, double *);                            \
+        void (*col_grad)(const IN *, cec_intp, cec_intp, cec_intp, const T *, const T *, \
+                         const T *, const double *, IN *, cec_intp);                   \
+        void (*col_sub)(const IN *, cec_intp, cec_intp, cec_intp, const double *,      \
+                        const double *, IN *, cec_intp);                               \
     } cec_ops_##SFX##_t;
 
 CEC_DECLARE_OPS(float, float, f32)
@@ -231,6 +247,10 @@ CEC_DECLARE_OPS(cec_f16_t, float, f16)
         .row_wsum_softcap = cec_row_wsum_softcap_##SFX##_##ISA,                     \
         .row_tdot_softcap = cec_row_tdot_softcap_##SFX##_##ISA,                     \
         .row_grad_softcap = cec_row_grad_softcap_##SFX##_##ISA,                     \
+        .col_lse = cec_col_lse_##SFX##_##ISA,                                       \
+        .col_wsum = cec_col_wsum_##SFX##_##ISA,                                     \
+        .col_grad = cec_col_grad_##SFX##_##ISA,                                     \
+        .col_sub = cec_col_sub_##SFX##_##ISA,                                       \
     }
 #define CEC_OPS_TABLE_F32(ISA) \
     CEC_OPS_TABLE_(f32, ISA, cec_row_exp_f32_##ISA, cec_row_sub_f32_##ISA)

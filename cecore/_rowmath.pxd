@@ -51,6 +51,15 @@ cdef extern from "_rowmath.h" nogil:
                                    double, float, float, double *) noexcept nogil
         void (*row_grad_softcap)(const float *, const float *, const double *, cec_intp, float,
                                  float, float, float, float, float, float *) noexcept nogil
+        void (*col_lse)(const float *, cec_intp, cec_intp, cec_intp, float *, float *,
+                        double *) noexcept nogil
+        void (*col_wsum)(const float *, cec_intp, cec_intp, cec_intp, const double *,
+                         const double *, double, double *) noexcept nogil
+        void (*col_grad)(const float *, cec_intp, cec_intp, cec_intp, const float *,
+                         const float *, const float *, const double *, float *,
+                         cec_intp) noexcept nogil
+        void (*col_sub)(const float *, cec_intp, cec_intp, cec_intp, const double *,
+                        const double *, float *, cec_intp) noexcept nogil
 
     ctypedef struct cec_ops_f64_t:
         double (*row_max)(const double *, cec_intp) noexcept nogil
@@ -81,6 +90,15 @@ cdef extern from "_rowmath.h" nogil:
                                    double, double, double, double *) noexcept nogil
         void (*row_grad_softcap)(const double *, const double *, const double *, cec_intp, double,
                                  double, double, double, double, double, double *) noexcept nogil
+        void (*col_lse)(const double *, cec_intp, cec_intp, cec_intp, double *, double *,
+                        double *) noexcept nogil
+        void (*col_wsum)(const double *, cec_intp, cec_intp, cec_intp, const double *,
+                         const double *, double, double *) noexcept nogil
+        void (*col_grad)(const double *, cec_intp, cec_intp, cec_intp, const double *,
+                         const double *, const double *, const double *, double *,
+                         cec_intp) noexcept nogil
+        void (*col_sub)(const double *, cec_intp, cec_intp, cec_intp, const double *,
+                        const double *, double *, cec_intp) noexcept nogil
 
     ctypedef struct cec_ops_bf16_t:
         float (*row_max)(const cec_bf16_t *, cec_intp) noexcept nogil
@@ -111,6 +129,15 @@ cdef extern from "_rowmath.h" nogil:
                                    double, float, float, double *) noexcept nogil
         void (*row_grad_softcap)(const cec_bf16_t *, const float *, const double *, cec_intp, float,
                                  float, float, float, float, float, cec_bf16_t *) noexcept nogil
+        void (*col_lse)(const cec_bf16_t *, cec_intp, cec_intp, cec_intp, float *, float *,
+                        double *) noexcept nogil
+        void (*col_wsum)(const cec_bf16_t *, cec_intp, cec_intp, cec_intp, const double *,
+                         const double *, double, double *) noexcept nogil
+        void (*col_grad)(const cec_bf16_t *, cec_intp, cec_intp, cec_intp, const float *,
+                         const float *, const float *, const double *, cec_bf16_t *,
+                         cec_intp) noexcept nogil
+        void (*col_sub)(const cec_bf16_t *, cec_intp, cec_intp, cec_intp, const double *,
+                        const double *, cec_bf16_t *, cec_intp) noexcept nogil
 
     ctypedef struct cec_ops_f16_t:
         float (*row_max)(const cec_f16_t *, cec_intp) noexcept nogil
@@ -141,6 +168,15 @@ cdef extern from "_rowmath.h" nogil:
                                    double, float, float, double *) noexcept nogil
         void (*row_grad_softcap)(const cec_f16_t *, const float *, const double *, cec_intp, float,
                                  float, float, float, float, float, cec_f16_t *) noexcept nogil
+        void (*col_lse)(const cec_f16_t *, cec_intp, cec_intp, cec_intp, float *, float *,
+                        double *) noexcept nogil
+        void (*col_wsum)(const cec_f16_t *, cec_intp, cec_intp, cec_intp, const double *,
+                         const double *, double, double *) noexcept nogil
+        void (*col_grad)(const cec_f16_t *, cec_intp, cec_intp, cec_intp, const float *,
+                         const float *, const float *, const double *, cec_f16_t *,
+                         cec_intp) noexcept nogil
+        void (*col_sub)(const cec_f16_t *, cec_intp, cec_intp, cec_intp, const double *,
+                        const double *, cec_f16_t *, cec_intp) noexcept nogil
 
     cec_ops_f32_t cec_ops_f32
     cec_ops_f64_t cec_ops_f64
@@ -462,3 +498,68 @@ cdef inline void row_grad_softcap(const logit_t *x, const void *t, const double 
     else:
         cec_ops_f16.row_grad_softcap(x, <const float *> t, w, n, <float> shift, <float> a,
                                      <float> c1, <float> c0, <float> c, <float> inv_c, out)
+
+
+# ---- column kernels: the class axis not last (see _colmath_impl.h) ----
+
+cdef extern from "_rowmath.h" nogil:
+    enum:
+        CEC_COL_W
+        CEC_COL_CHUNK
+
+
+cdef inline void col_lse(const logit_t *x, Py_ssize_t k, Py_ssize_t cs, Py_ssize_t b,
+                         void *buf, void *rowmax, double *logsum) noexcept nogil:
+    """rowmax (CEC_COL_W) and buf (CEC_COL_CHUNK * (CEC_COL_W + 16)) in the compute type."""
+    if logit_t is float:
+        cec_ops_f32.col_lse(x, k, cs, b, <float *> buf, <float *> rowmax, logsum)
+    elif logit_t is double:
+        cec_ops_f64.col_lse(x, k, cs, b, <double *> buf, <double *> rowmax, logsum)
+    elif logit_t is cec_bf16_t:
+        cec_ops_bf16.col_lse(x, k, cs, b, <float *> buf, <float *> rowmax, logsum)
+    else:
+        cec_ops_f16.col_lse(x, k, cs, b, <float *> buf, <float *> rowmax, logsum)
+
+
+cdef inline void col_wsum(const logit_t *x, Py_ssize_t k, Py_ssize_t cs, Py_ssize_t b,
+                          const double *w, const double *shift, double c,
+                          double *out) noexcept nogil:
+    if logit_t is float:
+        cec_ops_f32.col_wsum(x, k, cs, b, w, shift, c, out)
+    elif logit_t is double:
+        cec_ops_f64.col_wsum(x, k, cs, b, w, shift, c, out)
+    elif logit_t is cec_bf16_t:
+        cec_ops_bf16.col_wsum(x, k, cs, b, w, shift, c, out)
+    else:
+        cec_ops_f16.col_wsum(x, k, cs, b, w, shift, c, out)
+
+
+cdef inline void col_grad(const logit_t *x, Py_ssize_t k, Py_ssize_t cs, Py_ssize_t b,
+                          const void *shift, const void *a, const void *c0, const double *w,
+                          logit_t *out, Py_ssize_t os) noexcept nogil:
+    """shift, a, c0: b values each in the compute type."""
+    if logit_t is float:
+        cec_ops_f32.col_grad(x, k, cs, b, <const float *> shift, <const float *> a,
+                             <const float *> c0, w, out, os)
+    elif logit_t is double:
+        cec_ops_f64.col_grad(x, k, cs, b, <const double *> shift, <const double *> a,
+                             <const double *> c0, w, out, os)
+    elif logit_t is cec_bf16_t:
+        cec_ops_bf16.col_grad(x, k, cs, b, <const float *> shift, <const float *> a,
+                              <const float *> c0, w, out, os)
+    else:
+        cec_ops_f16.col_grad(x, k, cs, b, <const float *> shift, <const float *> a,
+                             <const float *> c0, w, out, os)
+
+
+cdef inline void col_sub(const logit_t *x, Py_ssize_t k, Py_ssize_t cs, Py_ssize_t b,
+                         const double *shift, const double *logsum, logit_t *out,
+                         Py_ssize_t os) noexcept nogil:
+    if logit_t is float:
+        cec_ops_f32.col_sub(x, k, cs, b, shift, logsum, out, os)
+    elif logit_t is double:
+        cec_ops_f64.col_sub(x, k, cs, b, shift, logsum, out, os)
+    elif logit_t is cec_bf16_t:
+        cec_ops_bf16.col_sub(x, k, cs, b, shift, logsum, out, os)
+    else:
+        cec_ops_f16.col_sub(x, k, cs, b, shift, logsum, out, os)

@@ -48,6 +48,37 @@ CEC_ATTR_AVX2 static inline double cec_sum8_avx2(__m256 v)
     return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
 }
 
+/* cec_col_sumexp_avx512 (col_lse's sum over a chunk) with 8-lane vectors. */
+CEC_ATTR_AVX2 static void cec_col_sumexp_avx2(const float *buf, cec_intp k, cec_intp bs,
+                                              cec_intp bp, const float *sh, double *rest,
+                                              double *ties)
+{
+    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+    for (cec_intp l0 = 0; l0 < bp; l0 += 16) {
+        __m256 sh0 = _mm256_loadu_ps(sh + l0), sh1 = _mm256_loadu_ps(sh + l0 + 8);
+        __m256 acc0 = zero, acc1 = zero, eq0 = zero, eq1 = zero;
+        for (cec_intp c = 0; c < k; c++) {
+            const float *bc = buf + c * bs + l0;
+            __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(bc), sh0);
+            __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(bc + 8), sh1);
+            __m256 z0 = _mm256_cmp_ps(d0, zero, _CMP_EQ_OQ);
+            __m256 z1 = _mm256_cmp_ps(d1, zero, _CMP_EQ_OQ);
+            acc0 = _mm256_add_ps(acc0, _mm256_andnot_ps(z0, cec_expsum8_avx2(d0)));
+            acc1 = _mm256_add_ps(acc1, _mm256_andnot_ps(z1, cec_expsum8_avx2(d1)));
+            eq0 = _mm256_add_ps(eq0, _mm256_and_ps(z0, one));
+            eq1 = _mm256_add_ps(eq1, _mm256_and_ps(z1, one));
+        }
+        __m256 accs[4] = {acc0, acc1, eq0, eq1};
+        for (int v = 0; v < 4; v++) {
+            double *dst = (v < 2 ? rest : ties) + l0 + 8 * (v & 1);
+            __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(accs[v]));
+            __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(accs[v], 1));
+            _mm256_storeu_pd(dst, _mm256_add_pd(_mm256_loadu_pd(dst), lo));
+            _mm256_storeu_pd(dst + 4, _mm256_add_pd(_mm256_loadu_pd(dst + 4), hi));
+        }
+    }
+}
+
 /* 8 x 8 float transpose in registers: on return r[j] lane l = old r[l] lane j. */
 CEC_ATTR_AVX2 static inline void cec_transpose8_avx2(__m256 r[8])
 {

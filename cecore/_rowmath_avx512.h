@@ -89,6 +89,45 @@ CEC_ATTR_AVX512 static inline __m512 cec_log1p_unit16_avx512(__m512 u)
     return _mm512_mul_ps(_mm512_add_ps(z, z), p);
 }
 
+/*
+ * col_lse's sum over a chunk of k <= 256 classes (_colmath_impl.h) for float
+ * blocks: rows of the chunk bs floats apart, lanes l < bp (a multiple of 32);
+ * adds to rest[l] the sum over classes c with d = buf[c][l] - sh[l] != 0 of
+ * exp(d) (a float sum, added in double) and to ties[l] the number of d == 0.
+ * A NaN d is not 0 and makes the sum NaN, as in row_sumexp.
+ */
+CEC_ATTR_AVX512 static void cec_col_sumexp_avx512(const float *buf, cec_intp k, cec_intp bs,
+                                                  cec_intp bp, const float *sh, double *rest,
+                                                  double *ties)
+{
+    const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+    /* two vectors of lanes at a time: two independent sums in flight */
+    for (cec_intp l0 = 0; l0 < bp; l0 += 32) {
+        __m512 sh0 = _mm512_loadu_ps(sh + l0), sh1 = _mm512_loadu_ps(sh + l0 + 16);
+        __m512 acc0 = zero, acc1 = zero, eq0 = zero, eq1 = zero;
+        for (cec_intp c = 0; c < k; c++) {
+            const float *bc = buf + c * bs + l0;
+            __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(bc), sh0);
+            __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(bc + 16), sh1);
+            __mmask16 ne0 = _mm512_cmp_ps_mask(d0, zero, _CMP_NEQ_UQ);
+            __mmask16 ne1 = _mm512_cmp_ps_mask(d1, zero, _CMP_NEQ_UQ);
+            acc0 = _mm512_mask_add_ps(acc0, ne0, acc0, cec_expsum16_avx512(d0));
+            acc1 = _mm512_mask_add_ps(acc1, ne1, acc1, cec_expsum16_avx512(d1));
+            eq0 = _mm512_mask_add_ps(eq0, (__mmask16)~ne0, eq0, one);
+            eq1 = _mm512_mask_add_ps(eq1, (__mmask16)~ne1, eq1, one);
+        }
+        __m512 accs[4] = {acc0, acc1, eq0, eq1};
+        for (int v = 0; v < 4; v++) {
+            double *dst = (v < 2 ? rest : ties) + l0 + 16 * (v & 1);
+            __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(accs[v]));
+            __m512d hi = _mm512_cvtps_pd(
+                _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(accs[v]), 1)));
+            _mm512_storeu_pd(dst, _mm512_add_pd(_mm512_loadu_pd(dst), lo));
+            _mm512_storeu_pd(dst + 8, _mm512_add_pd(_mm512_loadu_pd(dst + 8), hi));
+        }
+    }
+}
+
 CEC_ATTR_AVX512 static inline __mmask16 cec_tail_mask16(cec_intp left)
 {
     return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);

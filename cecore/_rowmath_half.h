@@ -31,6 +31,7 @@
 #define CEC_HAND_WRITTEN_ROW_SUMEXP
 #define CEC_BLOCK_LSE_ROWS CEC_FN(block_lse_rows)
 #define CEC_BLOCK_LSE_GROUP 8
+#define CEC_COL_SUMEXP cec_col_sumexp_avx2
 #include "_rowmath_impl.h"
 #define CEC_OUT float
 #define CEC_STO CEC_ID
@@ -42,6 +43,7 @@
 #undef CEC_HAND_WRITTEN_ROW_SUMEXP
 #undef CEC_BLOCK_LSE_ROWS
 #undef CEC_BLOCK_LSE_GROUP
+#undef CEC_COL_SUMEXP
 #undef CEC_FN
 #undef CEC_FO_F32
 #undef CEC_ATTR
@@ -53,6 +55,7 @@
 #define CEC_HAND_WRITTEN_MAX
 #define CEC_BLOCK_LSE_ROWS CEC_FN(block_lse_rows)
 #define CEC_BLOCK_LSE_GROUP 16
+#define CEC_COL_SUMEXP cec_col_sumexp_avx512
 #include "_rowmath_impl.h"
 #define CEC_OUT float
 #define CEC_STO CEC_ID
@@ -65,6 +68,7 @@
 #undef CEC_HAND_WRITTEN_MAX
 #undef CEC_BLOCK_LSE_ROWS
 #undef CEC_BLOCK_LSE_GROUP
+#undef CEC_COL_SUMEXP
 #undef CEC_FN
 #undef CEC_FO_F32
 #undef CEC_ATTR

@@ -606,3 +606,6 @@ CEC_ATTR static void CEC_FN(row_grad_softcap)(const CEC_IN *x, const CEC_T *t, c
 #undef CEC_OUT
 #undef CEC_STO
 #undef CEC_FO
+
+/* the column kernels (class axis not last) */
+#include "_colmath_impl.h"

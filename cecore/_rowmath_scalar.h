@@ -358,4 +358,11 @@ CEC_INLINE cec_f16_t cec_store_f16(float f)
 #define CEC_HAVE_X86_DISPATCH 0
 #endif
 
+/* Positions per block of the column kernels (_colmath_impl.h), and classes per
+   chunk of their log-sum-exp (<= 256: the chunk's sums are float; the chunk,
+   CEC_COL_CHUNK * CEC_COL_W values, stays in L1/L2) */
+#define CEC_COL_W 1024
+#define CEC_COL_CHUNK 16
+
+
 #endif /* CECORE_ROWMATH_SCALAR_H */

@@ -14,6 +14,7 @@ from cecore._validation import (
     is_half,
     kernel_array,
     logits_rows,
+    rows_of,
 )
 
 _LSE, _LOG_SOFTMAX, _SOFTMAX = 0, 1, 2
@@ -56,7 +57,11 @@ def _row_transform(x, axis, mode, n_threads, name="x", dtype=None):
         # asked for float32 is read as it is (the kernels compute in float32 anyway)
         if arr.dtype != wanted and not (is_half(arr.dtype) and wanted == _FLOAT32):
             x = cast(arr, wanted)
-    rows, batch_shape, axis, in_dtype = logits_rows(x, axis, name)
+    rows, batch_shape, axis, in_dtype = logits_rows(x, axis, name, columns=True)
+    if rows.ndim == 3:
+        if mode == _LSE or wanted is None or wanted == rows.dtype:
+            return _column_transform(rows, batch_shape, axis, mode, n_threads)
+        rows = rows_of(rows, axis)  # the column kernels write the input's type only
     n, k = rows.shape
     if mode == _LSE:
         out = np.empty((n, 1), dtype=compute_dtype(rows.dtype))
@@ -67,6 +72,23 @@ def _row_transform(x, axis, mode, n_threads, name="x", dtype=None):
     if mode == _LSE:
         return out.reshape(batch_shape)
     return np.moveaxis(out.reshape(batch_shape + (k,)), -1, axis)
+
+
+def _column_transform(cols, batch_shape, axis, mode, n_threads):
+    """_row_transform's result for a columns layout (see cecore._validation.as_columns),
+    computed in place; elementwise results come back C-ordered in the input's shape."""
+    outer, k, inner = cols.shape
+    x, half = kernel_array(cols)
+    compute = compute_dtype(cols.dtype)
+    if mode == _LSE:
+        lse = np.empty(outer * inner, compute)
+        run_kernel(_softmax_kernels.softmax_cols, n_threads, cols.size, x, half,
+                   np.empty((0, 0, 0), x.dtype), lse, mode)
+        return lse.reshape(batch_shape)
+    out = np.empty(cols.shape, cols.dtype)
+    run_kernel(_softmax_kernels.softmax_cols, n_threads, cols.size, x, half,
+               kernel_array(out)[0], np.empty(0, compute), mode)
+    return out.reshape(batch_shape[:axis] + (k,) + batch_shape[axis:])
 
 
 def logsumexp(x, axis=-1, *, n_threads=None):

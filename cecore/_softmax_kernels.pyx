@@ -24,8 +24,10 @@ from libc.math cimport INFINITY, NAN, exp, signbit
 from libc.stdint cimport int32_t, int64_t, uint16_t
 from libc.stdlib cimport calloc, free, malloc
 
-from cecore._rowmath cimport (HALF_BF16, cec_bf16_t, cec_dispatch_init, cec_f16_t,
-                              cec_simd_level, is_f64, load, logit_t, row_exp, row_grad,
+from cecore._rowmath cimport (CEC_COL_CHUNK, CEC_COL_W, HALF_BF16, cec_bf16_t,
+                              cec_dispatch_init,
+                              cec_f16_t, cec_simd_level, col_grad, col_lse, col_sub, col_wsum,
+                              is_f64, load, logit_t, row_exp, row_grad,
                               row_grad_softcap, row_lse_softcap, row_sub, row_tdot,
                               row_tdot_softcap, row_wsum, row_wsum_softcap, softcap_grad_of,
                               softcap_of, storage_t, store)
@@ -810,6 +812,354 @@ def softmax_rows(const storage_t[:, :] x, int half, out, int mode, int n_threads
                      n_threads)
     else:
         _softmax(&x[0, 0], n, k, stride, o, ostride, osize, mode, n_threads)
+
+
+# ------------------------------------------------------------ class axis not last
+#
+# Logits viewed as (outer, k, inner) with the inner positions contiguous and the
+# classes cs elements apart: PyTorch's (N, C, d1, ...) with the class axis 1, or
+# any axis but the last. Blocks of up to CEC_COL_W positions go through the
+# column kernels of _colmath_impl.h (vectorised across positions, reading the
+# block class after class); per position the formulas are those of the row code
+# above. Tasks of up to _COL_GROUP blocks within one outer index, a function of
+# the shape alone, keep their sums separately (thread-count independent).
+
+
+cdef struct ColScratch:
+    void *buf        # CEC_COL_CHUNK * (CEC_COL_W + 16) values in the compute type (col_lse)
+    void *rowmax     # CEC_COL_W values each, in the compute type:
+    void *shift_t    #   the lanes' maxima, shifts,
+    void *a_t        #   and col_grad's a and c0
+    void *c0_t
+    double *logsum   # CEC_COL_W doubles each
+    double *xy       # the target logits (read before a gradient in place overwrites them)
+    double *shift
+    double *aux      # col_wsum's sums, then the probabilities' logsum
+    double *sm       # the gradient's softmax factor (16-bit fix-up of the target entry)
+    double *yterm    # its target term; NAN marks a lane whose gradient is 0
+
+
+cdef inline void col_scratch_free(ColScratch *s) noexcept nogil:
+    if s != NULL:
+        free(s.buf)
+        free(s.logsum)
+        free(s)
+
+
+cdef inline ColScratch *col_scratch_new(bint f64) noexcept nogil:
+    """Per-thread work space for the column kernels, or NULL if out of memory."""
+    cdef ColScratch *s = <ColScratch *> calloc(1, sizeof(ColScratch))
+    cdef Py_ssize_t w = CEC_COL_W, itemsize = sizeof(double) if f64 else sizeof(float)
+    if s == NULL:
+        return NULL
+    s.buf = malloc((CEC_COL_CHUNK * (w + 16) + 4 * w) * itemsize)
+    s.logsum = <double *> malloc(6 * w * sizeof(double))
+    if s.buf == NULL or s.logsum == NULL:
+        col_scratch_free(s)
+        return NULL
+    s.rowmax = <char *> s.buf + CEC_COL_CHUNK * (w + 16) * itemsize
+    s.shift_t = <char *> s.rowmax + w * itemsize
+    s.a_t = <char *> s.shift_t + w * itemsize
+    s.c0_t = <char *> s.a_t + w * itemsize
+    s.shift = s.logsum + w
+    s.aux = s.shift + w
+    s.sm = s.aux + w
+    s.yterm = s.sm + w
+    s.xy = s.yterm + w
+    return s
+
+
+cdef inline double _tval(const logit_t *x, const void *a, Py_ssize_t i) noexcept nogil:
+    """a[i] of an array in x's compute type."""
+    if logit_t is double:
+        return (<const double *> a)[i]
+    else:
+        return (<const float *> a)[i]
+
+
+cdef inline void _col_shifts(const logit_t *x, Py_ssize_t nb, ColScratch *s) noexcept nogil:
+    cdef Py_ssize_t l
+    for l in range(nb):
+        s.shift[l] = shift_of(_tval(x, s.rowmax, l))
+        _store_loss(x, s.shift_t, l, s.shift[l])
+
+
+# positions per block, and blocks per task at most
+cdef enum:
+    _COL_GROUP = 16
+
+
+cdef void _ce_cols_block(const logit_t *x, Py_ssize_t cs, Py_ssize_t k, Py_ssize_t nb,
+                         Py_ssize_t p0, const target_t *target, const double *weight,
+                         double weight_total, Py_ssize_t ignore_index, double smoothing,
+                         double scale, logit_t *grad, Py_ssize_t gcs, void *loss_out,
+                         ColScratch *s, const CeOpts *o, double *loss_sum, double *weight_sum,
+                         Py_ssize_t *first_bad) noexcept nogil:
+    """_ce_index_rows_opts (no soft-capping) for the nb <= CEC_COL_W positions p0, p0 + 1, ...
+    of one block; x and grad point at its lane 0, classes cs and gcs elements apart."""
+    cdef Py_ssize_t l, y, c, p
+    cdef double logsum, shift, lse, wy, sw, xy, loss, extra, sc, g
+    cdef double total = 0.0, wtotal = 0.0
+    col_lse(x, k, cs, nb, s.buf, s.rowmax, s.logsum)
+    for l in range(nb):
+        # the target logits in a loop of their own: its cache misses overlap
+        y = target[p0 + l]
+        s.xy[l] = load(x, y * cs + l) if 0 <= y < k else 0.0
+    _col_shifts(x, nb, s)
+    if smoothing != 0.0:
+        col_wsum(x, k, cs, nb, weight, s.shift, 1.0 / k, s.aux)
+    for l in range(nb):
+        _store_loss(x, s.a_t, l, 0.0)
+        _store_loss(x, s.c0_t, l, 0.0)
+        s.yterm[l] = NAN
+    for l in range(nb):
+        p = p0 + l
+        y = target[p]
+        if y == ignore_index or y < 0 or y >= k:
+            if y != ignore_index and first_bad[0] < 0:
+                first_bad[0] = p
+            if loss_out != NULL:
+                _store_loss(x, loss_out, p, 0.0)
+            if o.lse_out != NULL:
+                _store_loss(x, o.lse_out, p, 0.0)
+            continue
+        shift = s.shift[l]
+        lse = shift + s.logsum[l]
+        logsum = logsum_of_probs(s.logsum[l], shift)
+        if o.lse_out != NULL:
+            _store_loss(x, o.lse_out, p, lse)
+        sw = 1.0 if o.sample_weight == NULL else o.sample_weight[p]
+        if sw == 0.0:
+            if loss_out != NULL:
+                _store_loss(x, loss_out, p, 0.0)
+            continue
+        wy = 1.0 if weight == NULL else weight[y]
+        xy = s.xy[l]
+        loss = (1.0 - smoothing) * wy * (logsum + (shift - xy))
+        extra = 0.0
+        if smoothing != 0.0:
+            extra = smoothing * (logsum * (weight_total / k) - s.aux[l])
+        if o.z_loss != 0.0:
+            extra = extra + o.z_loss * lse * lse
+        loss = sw * (loss + extra)
+        if loss_out != NULL:
+            _store_loss(x, loss_out, p, loss)
+        total = total + loss
+        wtotal = wtotal + sw * wy
+        if grad != NULL:
+            sc = scale * sw
+            s.sm[l] = sc * ((1.0 - smoothing) * wy + smoothing * weight_total / k
+                            + 2.0 * o.z_loss * lse)
+            s.yterm[l] = sc * (1.0 - smoothing) * wy
+            s.logsum[l] = logsum
+            _store_loss(x, s.a_t, l, s.sm[l] * exp(-logsum))
+            _store_loss(x, s.c0_t, l, sc * smoothing / k)
+    loss_sum[0] = total
+    weight_sum[0] = wtotal
+    if grad == NULL:
+        return
+    col_grad(x, k, cs, nb, s.shift_t, s.a_t, s.c0_t, weight, grad, gcs)
+    for l in range(nb):
+        if s.yterm[l] != s.yterm[l]:
+            for c in range(k):
+                store(grad, c * gcs + l, 0.0)
+            continue
+        y = target[p0 + l]
+        if logit_t is float or logit_t is double:
+            grad[y * gcs + l] = grad[y * gcs + l] - <logit_t> s.yterm[l]
+        else:
+            # subtract before rounding to 16 bits, as _ce_index_grad_opts
+            xy = s.xy[l]
+            g = _tval(x, s.c0_t, l)
+            if weight != NULL:
+                g = weight[y] * g
+            store(grad, y * gcs + l,
+                  s.sm[l] * exp(xy - s.shift[l] - s.logsum[l]) - g - s.yterm[l])
+
+
+cdef inline (Py_ssize_t, Py_ssize_t) _col_tasks(Py_ssize_t outer, Py_ssize_t inner) noexcept nogil:
+    """(blocks per task, tasks per outer index): >= 64 tasks when the shape allows."""
+    cdef Py_ssize_t nib = (inner + CEC_COL_W - 1) // CEC_COL_W
+    cdef Py_ssize_t group = max(1, min(<Py_ssize_t> _COL_GROUP, outer * nib // 64))
+    return group, (nib + group - 1) // group
+
+
+cdef void _ce_cols_task(const logit_t *x, Py_ssize_t xos, Py_ssize_t cs, Py_ssize_t k,
+                        Py_ssize_t inner, Py_ssize_t group, Py_ssize_t tpo, Py_ssize_t t,
+                        const target_t *target, const double *weight, double weight_total,
+                        Py_ssize_t ignore_index, double smoothing, double scale, logit_t *grad,
+                        Py_ssize_t gos, Py_ssize_t gcs, void *loss_out, ColScratch *s,
+                        const CeOpts *o, double *loss_sum, double *weight_sum,
+                        Py_ssize_t *first_bad) noexcept nogil:
+    cdef Py_ssize_t ob = t // tpo, b, i0, nib = (inner + CEC_COL_W - 1) // CEC_COL_W
+    cdef double bl, bw, total = 0.0, wtotal = 0.0
+    cdef logit_t *g
+    for b in range((t % tpo) * group, min(nib, (t % tpo + 1) * group)):
+        i0 = b * CEC_COL_W
+        g = grad + ob * gos + i0 if grad != NULL else NULL
+        _ce_cols_block(x + ob * xos + i0, cs, k, min(<Py_ssize_t> CEC_COL_W, inner - i0),
+                       ob * inner + i0, target, weight, weight_total, ignore_index, smoothing,
+                       scale, g, gcs, loss_out, s, o, &bl, &bw, first_bad)
+        total = total + bl
+        wtotal = wtotal + bw
+    loss_sum[0] = total
+    weight_sum[0] = wtotal
+
+
+cdef _ce_cols(const logit_t *x, Py_ssize_t outer, Py_ssize_t k, Py_ssize_t inner,
+              Py_ssize_t xos, Py_ssize_t cs, const target_t *target, const double *w,
+              Py_ssize_t ignore_index, double smoothing, double scale, logit_t *g,
+              Py_ssize_t gos, Py_ssize_t gcs, void *out, int n_threads, const CeOpts *o):
+    cdef Py_ssize_t group, tpo, t
+    group, tpo = _col_tasks(outer, inner)
+    cdef _BlockSums sums = _BlockSums(outer * tpo)
+    cdef double weight_total = total_weight(w, k)
+    cdef int failed = 0
+    cdef int *failed_flag = &failed  # written from inside the parallel region
+    cdef ColScratch *s = NULL
+    if n_threads == 1:
+        with nogil:
+            s = col_scratch_new(is_f64(x))
+            if s != NULL:
+                for t in range(outer * tpo):
+                    _ce_cols_task(x, xos, cs, k, inner, group, tpo, t, target, w, weight_total,
+                                  ignore_index, smoothing, scale, g, gos, gcs, out, s, o,
+                                  &sums.loss[t], &sums.weight[t], &sums.bad[t])
+            else:
+                failed_flag[0] = 1
+            col_scratch_free(s)
+    else:
+        with nogil, parallel(num_threads=n_threads):
+            s = col_scratch_new(is_f64(x))
+            if s != NULL:
+                for t in prange(outer * tpo, schedule="guided"):
+                    _ce_cols_task(x, xos, cs, k, inner, group, tpo, t, target, w, weight_total,
+                                  ignore_index, smoothing, scale, g, gos, gcs, out, s, o,
+                                  &sums.loss[t], &sums.weight[t], &sums.bad[t])
+            else:
+                failed_flag[0] = 1
+            col_scratch_free(s)
+    if failed:
+        raise MemoryError("cecore: could not allocate kernel scratch space")
+    return sums.totals()
+
+
+def ce_index_cols(const storage_t[:, :, :] logits, int half, const target_t[::1] target,
+                  const double[::1] weight, Py_ssize_t ignore_index, double label_smoothing,
+                  double scale, storage_t[:, :, :] grad, floating[::1] loss_out,
+                  double z_loss, const double[::1] sample_weight, floating[::1] lse_out,
+                  int n_threads):
+    """ce_index_loss_opts (no softcap) for logits (outer, k, inner) whose inner positions
+    are contiguous; targets, loss_out, sample_weight and lse_out in C order of (outer,
+    inner). grad: the logits' layout (inner contiguous; may alias logits) or (0, 0, 0)."""
+    cdef CeOpts o
+    cdef Py_ssize_t outer = logits.shape[0], k = logits.shape[1], inner = logits.shape[2]
+    cdef Py_ssize_t xos = _stride(logits.strides[0], sizeof(storage_t))
+    cdef Py_ssize_t cs = _stride(logits.strides[1], sizeof(storage_t))
+    cdef const double *w = &weight[0] if weight.shape[0] > 0 else NULL
+    cdef storage_t *g = &grad[0, 0, 0] if grad.shape[0] > 0 else NULL
+    cdef Py_ssize_t gos = _stride(grad.strides[0], sizeof(storage_t)) if g != NULL else 0
+    cdef Py_ssize_t gcs = _stride(grad.strides[1], sizeof(storage_t)) if g != NULL else 0
+    cdef void *out = <void *> &loss_out[0] if loss_out.shape[0] > 0 else NULL
+    o.z_loss = z_loss
+    o.softcap = 0.0
+    o.inv_softcap = 0.0
+    o.sample_weight = &sample_weight[0] if sample_weight.shape[0] > 0 else NULL
+    o.lse_out = <void *> &lse_out[0] if lse_out.shape[0] > 0 else NULL
+    if outer == 0 or inner == 0:
+        return 0.0, 0.0, -1
+    if storage_t is uint16_t:
+        if half == HALF_BF16:
+            return _ce_cols(<const cec_bf16_t *> &logits[0, 0, 0], outer, k, inner, xos, cs,
+                            &target[0], w, ignore_index, label_smoothing, scale,
+                            <cec_bf16_t *> g, gos, gcs, out, n_threads, &o)
+        return _ce_cols(<const cec_f16_t *> &logits[0, 0, 0], outer, k, inner, xos, cs,
+                        &target[0], w, ignore_index, label_smoothing, scale, <cec_f16_t *> g,
+                        gos, gcs, out, n_threads, &o)
+    return _ce_cols(&logits[0, 0, 0], outer, k, inner, xos, cs, &target[0], w, ignore_index,
+                    label_smoothing, scale, g, gos, gcs, out, n_threads, &o)
+
+
+cdef void _softmax_cols_task(const logit_t *x, Py_ssize_t xos, Py_ssize_t cs, Py_ssize_t k,
+                             Py_ssize_t inner, Py_ssize_t group, Py_ssize_t tpo, Py_ssize_t t,
+                             logit_t *out, void *lse, int mode, ColScratch *s) noexcept nogil:
+    """_softmax_block for the blocks of task t: mode 0 writes lse (flat positions, compute
+    type), 1 and 2 log_softmax and softmax into out, C-ordered (outer, k, inner)."""
+    cdef Py_ssize_t ob = t // tpo, b, i0, l, nb, nib = (inner + CEC_COL_W - 1) // CEC_COL_W
+    cdef logit_t *o
+    for b in range((t % tpo) * group, min(nib, (t % tpo + 1) * group)):
+        i0 = b * CEC_COL_W
+        nb = min(<Py_ssize_t> CEC_COL_W, inner - i0)
+        col_lse(x + ob * xos + i0, k, cs, nb, s.buf, s.rowmax, s.logsum)
+        _col_shifts(x, nb, s)
+        if mode == 0:
+            for l in range(nb):
+                _store_loss(x, lse, ob * inner + i0 + l, s.shift[l] + s.logsum[l])
+            continue
+        for l in range(nb):
+            s.aux[l] = logsum_of_probs(s.logsum[l], s.shift[l])
+        o = out + ob * k * inner + i0
+        if mode == 1:
+            col_sub(x + ob * xos + i0, k, cs, nb, s.shift, s.aux, o, inner)
+        else:
+            for l in range(nb):
+                # exp(x - shift) exp(-logsum): one rounding of the scale, none of lse
+                _store_loss(x, s.a_t, l, exp(-s.aux[l]))
+                _store_loss(x, s.c0_t, l, 0.0)
+            col_grad(x + ob * xos + i0, k, cs, nb, s.shift_t, s.a_t, s.c0_t, NULL, o, inner)
+
+
+cdef _softmax_cols(const logit_t *x, Py_ssize_t outer, Py_ssize_t k, Py_ssize_t inner,
+                   Py_ssize_t xos, Py_ssize_t cs, logit_t *out, void *lse, int mode,
+                   int n_threads):
+    cdef Py_ssize_t group, tpo, t
+    group, tpo = _col_tasks(outer, inner)
+    cdef int failed = 0
+    cdef int *failed_flag = &failed  # written from inside the parallel region
+    cdef ColScratch *s = NULL
+    if n_threads == 1:
+        with nogil:
+            s = col_scratch_new(is_f64(x))
+            if s != NULL:
+                for t in range(outer * tpo):
+                    _softmax_cols_task(x, xos, cs, k, inner, group, tpo, t, out, lse, mode, s)
+            else:
+                failed_flag[0] = 1
+            col_scratch_free(s)
+    else:
+        with nogil, parallel(num_threads=n_threads):
+            s = col_scratch_new(is_f64(x))
+            if s != NULL:
+                for t in prange(outer * tpo, schedule="guided"):
+                    _softmax_cols_task(x, xos, cs, k, inner, group, tpo, t, out, lse, mode, s)
+            else:
+                failed_flag[0] = 1
+            col_scratch_free(s)
+    if failed:
+        raise MemoryError("cecore: could not allocate kernel scratch space")
+
+
+def softmax_cols(const storage_t[:, :, :] x, int half, storage_t[:, :, ::1] out,
+                 floating[::1] lse, int mode, int n_threads):
+    """softmax_rows for x (outer, k, inner) whose inner positions are contiguous: mode 0
+    writes lse (outer * inner,) in the compute type (out is (0, 0, 0)); 1 and 2 write
+    out, C-contiguous (outer, k, inner) of x's type."""
+    cdef Py_ssize_t outer = x.shape[0], k = x.shape[1], inner = x.shape[2]
+    cdef Py_ssize_t xos = _stride(x.strides[0], sizeof(storage_t))
+    cdef Py_ssize_t cs = _stride(x.strides[1], sizeof(storage_t))
+    cdef storage_t *o = &out[0, 0, 0] if out.shape[0] > 0 else NULL
+    cdef void *ls = <void *> &lse[0] if lse.shape[0] > 0 else NULL
+    if outer == 0 or inner == 0:
+        return
+    if storage_t is uint16_t:
+        if half == HALF_BF16:
+            _softmax_cols(<const cec_bf16_t *> &x[0, 0, 0], outer, k, inner, xos, cs,
+                          <cec_bf16_t *> o, ls, mode, n_threads)
+        else:
+            _softmax_cols(<const cec_f16_t *> &x[0, 0, 0], outer, k, inner, xos, cs,
+                          <cec_f16_t *> o, ls, mode, n_threads)
+    else:
+        _softmax_cols(&x[0, 0, 0], outer, k, inner, xos, cs, o, ls, mode, n_threads)
 
 
 # ------------------------------------------------------------------ fast paths

@@ -218,6 +218,52 @@ def as_rows(arr, axis):
     return rows
 
 
+# Fewer contiguous positions per class than this leave most of the column
+# kernels' lanes idle: such layouts take as_rows (a transposed copy) instead.
+MIN_COLUMN_POSITIONS = 8
+
+
+def as_columns(arr, axis):
+    """``arr`` as a 3-D view ``(outer, classes, inner)`` for the column kernels, or None.
+
+    For a class axis that is not last: the axes before it flattened into
+    ``outer``, those after it into ``inner``, which must be contiguous (stride
+    one element) and hold at least MIN_COLUMN_POSITIONS positions; the class
+    and outer strides are free. The kernels read this view in place, where
+    :func:`as_rows` would make a transposed copy. None when no such view exists
+    (the caller then takes as_rows).
+    """
+    if axis == arr.ndim - 1 or not arr.flags.aligned:
+        return None
+    k = arr.shape[axis]
+    inner = math.prod(arr.shape[axis + 1:])
+    if k == 0 or inner < MIN_COLUMN_POSITIONS:
+        return None
+    try:
+        cols = arr.reshape(math.prod(arr.shape[:axis]), k, inner, copy=False)
+    except ValueError:
+        return None
+    itemsize = arr.itemsize
+    if (cols.strides[2] != itemsize or cols.strides[1] % itemsize
+            or cols.strides[0] % itemsize):
+        return None
+    return cols
+
+
+def rows_of(layout, axis):
+    """The 2-D rows of a layout from :func:`logits_rows`: rows as they are, a 3-D
+    columns view through :func:`as_rows` (a transposed copy), for the callers whose
+    option has no column kernel."""
+    return layout if layout.ndim == 2 else as_rows(layout, 1)
+
+
+def layout_shape(layout):
+    """``(positions, classes)`` of a layout from :func:`logits_rows` (rows or columns)."""
+    if layout.ndim == 3:
+        return layout.shape[0] * layout.shape[2], layout.shape[1]
+    return layout.shape
+
+
 _NO_WEIGHT = np.empty(0)
 _NO_WEIGHT.flags.writeable = False
 
@@ -325,13 +371,15 @@ def trailing_broadcast(value, shape, name, dtype):
 _FAST_DTYPES = (_FLOAT32, _FLOAT64, _FLOAT16)
 
 
-def logits_rows(x, axis, name):
+def logits_rows(x, axis, name, columns=False):
     """Coerce ``x`` and lay it out as rows along ``axis``.
 
     Returns ``(rows, batch_shape, axis, in_dtype)``: the 2-D rows (float32,
     float64, or float16/bfloat16 as given), the shape of ``x`` without ``axis``,
     the normalised axis, and the dtype of ``x`` as given when floating (the
-    dtype of elementwise results).
+    dtype of elementwise results). With ``columns``, a class axis that is not
+    last comes back as the 3-D view of :func:`as_columns` where one exists,
+    in place of rows (see :func:`rows_of`, :func:`layout_shape`).
     """
     # fast path for the common case: a 2-D float32/64 array with rows contiguous
     if (
@@ -351,4 +399,13 @@ def logits_rows(x, axis, name):
     if arr.shape[axis] == 0:
         raise ValueError(f"{name} has zero classes along axis {axis}")
     batch_shape = arr.shape[:axis] + arr.shape[axis + 1:]
+    if columns and math.prod(arr.shape[axis + 1:]) >= MIN_COLUMN_POSITIONS:
+        # a layout without such a view is compacted in its own axis order (not
+        # transposed): which kernel runs, and so every bit of the result, depends
+        # on the shape alone, never on the memory layout
+        cols = as_columns(arr, axis)
+        if cols is None:
+            cols = as_columns(aligned(np.ascontiguousarray(arr)), axis)
+        if cols is not None:
+            return cols, batch_shape, axis, arr.dtype
     return as_rows(arr, axis), batch_shape, axis, arr.dtype

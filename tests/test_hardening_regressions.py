@@ -152,7 +152,8 @@ def aligned_kernels(monkeypatch):
 
         monkeypatch.setattr(module, name, checked)
 
-    for name in ("ce_index_loss", "ce_prob_loss", "nll_loss", "softmax_rows"):
+    for name in ("ce_index_loss", "ce_prob_loss", "nll_loss", "softmax_rows", "ce_index_cols",
+                 "softmax_cols"):
         wrap(_softmax_kernels, name)
     for name in ("bce_logits_loss", "bce_probs_loss"):
         wrap(_binary_kernels, name)

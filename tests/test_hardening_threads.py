@@ -162,7 +162,8 @@ class _Recorder:
         self.counts = []
         kernels = [(_softmax_kernels, n) for n in ("ce_index_loss", "ce_prob_loss",
                                                     "ce_index_loss_opts", "ce_prob_loss_opts",
-                                                    "nll_loss", "softmax_rows")]
+                                                    "nll_loss", "softmax_rows",
+                                                    "ce_index_cols", "softmax_cols")]
         kernels += [(_binary_kernels, "bce_logits_loss"), (_binary_kernels, "bce_probs_loss"),
                     (_divergence_kernels, "divergence_rows"), (_token_kernels, "eval_stats"),
                     (_token_kernels, "token_stats")]
