@@ -273,3 +273,28 @@ def test_cecore_torch_common_call_backward_semantics(rng):
     y[2] = 4
     with pytest.raises(ValueError, match=r"target\[2\] = 4 is out of range"):
         ct.cross_entropy(x, y)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+@pytest.mark.parametrize("k", [33, 100, 257, 4096, 4097])
+def test_rows_four_at_a_time_match_rows_one_at_a_time(dtype, k, rng):
+    # a block's rows go through rows_lse four at a time (rows 0-3 and 4-7 here; 8-11
+    # hold an all -inf row, so that group takes row_lse; row 12 is left over); a 1-row
+    # call takes row_lse. Above 4,096 classes every row takes row_lse.
+    if dtype == "bfloat16":
+        dtype = pytest.importorskip("ml_dtypes").bfloat16
+    x = rng.standard_normal((13, k)) * 3
+    x[5, 3] = np.nan
+    x[6, :5] = x[6].max() + 1  # ties at the maximum
+    x[7, :] = -6e4  # a large shift (float16 holds it)
+    x[9, :] = -np.inf
+    x[10, 0] = np.inf
+    x = x.astype(dtype)
+    y = rng.integers(0, k, 13)
+    whole = [cecore.logsumexp(x), cecore.log_softmax(x),
+             cecore.cross_entropy(x, y, reduction="none")]
+    for i in range(len(x)):
+        row = [cecore.logsumexp(x[i:i + 1]), cecore.log_softmax(x[i:i + 1]),
+               cecore.cross_entropy(x[i:i + 1], y[i:i + 1], reduction="none")]
+        for one, every in zip(row, whole):
+            _assert_same_bits_but_nan_signs(one[0], every[i])
