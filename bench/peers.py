@@ -149,6 +149,13 @@ def _cecore_binary_cross_entropy(inputs, n_threads):
     return lambda: cecore.binary_cross_entropy_with_logits(logits, target, n_threads=n_threads)
 
 
+def _torch_functional_of(module, inputs):
+    """``<module>.cross_entropy`` on zero-copy torch.from_numpy views of the inputs."""
+    cross_entropy = importlib.import_module(module).cross_entropy
+    tensors = [as_tensor(a) for a in inputs]
+    return lambda: cross_entropy(*tensors)
+
+
 def _torch_functional(name):
     """torch.nn.functional.<name> on zero-copy torch.from_numpy views."""
 
@@ -227,19 +234,26 @@ def _cecore_cross_entropy_grad(inputs, n_threads):
     return lambda: cecore.cross_entropy(logits, target, n_threads=n_threads, return_grad=True)
 
 
-def _torch_cross_entropy_grad(inputs, n_threads):
-    """F.cross_entropy(x, t).backward() with x a fresh leaf (zero-copy view) per call."""
-    import torch
+def _cross_entropy_backward(module):
+    """``<module>.cross_entropy(x, t).backward()`` with x a fresh leaf (zero-copy view) per
+    call (module: torch.nn.functional or cecore.torch)."""
 
-    logits, target = (as_tensor(a) for a in inputs)
+    def prepare(inputs, n_threads):
+        cross_entropy = importlib.import_module(module).cross_entropy
+        logits, target = (as_tensor(a) for a in inputs)
 
-    def loss_and_grad():
-        x = logits.detach().requires_grad_()
-        loss = torch.nn.functional.cross_entropy(x, target)
-        loss.backward()
-        return loss, x.grad
+        def loss_and_grad():
+            x = logits.detach().requires_grad_()
+            loss = cross_entropy(x, target)
+            loss.backward()
+            return loss, x.grad
 
-    return loss_and_grad
+        return loss_and_grad
+
+    return prepare
+
+
+_torch_cross_entropy_grad = _cross_entropy_backward("torch.nn.functional")
 
 
 @functools.cache
@@ -511,6 +525,12 @@ CECORE_LOG_SOFTMAX_DEFAULT = Impl("cecore", "cecore", _cecore_log_softmax_defaul
 CECORE_CE_DEFAULT = Impl("cecore", "cecore",
                          lambda inputs, n_threads: _cecore_cross_entropy_default_threads(
                              inputs, None))
+# cecore.torch.cross_entropy on tensors, as a training loop calls it: without a gradient,
+# and forward + backward on a fresh leaf (beside PyTorch's TORCH_CE and CE_GRAD_PEERS[0])
+CECORE_TORCH_CE = Impl("cecore.torch", "cecore",
+                       lambda inputs, n_threads: _torch_functional_of("cecore.torch",
+                                                                      inputs))
+CECORE_TORCH_CE_GRAD = Impl("cecore.torch", "cecore", _cross_entropy_backward("cecore.torch"))
 CECORE_SCIPY_LSE = Impl("cecore.scipy", "cecore", _scipy_logsumexp("cecore.scipy"))
 SCIPY_LSE_PEERS = (Impl("scipy", "scipy", _scipy_logsumexp("scipy.special")),)
 CECORE_LOG_LOSS = Impl("cecore.sklearn", "cecore", _log_loss("cecore.sklearn"))

@@ -173,6 +173,14 @@ WORKLOADS = (
     Workload("tiny-1x10", "per-call overhead, 1 x 10 (time per call)", (1, 10), "float32",
              class_index_inputs, peers.CECORE_CE_DEFAULT, (peers.TORCH_CE,),
              read_floor=False, calls=2_000),
+    # the same call on torch tensors through cecore.torch: no gradient, and the training
+    # call (a leaf that requires grad, forward + backward) against PyTorch's
+    Workload("tiny-torch", "per-call overhead, cecore.torch (time per call)", (64, 100),
+             "float32", class_index_inputs, peers.CECORE_TORCH_CE, (peers.TORCH_CE,),
+             speedups={"torch": 1}, read_floor=False, calls=2_000),
+    Workload("tiny-torch-grad", "per-call overhead, forward + backward (time per call)",
+             (64, 100), "float32", class_index_inputs, peers.CECORE_TORCH_CE_GRAD,
+             (peers.CE_GRAD_PEERS[0],), speedups={"torch": 1}, read_floor=False, calls=500),
     # token_stats (per-token log-prob, lse, entropy, argmax, rank): one read of the logits
     Workload("tokens", "token_stats, topk=0, vs cross_entropy(reduction='none')",
              (4_096, 32_000), "float32", class_index_inputs, peers.CECORE_TOKENS,

@@ -263,16 +263,21 @@ def cross_entropy(
     >>> round(float(cecore.cross_entropy(logits, np.array([0, 2]))), 5)
     0.66996
     """
-    if (weight is None and n_threads is None and return_grad is False and out is None
+    if (weight is None and n_threads is None and out is None
             and shift is False and softcap is None and sample_weight is None
             and return_lse is False and type(z_loss) is float and z_loss == 0.0
             and type(axis) is int and axis in (-1, 1) and type(ignore_index) is int
             and ignore_index == -100 and type(label_smoothing) is float
             and label_smoothing == 0.0 and type(reduction) is str and reduction == "mean"):
         # the common call, validated in compiled code (None: take the general path)
-        loss = _softmax_kernels.ce_index_fast(logits, target)
-        if loss is not None:
-            return loss
+        if return_grad is False:
+            loss = _softmax_kernels.ce_index_fast(logits, target)
+            if loss is not None:
+                return loss
+        elif return_grad is True:
+            result = _softmax_kernels.ce_index_grad_fast(logits, target)
+            if result is not None:
+                return result
     z_loss = _check_z_loss(z_loss)
     return_lse = check_bool(return_lse, "return_lse")
     if check_bool(shift, "shift"):

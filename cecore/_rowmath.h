@@ -196,6 +196,7 @@
         T (*row_max)(const IN *, cec_intp);                                            \
         double (*row_sumexp)(const IN *, cec_intp, T, cec_intp *);                     \
         double (*row_lse)(const IN *, cec_intp, T *);                                  \
+        void (*rows_lse)(const IN *, cec_intp, cec_intp, cec_intp, T *, double *);     \
         double (*row_wsum)(const double *, const IN *, cec_intp, double, double);      \
         double (*row_tdot)(const T *, const double *, const IN *, cec_intp, double, double *); \
         void (*row_exp)(const IN *, cec_intp, T, T, IN *);                             \
@@ -232,6 +233,7 @@ CEC_DECLARE_OPS(cec_f16_t, float, f16)
         .row_max = cec_row_max_##SFX##_##ISA,                                       \
         .row_sumexp = cec_row_sumexp_##SFX##_##ISA,                                 \
         .row_lse = cec_row_lse_##SFX##_##ISA,                                       \
+        .rows_lse = cec_rows_lse_##SFX##_##ISA,                                     \
         .row_wsum = cec_row_wsum_##SFX##_##ISA,                                     \
         .row_tdot = cec_row_tdot_##SFX##_##ISA,                                     \
         .row_exp = cec_row_exp_##SFX##_##ISA,                                       \

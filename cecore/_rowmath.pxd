@@ -26,6 +26,8 @@ cdef extern from "_rowmath.h" nogil:
         float (*row_max)(const float *, cec_intp) noexcept nogil
         double (*row_sumexp)(const float *, cec_intp, float, cec_intp *) noexcept nogil
         double (*row_lse)(const float *, cec_intp, float *) noexcept nogil
+        void (*rows_lse)(const float *, cec_intp, cec_intp, cec_intp, float *,
+                         double *) noexcept nogil
         double (*row_wsum)(const double *, const float *, cec_intp, double,
                            double) noexcept nogil
         double (*row_tdot)(const float *, const double *, const float *, cec_intp, double,
@@ -65,6 +67,8 @@ cdef extern from "_rowmath.h" nogil:
         double (*row_max)(const double *, cec_intp) noexcept nogil
         double (*row_sumexp)(const double *, cec_intp, double, cec_intp *) noexcept nogil
         double (*row_lse)(const double *, cec_intp, double *) noexcept nogil
+        void (*rows_lse)(const double *, cec_intp, cec_intp, cec_intp, double *,
+                         double *) noexcept nogil
         double (*row_wsum)(const double *, const double *, cec_intp, double,
                            double) noexcept nogil
         double (*row_tdot)(const double *, const double *, const double *, cec_intp, double,
@@ -104,6 +108,8 @@ cdef extern from "_rowmath.h" nogil:
         float (*row_max)(const cec_bf16_t *, cec_intp) noexcept nogil
         double (*row_sumexp)(const cec_bf16_t *, cec_intp, float, cec_intp *) noexcept nogil
         double (*row_lse)(const cec_bf16_t *, cec_intp, float *) noexcept nogil
+        void (*rows_lse)(const cec_bf16_t *, cec_intp, cec_intp, cec_intp, float *,
+                         double *) noexcept nogil
         double (*row_wsum)(const double *, const cec_bf16_t *, cec_intp, double,
                            double) noexcept nogil
         double (*row_tdot)(const float *, const double *, const cec_bf16_t *, cec_intp, double,
@@ -143,6 +149,8 @@ cdef extern from "_rowmath.h" nogil:
         float (*row_max)(const cec_f16_t *, cec_intp) noexcept nogil
         double (*row_sumexp)(const cec_f16_t *, cec_intp, float, cec_intp *) noexcept nogil
         double (*row_lse)(const cec_f16_t *, cec_intp, float *) noexcept nogil
+        void (*rows_lse)(const cec_f16_t *, cec_intp, cec_intp, cec_intp, float *,
+                         double *) noexcept nogil
         double (*row_wsum)(const double *, const cec_f16_t *, cec_intp, double,
                            double) noexcept nogil
         double (*row_tdot)(const float *, const double *, const cec_f16_t *, cec_intp, double,
@@ -266,6 +274,18 @@ cdef inline double row_lse(const logit_t *x, Py_ssize_t n, void *rowmax) noexcep
         return cec_ops_bf16.row_lse(x, n, <float *> rowmax)
     else:
         return cec_ops_f16.row_lse(x, n, <float *> rowmax)
+
+
+cdef inline void rows_lse(const logit_t *x, Py_ssize_t rows, Py_ssize_t stride, Py_ssize_t n,
+                          void *rowmax, double *lse) noexcept nogil:
+    if logit_t is float:
+        cec_ops_f32.rows_lse(x, rows, stride, n, <float *> rowmax, lse)
+    elif logit_t is double:
+        cec_ops_f64.rows_lse(x, rows, stride, n, <double *> rowmax, lse)
+    elif logit_t is cec_bf16_t:
+        cec_ops_bf16.rows_lse(x, rows, stride, n, <float *> rowmax, lse)
+    else:
+        cec_ops_f16.rows_lse(x, rows, stride, n, <float *> rowmax, lse)
 
 
 cdef inline double row_wsum(const double *w, const logit_t *x, Py_ssize_t n,

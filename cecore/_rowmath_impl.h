@@ -154,6 +154,52 @@ CEC_ATTR static double CEC_FN(row_lse)(const CEC_IN *x, cec_intp n, CEC_T *rowma
 }
 
 /*
+ * row_lse of `rows` rows (row r at x + r * stride): logsum into lse[r], the maximum into
+ * rowmax[r]. Rows of up to one chunk are taken four at a time, so that the rows' max,
+ * sum and log1p (chains of dependent steps: at a few hundred elements one row alone
+ * leaves the core waiting on them) overlap. Each row gets row_lse's arithmetic in
+ * row_lse's order, so the results are the same bit for bit; a group with a row
+ * without a finite maximum goes through row_lse itself.
+ */
+CEC_ATTR static void CEC_FN(rows_lse)(const CEC_IN *x, cec_intp rows, cec_intp stride,
+                                      cec_intp n, CEC_T *rowmax, double *lse)
+{
+    cec_intp r = 0;
+    if (n <= 4096) { /* row_lse's chunk: its loop runs once */
+        for (; r + 4 <= rows; r += 4) {
+            const CEC_IN *p[4];
+            CEC_T m[4];
+            double rest[4];
+            cec_intp ties[4];
+            int finite = 1;
+            for (int i = 0; i < 4; i++) {
+                p[i] = x + (r + i) * stride;
+                m[i] = CEC_FN(row_max)(p[i], n);
+                finite &= m[i] > -CEC_INFINITY && m[i] < CEC_INFINITY;
+            }
+            if (!finite) {
+                for (int i = 0; i < 4; i++) {
+                    lse[r + i] = CEC_FN(row_lse)(p[i], n, rowmax + r + i);
+                }
+                continue;
+            }
+            /* as row_lse: rest = 0.0, then rest += row_sumexp; ties = 0, then += eq */
+            for (int i = 0; i < 4; i++) {
+                rest[i] = 0.0;
+                rest[i] += CEC_FN(row_sumexp)(p[i], n, m[i], &ties[i]);
+            }
+            for (int i = 0; i < 4; i++) {
+                rowmax[r + i] = m[i];
+                lse[r + i] = log1p(rest[i] + (double)(ties[i] - 1));
+            }
+        }
+    }
+    for (; r < rows; r++) {
+        lse[r] = CEC_FN(row_lse)(x + r * stride, n, rowmax + r);
+    }
+}
+
+/*
  * sum_i c (x_i - shift) (w == NULL) or sum_i c w_i (x_i - shift), in double.
  * With c = 1/n this is a mean, which cannot overflow where the sum of logits
  * near the dtype's maximum would.

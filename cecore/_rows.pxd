@@ -9,7 +9,7 @@ one row. Inline, so each module compiles its own copy and calls stay free.
 from libc.math cimport INFINITY, NAN
 from libc.stdlib cimport free, malloc
 
-from cecore._rowmath cimport block_lse, load, logit_t, row_lse, row_wsum
+from cecore._rowmath cimport block_lse, load, logit_t, row_wsum, rows_lse
 
 # Rows of at most this many classes go through block_lse (several rows at once).
 cdef enum:
@@ -66,13 +66,10 @@ cdef inline void lse_rows(const logit_t *x, Py_ssize_t rows, Py_ssize_t stride, 
     Callers form lse - x[r, j] as logsum[r] + (shift - x[r, j]): rounding lse
     first would lose logsum next to a huge shift.
     """
-    cdef Py_ssize_t r
-    cdef Py_ssize_t itemsize = sizeof(double) if s.f64 else sizeof(float)
     if k <= SMALL_K:
         block_lse(x, rows, stride, k, s.packed, s.rowmax, s.logsum)
         return
-    for r in range(rows):
-        s.logsum[r] = row_lse(x + r * stride, k, <char *> s.rowmax + r * itemsize)
+    rows_lse(x, rows, stride, k, s.rowmax, s.logsum)
 
 
 cdef inline double total_weight(const double *w, Py_ssize_t k) noexcept nogil:

@@ -1197,26 +1197,46 @@ cdef inline bint _plain_rows(object x, Py_ssize_t max_size) noexcept:
     return cnp.PyArray_STRIDES(a)[0] % itemsize == 0
 
 
-cdef inline object _mean(double total, double weight, bint f64):
+cdef extern from "numpy/arrayobject.h":
+    object PyArray_Scalar(void *data, cnp.dtype descr, object base)
+
+cdef cnp.dtype _FLOAT32 = cnp.PyArray_DescrFromType(cnp.NPY_FLOAT32)
+cdef cnp.dtype _FLOAT64 = cnp.PyArray_DescrFromType(cnp.NPY_FLOAT64)
+
+
+cdef inline object _mean(double total, double weight, bint f64, bint as_array):
     """total / weight with IEEE semantics (cecore._validation.divide), as the
-    result's NumPy scalar; beyond float32's range a float32 result is +-inf."""
+    result's NumPy scalar (a 0-d array with as_array); beyond float32's range a
+    float32 result is +-inf."""
     cdef double value
+    cdef float single
+    cdef cnp.ndarray out
     if weight != 0.0:
         value = total / weight
     elif total == 0.0 or total != total:
         value = NAN
     else:
         value = INFINITY if (total > 0) == (weight >= 0 and not signbit(weight)) else -INFINITY
+    single = <float> value
+    if as_array:
+        out = cnp.PyArray_SimpleNew(0, NULL, cnp.NPY_FLOAT64 if f64 else cnp.NPY_FLOAT32)
+        if f64:
+            (<double *> cnp.PyArray_DATA(out))[0] = value
+        else:
+            (<float *> cnp.PyArray_DATA(out))[0] = single
+        return out
     if f64:
-        return np.float64(value)
-    return np.float32(<float> value)
+        return PyArray_Scalar(&value, _FLOAT64, None)
+    return PyArray_Scalar(&single, _FLOAT32, None)
 
 
 cdef (double, double, Py_ssize_t) _ce_index_serial(const floating *x, Py_ssize_t n,
                                                     Py_ssize_t k, Py_ssize_t stride,
-                                                    const int64_t *target) noexcept nogil:
+                                                    const int64_t *target, double scale,
+                                                    floating *grad) noexcept nogil:
     """Sum of losses, of weights and the first bad row of _ce_index with default options
-    and one thread (blocks added in the same order). Returns bad row -2 when out of memory."""
+    and one thread (blocks added in the same order); grad: NULL, or (n, k) C-ordered for
+    the gradient of scale * the sum. Returns bad row -2 when out of memory."""
     cdef Py_ssize_t brows = _block_rows(n, k), b
     cdef double loss = 0.0, weight = 0.0, block_loss, block_weight
     cdef Py_ssize_t bad = -1, block_bad
@@ -1227,9 +1247,9 @@ cdef (double, double, Py_ssize_t) _ce_index_serial(const floating *x, Py_ssize_t
         block_loss = 0.0
         block_weight = 0.0
         block_bad = -1
-        _ce_index_block(x, stride, k, target, NULL, k, -100, 0.0, 0.0, NULL, 0, NULL,
-                        b * brows, min(n, (b + 1) * brows), s, &block_loss, &block_weight,
-                        &block_bad, NULL)
+        _ce_index_block(x, stride, k, target, NULL, k, -100, 0.0, scale, grad,
+                        k if grad != NULL else 0, NULL, b * brows, min(n, (b + 1) * brows), s,
+                        &block_loss, &block_weight, &block_bad, NULL)
         loss += block_loss
         weight += block_weight
         if bad < 0 and block_bad >= 0:
@@ -1238,40 +1258,103 @@ cdef (double, double, Py_ssize_t) _ce_index_serial(const floating *x, Py_ssize_t
     return loss, weight, bad
 
 
-def ce_index_fast(object logits, object target):
+cdef inline bint _plain_targets(object target, Py_ssize_t n) noexcept:
+    """target is a 1-D native int64 ndarray of n >= 1 contiguous, aligned elements."""
+    cdef cnp.ndarray t
+    if type(target) is not np.ndarray:
+        return False
+    t = <cnp.ndarray> target
+    return (cnp.PyArray_NDIM(t) == 1 and cnp.PyArray_TYPE(t) == cnp.NPY_INT64
+            and cnp.PyArray_ISNOTSWAPPED(t) and cnp.PyArray_ISALIGNED(t)
+            and cnp.PyArray_DIMS(t)[0] == n and n > 0
+            and (n == 1 or cnp.PyArray_STRIDES(t)[0] == sizeof(int64_t)))
+
+
+cdef inline Py_ssize_t _counted_targets(const int64_t *t, Py_ssize_t n,
+                                        Py_ssize_t k) noexcept nogil:
+    """How many targets are not ignored (-100), or -1 if one is out of range."""
+    cdef Py_ssize_t r, count = 0
+    for r in range(n):
+        if t[r] != -100:
+            if t[r] < 0 or t[r] >= k:
+                return -1
+            count += 1
+    return count
+
+
+def ce_index_fast(object logits, object target, bint as_array=False):
     """cross_entropy(logits, target) with every option at its default, or None.
 
     None unless logits is a small plain 2-D float array (see _plain_rows) and
     target a contiguous native int64 array of one index per row, all in range.
+    as_array: the loss as a 0-d array instead of a NumPy scalar (for torch.from_numpy).
     """
-    cdef cnp.ndarray x, t
+    cdef cnp.ndarray x
     cdef Py_ssize_t n, k, stride
     cdef double loss, weight
     cdef Py_ssize_t bad
     cdef bint f64
-    if not _plain_rows(logits, MIN_PARALLEL_WORK) or type(target) is not np.ndarray:
+    cdef const int64_t *t
+    if not _plain_rows(logits, MIN_PARALLEL_WORK):
         return None
     x = <cnp.ndarray> logits
-    t = <cnp.ndarray> target
     n = cnp.PyArray_DIMS(x)[0]
     k = cnp.PyArray_DIMS(x)[1]
-    if (cnp.PyArray_NDIM(t) != 1 or cnp.PyArray_TYPE(t) != cnp.NPY_INT64
-            or not cnp.PyArray_ISNOTSWAPPED(t) or not cnp.PyArray_ISALIGNED(t)
-            or cnp.PyArray_DIMS(t)[0] != n or n == 0
-            or (n > 1 and cnp.PyArray_STRIDES(t)[0] != sizeof(int64_t))):
+    if not _plain_targets(target, n):
         return None
+    t = <const int64_t *> cnp.PyArray_DATA(<cnp.ndarray> target)
     f64 = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64
     stride = cnp.PyArray_STRIDES(x)[0] // cnp.PyArray_ITEMSIZE(x)
     with nogil:
         if f64:
             loss, weight, bad = _ce_index_serial(<const double *> cnp.PyArray_DATA(x), n, k,
-                                                 stride, <const int64_t *> cnp.PyArray_DATA(t))
+                                                 stride, t, 0.0, <double *> NULL)
         else:
             loss, weight, bad = _ce_index_serial(<const float *> cnp.PyArray_DATA(x), n, k,
-                                                 stride, <const int64_t *> cnp.PyArray_DATA(t))
+                                                 stride, t, 0.0, <float *> NULL)
     if bad != -1:
         return None  # the general path names the bad target (or reports no memory)
-    return _mean(loss, weight, f64)
+    return _mean(loss, weight, f64, as_array)
+
+
+def ce_index_grad_fast(object logits, object target, bint as_array=False):
+    """cross_entropy(logits, target, return_grad=True) with every other option at its
+    default: (loss, gradient), the gradient a new C-ordered array; or None, on the
+    terms of ce_index_fast. As the general path, the targets are checked (and the
+    mean's 1 / count formed) before the pass."""
+    cdef cnp.ndarray x, grad
+    cdef Py_ssize_t n, k, stride, count
+    cdef double loss, weight, scale
+    cdef Py_ssize_t bad
+    cdef bint f64
+    cdef const int64_t *t
+    if not _plain_rows(logits, MIN_PARALLEL_WORK):
+        return None
+    x = <cnp.ndarray> logits
+    n = cnp.PyArray_DIMS(x)[0]
+    k = cnp.PyArray_DIMS(x)[1]
+    if not _plain_targets(target, n):
+        return None
+    t = <const int64_t *> cnp.PyArray_DATA(<cnp.ndarray> target)
+    count = _counted_targets(t, n, k)
+    if count < 0:
+        return None
+    scale = 1.0 / <double> count  # inf for no counted target, as divide(1.0, 0)
+    f64 = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64
+    grad = cnp.PyArray_SimpleNew(2, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x))
+    stride = cnp.PyArray_STRIDES(x)[0] // cnp.PyArray_ITEMSIZE(x)
+    with nogil:
+        if f64:
+            loss, weight, bad = _ce_index_serial(<const double *> cnp.PyArray_DATA(x), n, k,
+                                                 stride, t, scale,
+                                                 <double *> cnp.PyArray_DATA(grad))
+        else:
+            loss, weight, bad = _ce_index_serial(<const float *> cnp.PyArray_DATA(x), n, k,
+                                                 stride, t, scale,
+                                                 <float *> cnp.PyArray_DATA(grad))
+    if bad != -1:
+        return None  # out of memory: the general path reports it
+    return _mean(loss, weight, f64, as_array), grad
 
 
 cdef void _softmax_serial(const floating *x, Py_ssize_t n, Py_ssize_t k, Py_ssize_t stride,
@@ -1298,10 +1381,7 @@ def softmax_fast(object x, int mode):
     a = <cnp.ndarray> x
     n = cnp.PyArray_DIMS(a)[0]
     k = cnp.PyArray_DIMS(a)[1]
-    if mode == 0:
-        out = np.empty(n, dtype=x.dtype)
-    else:
-        out = np.empty((n, k), dtype=x.dtype)
+    out = cnp.PyArray_SimpleNew(1 if mode == 0 else 2, cnp.PyArray_DIMS(a), cnp.PyArray_TYPE(a))
     if n == 0:
         return out
     with nogil:
