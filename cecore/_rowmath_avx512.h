@@ -143,10 +143,14 @@ CEC_ATTR_AVX512 static inline __m512 cec_tanh16_avx512(__m512 x)
 {
     const __m512 one = _mm512_set1_ps(1.0f);
     __m512 ax = _mm512_abs_ps(x);
+    __mmask16 small = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.625f), _CMP_LT_OQ);
+    __m512 ts = cec_tanh_small16_avx512(x);
+    if (small == 0xFFFF) {
+        return ts; /* the common case of logits well inside the cap: no exp, no division */
+    }
     __m512 e = cec_exp_neg2abs16_avx512(ax);
     __m512 big = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
-    __mmask16 small = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.625f), _CMP_LT_OQ);
-    return _mm512_mask_blend_ps(small, cec_with_sign16_avx512(big, x), cec_tanh_small16_avx512(x));
+    return _mm512_mask_blend_ps(small, cec_with_sign16_avx512(big, x), ts);
 }
 
 /* tanh'(x) = 1 - tanh(x)^2 (as cec_tanh_grad_f32), and tanh(x) in *t as cec_tanh16_avx512 */
@@ -154,14 +158,19 @@ CEC_ATTR_AVX512 static inline __m512 cec_tanh_grad16_avx512(__m512 x, __m512 *t)
 {
     const __m512 one = _mm512_set1_ps(1.0f);
     __m512 ax = _mm512_abs_ps(x);
+    __mmask16 small = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.625f), _CMP_LT_OQ);
+    __m512 ts = cec_tanh_small16_avx512(x);
+    __m512 dsmall = _mm512_fnmadd_ps(ts, ts, one);
+    if (small == 0xFFFF) {
+        *t = ts;
+        return dsmall;
+    }
     __m512 e = cec_exp_neg2abs16_avx512(ax);
     __m512 q = _mm512_add_ps(one, e);
     __m512 big = _mm512_div_ps(_mm512_sub_ps(one, e), q);
     __m512 dbig = _mm512_div_ps(_mm512_mul_ps(_mm512_set1_ps(4.0f), e), _mm512_mul_ps(q, q));
-    __m512 ts = cec_tanh_small16_avx512(x);
-    __mmask16 small = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.625f), _CMP_LT_OQ);
     *t = _mm512_mask_blend_ps(small, cec_with_sign16_avx512(big, x), ts);
-    return _mm512_mask_blend_ps(small, dbig, _mm512_fnmadd_ps(ts, ts, one));
+    return _mm512_mask_blend_ps(small, dbig, dsmall);
 }
 
 /* bce_logits_grad for float32 on AVX-512 (same contract and formulas). */
