@@ -105,3 +105,82 @@ CEC_ATTR_AVX512 static void CEC_RD(block_lse_rows)(const CEC_IN *x, cec_intp row
         cec_block_lse16_finish_avx512(m, scratch, k, rowmax + r, lse + r);
     }
 }
+
+/* ---- soft-capped logits, cap(x) = c tanh(x inv_c) (see _rowmath_impl.h) ---- */
+
+/* out_i = cap(x_i) as float. */
+CEC_ATTR_AVX512 static void CEC_RD(softcap_row)(const CEC_IN *x, cec_intp n, float c, float inv_c,
+                                                float *out)
+{
+    const __m512 vc = _mm512_set1_ps(c), vi = _mm512_set1_ps(inv_c);
+    for (cec_intp i = 0; i < n; i += 16) {
+        __mmask16 m = cec_tail_mask16(n - i);
+        __m512 v = CEC_MASK_LOAD16(_mm512_setzero_ps(), m, x + i);
+        _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(vc, cec_tanh16_avx512(_mm512_mul_ps(v, vi))));
+    }
+}
+
+/* cap(x_i) and cap'(x_i) = tanh'(x_i inv_c) as floats. */
+CEC_ATTR_AVX512 CEC_MAYBE_UNUSED static void CEC_RD(softcap_grad_row)(const CEC_IN *x, cec_intp n, float c,
+                                                     float inv_c, float *cap, float *d)
+{
+    const __m512 vc = _mm512_set1_ps(c), vi = _mm512_set1_ps(inv_c);
+    for (cec_intp i = 0; i < n; i += 16) {
+        __mmask16 m = cec_tail_mask16(n - i);
+        __m512 t, v = CEC_MASK_LOAD16(_mm512_setzero_ps(), m, x + i);
+        _mm512_mask_storeu_ps(d + i, m, cec_tanh_grad16_avx512(_mm512_mul_ps(v, vi), &t));
+        _mm512_mask_storeu_ps(cap + i, m, _mm512_mul_ps(vc, t));
+    }
+}
+
+/* row_sumexp of the capped logits (contract and prefetching as row_sumexp). */
+CEC_ATTR_AVX512 static double CEC_RD(row_sumexp_softcap)(const CEC_IN *x, cec_intp n, float shift,
+                                                         float c, float inv_c, cec_intp *n_eq)
+{
+    const __m512 sh = _mm512_set1_ps(shift), zero = _mm512_setzero_ps();
+    const __m512 vc = _mm512_set1_ps(c), vi = _mm512_set1_ps(inv_c);
+    const char *ahead = (const char *)(x + n);
+    __m512 acc0 = zero, acc1 = zero;
+    double s = 0.0;
+    cec_intp i = 0, eq = 0;
+    int steps = 0;
+    for (; i + 32 <= n; i += 32) {
+        /* two independent vectors per step: the chain through tanh and exp is long */
+        _mm_prefetch(ahead + sizeof(CEC_IN) * i, _MM_HINT_T0);
+        if (sizeof(CEC_IN) == 4) {
+            _mm_prefetch(ahead + sizeof(CEC_IN) * i + 64, _MM_HINT_T0);
+        }
+        __m512 t0 = cec_tanh16_avx512(_mm512_mul_ps(CEC_LOAD16(x + i), vi));
+        __m512 t1 = cec_tanh16_avx512(_mm512_mul_ps(CEC_LOAD16(x + i + 16), vi));
+        __m512 d0 = _mm512_sub_ps(_mm512_mul_ps(vc, t0), sh);
+        __m512 d1 = _mm512_sub_ps(_mm512_mul_ps(vc, t1), sh);
+        __mmask16 e0 = _mm512_cmp_ps_mask(d0, zero, _CMP_EQ_OQ);
+        __mmask16 e1 = _mm512_cmp_ps_mask(d1, zero, _CMP_EQ_OQ);
+        acc0 = _mm512_mask_add_ps(acc0, (__mmask16)~e0, acc0, cec_expsum16_avx512(d0));
+        acc1 = _mm512_mask_add_ps(acc1, (__mmask16)~e1, acc1, cec_expsum16_avx512(d1));
+        eq += _mm_popcnt_u32(e0) + _mm_popcnt_u32(e1);
+        if (++steps == 16) {
+            s += cec_sum16_avx512(_mm512_add_ps(acc0, acc1));
+            acc0 = acc1 = zero;
+            steps = 0;
+        }
+    }
+    for (; i + 16 < n; i += 16) {
+        __m512 v = _mm512_mul_ps(vc, cec_tanh16_avx512(_mm512_mul_ps(CEC_LOAD16(x + i), vi)));
+        __m512 d = _mm512_sub_ps(v, sh);
+        __mmask16 e = _mm512_cmp_ps_mask(d, zero, _CMP_EQ_OQ);
+        acc0 = _mm512_mask_add_ps(acc0, (__mmask16)~e, acc0, cec_expsum16_avx512(d));
+        eq += _mm_popcnt_u32(e);
+    }
+    if (i < n) {
+        __mmask16 m = cec_tail_mask16(n - i);
+        __m512 v = _mm512_mul_ps(vc, cec_tanh16_avx512(_mm512_mul_ps(
+            CEC_MASK_LOAD16(zero, m, x + i), vi)));
+        __m512 d = _mm512_sub_ps(v, sh);
+        __mmask16 e = _mm512_mask_cmp_ps_mask(m, d, zero, _CMP_EQ_OQ);
+        acc0 = _mm512_mask_add_ps(acc0, m & (__mmask16)~e, acc0, cec_expsum16_avx512(d));
+        eq += _mm_popcnt_u32(e);
+    }
+    *n_eq = eq;
+    return s + cec_sum16_avx512(_mm512_add_ps(acc0, acc1));
+}

@@ -53,10 +53,12 @@
 #define CEC_FO_F32(name) CEC_HALF_F32_NAME(name, CEC_SFX, avx512)
 #define CEC_HAND_WRITTEN_ROW_SUMEXP
 #define CEC_HAND_WRITTEN_MAX
+#define CEC_HAND_WRITTEN_SOFTCAP
 #define CEC_BLOCK_LSE_ROWS CEC_FN(block_lse_rows)
 #define CEC_BLOCK_LSE_GROUP 16
 #define CEC_COL_SUMEXP cec_col_sumexp_avx512
 #include "_rowmath_impl.h"
+#undef CEC_HAND_WRITTEN_SOFTCAP
 #define CEC_OUT float
 #define CEC_STO CEC_ID
 #define CEC_FO CEC_FO_F32

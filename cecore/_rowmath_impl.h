@@ -526,6 +526,37 @@ CEC_ATTR static double CEC_FN(bce_probs)(const CEC_IN *p, const CEC_T *t, const 
  * always finite (or NaN).
  */
 #define CEC_CAP(v) (c * CEC_TANH((v) * inv_c))
+#ifndef CEC_SOFTCAP_CHUNK
+#define CEC_SOFTCAP_CHUNK 256
+#endif
+
+#ifdef CEC_HAND_WRITTEN_SOFTCAP
+/* the ISA's vector tanh for the row maximum too, so that it ties with itself */
+#define CEC_CAP1(v) cec_softcap1_avx512((v), c, inv_c)
+#else
+#define CEC_CAP1(v) CEC_CAP(v)
+
+/* out_i = cap(x_i). */
+CEC_ATTR static void CEC_FN(softcap_row)(const CEC_IN *x, cec_intp n, CEC_T c, CEC_T inv_c,
+                                         CEC_T *out)
+{
+#pragma omp simd
+    for (cec_intp i = 0; i < n; i++) {
+        out[i] = CEC_CAP(CEC_LD(x[i]));
+    }
+}
+
+/* cap(x_i) and cap'(x_i) = tanh'(x_i inv_c). */
+CEC_ATTR static void CEC_FN(softcap_grad_row)(const CEC_IN *x, cec_intp n, CEC_T c, CEC_T inv_c,
+                                              CEC_T *cap, CEC_T *d)
+{
+#pragma omp simd
+    for (cec_intp i = 0; i < n; i++) {
+        CEC_T th;
+        d[i] = CEC_TANH_GRAD(CEC_LD(x[i]) * inv_c, &th);
+        cap[i] = c * th;
+    }
+}
 
 /* row_sumexp of the capped logits: sum over cap(x_i) != shift of exp(cap(x_i) - shift). */
 CEC_ATTR static double CEC_FN(row_sumexp_softcap)(const CEC_IN *x, cec_intp n, CEC_T shift,
@@ -547,6 +578,7 @@ CEC_ATTR static double CEC_FN(row_sumexp_softcap)(const CEC_IN *x, cec_intp n, C
     *n_eq = eq;
     return s;
 }
+#endif
 
 /* row_lse of the capped logits (same chunked scheme); *rowmax = the capped maximum. */
 CEC_ATTR static double CEC_FN(row_lse_softcap)(const CEC_IN *x, cec_intp n, CEC_T c, CEC_T inv_c,
@@ -558,7 +590,7 @@ CEC_ATTR static double CEC_FN(row_lse_softcap)(const CEC_IN *x, cec_intp n, CEC_
     cec_intp ties = 0, eq;
     for (cec_intp c0 = 0; c0 < n; c0 += chunk) {
         cec_intp len = n - c0 < chunk ? n - c0 : chunk;
-        CEC_T cm = CEC_CAP(CEC_FN(row_max)(x + c0, len));
+        CEC_T cm = CEC_CAP1(CEC_FN(row_max)(x + c0, len));
         if (cm > m) {
             rest = m == -CEC_INFINITY ? 0.0 : (rest + (double)ties) * exp((double)m - (double)cm);
             ties = 0;
@@ -575,21 +607,30 @@ CEC_ATTR static double CEC_FN(row_lse_softcap)(const CEC_IN *x, cec_intp n, CEC_
     return log1p(rest + (double)(ties - 1));
 }
 
-/* row_wsum of the capped logits: sum_i cc w_i (cap(x_i) - shift). */
+/*
+ * row_wsum of the capped logits: sum_i cc w_i (cap(x_i) - shift). With n = 1,
+ * w = NULL and cc = 1: cap(x_0) - shift, the capped value the other kernels use.
+ */
 CEC_ATTR static double CEC_FN(row_wsum_softcap)(const double *w, const CEC_IN *x, cec_intp n,
                                                 double shift, double cc, CEC_T c, CEC_T inv_c)
 {
+    CEC_T cap[CEC_SOFTCAP_CHUNK];
     double s = 0.0;
-    if (w == NULL) {
+    for (cec_intp c0 = 0; c0 < n; c0 += CEC_SOFTCAP_CHUNK) {
+        cec_intp len = n - c0 < CEC_SOFTCAP_CHUNK ? n - c0 : CEC_SOFTCAP_CHUNK;
+        CEC_FN(softcap_row)(x + c0, len, c, inv_c, cap);
+        if (w == NULL) {
 #pragma omp simd reduction(+ : s)
-        for (cec_intp i = 0; i < n; i++) {
-            s += cc * ((double)CEC_CAP(CEC_LD(x[i])) - shift);
+            for (cec_intp i = 0; i < len; i++) {
+                s += cc * ((double)cap[i] - shift);
+            }
         }
-    }
-    else {
+        else {
+            const double *wc = w + c0;
 #pragma omp simd reduction(+ : s)
-        for (cec_intp i = 0; i < n; i++) {
-            s += (cc * w[i]) * ((double)CEC_CAP(CEC_LD(x[i])) - shift);
+            for (cec_intp i = 0; i < len; i++) {
+                s += (cc * wc[i]) * ((double)cap[i] - shift);
+            }
         }
     }
     return s;
@@ -600,49 +641,66 @@ CEC_ATTR static double CEC_FN(row_tdot_softcap)(const CEC_T *t, const double *w,
                                                 cec_intp n, double shift, CEC_T c, CEC_T inv_c,
                                                 double *tw_sum)
 {
+    CEC_T cap[CEC_SOFTCAP_CHUNK];
     double s = 0.0, ts = 0.0;
+    for (cec_intp c0 = 0; c0 < n; c0 += CEC_SOFTCAP_CHUNK) {
+        cec_intp len = n - c0 < CEC_SOFTCAP_CHUNK ? n - c0 : CEC_SOFTCAP_CHUNK;
+        const CEC_T *tc = t + c0;
+        const double *wc = w == NULL ? NULL : w + c0;
+        CEC_FN(softcap_row)(x + c0, len, c, inv_c, cap);
 #pragma omp simd reduction(+ : s, ts)
-    for (cec_intp i = 0; i < n; i++) {
-        double wt = (w == NULL ? 1.0 : w[i]) * (double)t[i];
-        s += wt != 0.0 ? wt * ((double)CEC_CAP(CEC_LD(x[i])) - shift) : 0.0;
-        ts += wt;
+        for (cec_intp i = 0; i < len; i++) {
+            double wt = (wc == NULL ? 1.0 : wc[i]) * (double)tc[i];
+            s += wt != 0.0 ? wt * ((double)cap[i] - shift) : 0.0;
+            ts += wt;
+        }
     }
     *tw_sum = ts;
     return s;
 }
 
+#ifndef CEC_HAND_WRITTEN_GRAD_SOFTCAP
 /*
  * row_grad through the cap: out_i = (a exp(cap(x_i) - shift) - w_i (c1 t_i + c0)) cap'(x_i)
- * with cap'(x) = tanh'(x inv_c) = 1 - tanh(x inv_c)^2. out may alias x.
+ * with cap'(x) = tanh'(x inv_c) = 1 - tanh(x inv_c)^2. out may alias x (each
+ * chunk is read whole before it is written).
  */
 CEC_ATTR static void CEC_FN(row_grad_softcap)(const CEC_IN *x, const CEC_T *t, const double *w,
                                               cec_intp n, CEC_T shift, CEC_T a, CEC_T c1, CEC_T c0,
                                               CEC_T c, CEC_T inv_c, CEC_IN *out)
 {
-    if (t == NULL && w == NULL) {
+    CEC_T cap[CEC_SOFTCAP_CHUNK], d[CEC_SOFTCAP_CHUNK];
+    for (cec_intp j = 0; j < n; j += CEC_SOFTCAP_CHUNK) {
+        cec_intp len = n - j < CEC_SOFTCAP_CHUNK ? n - j : CEC_SOFTCAP_CHUNK;
+        CEC_IN *o = out + j;
+        CEC_FN(softcap_grad_row)(x + j, len, c, inv_c, cap, d);
+        if (t == NULL && w == NULL) {
 #pragma omp simd
-        for (cec_intp i = 0; i < n; i++) {
-            CEC_T th, d = CEC_TANH_GRAD(CEC_LD(x[i]) * inv_c, &th);
-            out[i] = CEC_ST((a * CEC_EXP(c * th - shift) - c0) * d);
+            for (cec_intp i = 0; i < len; i++) {
+                o[i] = CEC_ST((a * CEC_EXP(cap[i] - shift) - c0) * d[i]);
+            }
         }
-    }
-    else if (t == NULL) {
+        else if (t == NULL) {
+            const double *wc = w + j;
 #pragma omp simd
-        for (cec_intp i = 0; i < n; i++) {
-            CEC_T th, d = CEC_TANH_GRAD(CEC_LD(x[i]) * inv_c, &th);
-            out[i] = CEC_ST((a * CEC_EXP(c * th - shift) - (CEC_T)w[i] * c0) * d);
+            for (cec_intp i = 0; i < len; i++) {
+                o[i] = CEC_ST((a * CEC_EXP(cap[i] - shift) - (CEC_T)wc[i] * c0) * d[i]);
+            }
         }
-    }
-    else {
+        else {
+            const CEC_T *tc = t + j;
+            const double *wc = w == NULL ? NULL : w + j;
 #pragma omp simd
-        for (cec_intp i = 0; i < n; i++) {
-            CEC_T th, d = CEC_TANH_GRAD(CEC_LD(x[i]) * inv_c, &th);
-            CEC_T wi = w == NULL ? (CEC_T)1 : (CEC_T)w[i];
-            out[i] = CEC_ST((a * CEC_EXP(c * th - shift) - wi * (c1 * t[i] + c0)) * d);
+            for (cec_intp i = 0; i < len; i++) {
+                CEC_T wi = wc == NULL ? (CEC_T)1 : (CEC_T)wc[i];
+                o[i] = CEC_ST((a * CEC_EXP(cap[i] - shift) - wi * (c1 * tc[i] + c0)) * d[i]);
+            }
         }
     }
 }
+#endif
 #undef CEC_CAP
+#undef CEC_CAP1
 
 /* row_exp and row_sub, whose output type is a parameter of their own */
 #define CEC_OUT CEC_IN

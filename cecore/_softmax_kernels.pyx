@@ -30,7 +30,7 @@ from cecore._rowmath cimport (CEC_COL_CHUNK, CEC_COL_W, HALF_BF16, cec_bf16_t,
                               is_f64, load, logit_t, row_exp, row_grad,
                               row_grad_softcap, row_lse_softcap, row_sub, row_tdot,
                               row_tdot_softcap, row_wsum, row_wsum_softcap, softcap_grad_of,
-                              softcap_of, storage_t, store)
+                              storage_t, store)
 from cecore._rows cimport (SMALL_K, Scratch, class_index_loss, logsum_of_probs, lse_rows,
                            scratch_free, scratch_new, scratch_rowmax, shift_of, total_weight)
 
@@ -203,9 +203,11 @@ cdef void _ce_index_rows_opts(const logit_t *x, Py_ssize_t stride, Py_ssize_t k,
                 _zero_row(gr, k)
             continue
         wy = 1.0 if weight == NULL else weight[y]
-        xy = load(xr, y)
         if c != 0.0:
-            xy = softcap_of(xr, xy, c, inv_c)
+            # the kernels' own cap(x[y]), so that a maximal target gives shift - xy = 0
+            xy = shift + row_wsum_softcap(NULL, xr + y, 1, shift, 1.0, c, inv_c)
+        else:
+            xy = load(xr, y)
         loss = (1.0 - smoothing) * wy * (logsum + (shift - xy))
         loss = sw * (loss + _smoothing_and_z_loss(xr, k, weight, weight_total, smoothing,
                                                   shift, logsum, lse, c, inv_c, o.z_loss))
@@ -240,6 +242,7 @@ cdef inline void _ce_index_grad_opts(const logit_t *xr, Py_ssize_t k, Py_ssize_t
             store(gr, y, sm * exp(xy - shift - logsum) - wc0 - yterm)
         return
     d = softcap_grad_of(xr, xy, o.softcap, o.inv_softcap, &xy)
+    xy = shift + row_wsum_softcap(NULL, xr + y, 1, shift, 1.0, o.softcap, o.inv_softcap)
     row_grad_softcap(xr, NULL, weight, k, shift, sm * exp(-logsum), 0, c0, o.softcap,
                      o.inv_softcap, gr)
     g = (sm * exp(xy - shift - logsum) - wc0 - yterm) * d

@@ -192,20 +192,45 @@ def test_large_rows_and_thread_independence(rng):
     np.testing.assert_allclose(results[0][2], lse_ref, rtol=1e-6)
 
 
-def test_tanh_accuracy():
-    """The vectorised tanh (via cap = c tanh(x / c) with c = 1) against float64, in ulp."""
-    x = np.concatenate([np.linspace(-12, 12, 200_001), np.geomspace(1e-30, 1, 2000),
-                        [0.0, 0.62, 0.625, 0.63, 9.0, 50.0, 1e30, np.inf]]).astype(np.float32)
-    rows = x.reshape(-1, 1)
-    # with one class, lse = cap(x) exactly as the kernel computes it
-    got = cecore.cross_entropy(rows, np.zeros(len(x), np.int64), softcap=1.0, return_lse=True,
-                               reduction="none")[1]
-    exact = np.tanh(x.astype(np.float64))
-    ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
-    err = np.abs(got.astype(np.float64) - exact) / ulp
-    assert err.max() <= 2.5, (err.max(), x[err.argmax()])
-    assert got[-1] == 1.0 and np.isnan(cecore.cross_entropy(
-        np.array([[np.nan]], np.float32), np.array([0]), softcap=1.0, return_lse=True)[1][0])
+_TANH_SWEEP = """
+import json, sys
+import numpy as np
+import cecore
+
+# every 401st float32 in [0, 10] (tanh rounds to 1 above 9.02), their negatives, and specials
+bits = np.arange(0, np.float32(10.0).view(np.uint32), 401, dtype=np.uint32)
+x = bits.view(np.float32)
+x = np.concatenate([x, -x, np.array([0.625, np.nextafter(np.float32(0.625), 0), 50, 1e30,
+                                     np.inf, -np.inf, np.nan], np.float32)])
+# with one class and softcap=1, lse = cap(x) = tanh(x) exactly as the kernels compute it
+got = cecore.cross_entropy(x.reshape(-1, 1), np.zeros(len(x), np.int64), softcap=1.0,
+                           return_lse=True, reduction="none")[1]
+exact = np.tanh(x.astype(np.float64))
+ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+finite = ~np.isnan(x)
+err = np.abs(got[finite].astype(np.float64) - exact[finite]) / ulp[finite]
+print(json.dumps({"simd": cecore._config.config()["simd"], "max_ulp": float(err.max()),
+                  "worst": float(x[finite][err.argmax()]),
+                  "inf": [float(got[-3]), float(got[-2])], "nan": bool(np.isnan(got[-1])),
+                  "odd": bool(np.all(got[:len(bits)] == -got[len(bits):2 * len(bits)]))}))
+"""
+
+
+@pytest.mark.parametrize("level", ["baseline", "avx2", "avx512"])
+def test_tanh_accuracy(level, tmp_path, monkeypatch):
+    """The float32 tanh of each SIMD level against float64 over 5.4 million inputs, in ulp of
+    the float32 result. Measured over every float32 (all levels): <= 1.51 ulp on AVX-512
+    (Cody-Waite exp, vscalefps), <= 2 elsewhere; +-inf -> +-1, NaN -> NaN, odd."""
+    import json
+
+    from _helpers import run_python_child
+
+    monkeypatch.setenv("CECORE_SIMD", level)
+    done = run_python_child(_TANH_SWEEP, tmp_path)
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    assert info["max_ulp"] <= 2.0, info
+    assert info["inf"] == [1.0, -1.0] and info["nan"] and info["odd"], info
 
 
 def test_softcap_bounds_infinite_logits():
