@@ -26,11 +26,10 @@
  * Rounding u to float costs |u| 2^-25 relative, which only matters for terms
  * far below the row maximum, whose share of the sum is as small.
  */
-CEC_ATTR_AVX512 static inline __m512 cec_expsum16_avx512(__m512 d)
+CEC_ATTR_AVX512 static inline __m512 cec_exp2sum16_avx512(__m512 u)
 {
     /* max(lo, u) returns u when u is NaN; -inf becomes -151 and 2^-151 -> 0 */
-    __m512 u = _mm512_max_ps(_mm512_set1_ps(-151.0f),
-                             _mm512_mul_ps(d, _mm512_set1_ps(1.44269504088896341f)));
+    u = _mm512_max_ps(_mm512_set1_ps(-151.0f), u);
     __m512 k = _mm512_roundscale_ps(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 f = _mm512_sub_ps(u, k);
     __m512 p = _mm512_set1_ps(1.5337577497120947e-4f);
@@ -41,6 +40,12 @@ CEC_ATTR_AVX512 static inline __m512 cec_expsum16_avx512(__m512 d)
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931471824645996e-1f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, k);
+}
+
+/* exp(d) as 2^(d log2(e)) (the contract above) */
+CEC_ATTR_AVX512 static inline __m512 cec_expsum16_avx512(__m512 d)
+{
+    return cec_exp2sum16_avx512(_mm512_mul_ps(d, _mm512_set1_ps(1.44269504088896341f)));
 }
 
 CEC_ATTR_AVX512 static inline double cec_sum16_avx512(__m512 v)
@@ -496,6 +501,20 @@ CEC_ATTR_AVX512 static inline __m512 cec_mask_load16_bf16_avx512(__m512 src, __m
     return _mm512_mask_blend_ps(m, src, cec_widen16_bf16_avx512(_mm256_maskz_loadu_epi16(m, p)));
 }
 
+/*
+ * 32 bfloat16 as two vectors in one 64-byte load: the even elements shifted
+ * into the upper halves of the 32-bit lanes, the odd ones masked in place (one
+ * instruction per 16 elements instead of a widen and a shift). For the row
+ * loops that do not care about the order of the elements: max and sums.
+ */
+CEC_ATTR_AVX512 static inline void cec_load32_bf16_avx512(const cec_bf16_t *p, __m512 *v0,
+                                                          __m512 *v1)
+{
+    __m512i w = _mm512_loadu_si512((const void *)p);
+    *v0 = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+    *v1 = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32((int)0xFFFF0000u)));
+}
+
 /* float16: F16C's vcvtph2ps */
 CEC_ATTR_AVX512 static inline __m512 cec_load16_f16_avx512(const cec_f16_t *p)
 {
@@ -508,35 +527,54 @@ CEC_ATTR_AVX512 static inline __m512 cec_mask_load16_f16_avx512(__m512 src, __mm
     return _mm512_mask_blend_ps(m, src, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)));
 }
 
+CEC_ATTR_AVX512 static inline void cec_load32_f32_avx512(const float *p, __m512 *v0, __m512 *v1)
+{
+    *v0 = _mm512_loadu_ps(p);
+    *v1 = _mm512_loadu_ps(p + 16);
+}
+
+CEC_ATTR_AVX512 static inline void cec_load32_f16_avx512(const cec_f16_t *p, __m512 *v0,
+                                                         __m512 *v1)
+{
+    *v0 = cec_load16_f16_avx512(p);
+    *v1 = cec_load16_f16_avx512(p + 16);
+}
+
 #define CEC_IN float
 #define CEC_RD(name) CEC_CAT3(cec, name, f32_avx512)
 #define CEC_LOAD16 cec_load16_f32_avx512
 #define CEC_MASK_LOAD16 cec_mask_load16_f32_avx512
+#define CEC_LOAD32 cec_load32_f32_avx512
 #include "_rowmath_avx512_read.h"
 #undef CEC_IN
 #undef CEC_RD
 #undef CEC_LOAD16
 #undef CEC_MASK_LOAD16
+#undef CEC_LOAD32
 
 #define CEC_IN cec_bf16_t
 #define CEC_RD(name) CEC_CAT3(cec, name, bf16_avx512)
 #define CEC_LOAD16 cec_load16_bf16_avx512
 #define CEC_MASK_LOAD16 cec_mask_load16_bf16_avx512
+#define CEC_LOAD32 cec_load32_bf16_avx512
 #include "_rowmath_avx512_read.h"
 #undef CEC_IN
 #undef CEC_RD
 #undef CEC_LOAD16
 #undef CEC_MASK_LOAD16
+#undef CEC_LOAD32
 
 #define CEC_IN cec_f16_t
 #define CEC_RD(name) CEC_CAT3(cec, name, f16_avx512)
 #define CEC_LOAD16 cec_load16_f16_avx512
 #define CEC_MASK_LOAD16 cec_mask_load16_f16_avx512
+#define CEC_LOAD32 cec_load32_f16_avx512
 #include "_rowmath_avx512_read.h"
 #undef CEC_IN
 #undef CEC_RD
 #undef CEC_LOAD16
 #undef CEC_MASK_LOAD16
+#undef CEC_LOAD32
 
 /* cap(v) = c tanh(v inv_c) of one value, as the vector kernels compute it. */
 CEC_ATTR_AVX512 static inline float cec_softcap1_avx512(float v, float c, float inv_c)

@@ -17,8 +17,10 @@ CEC_ATTR_AVX512 static float CEC_RD(row_max)(const CEC_IN *x, cec_intp n)
     __m512 m0 = neg_inf, m1 = neg_inf;
     cec_intp i = 0;
     for (; i + 32 <= n; i += 32) {
-        m0 = _mm512_max_ps(CEC_LOAD16(x + i), m0);
-        m1 = _mm512_max_ps(CEC_LOAD16(x + i + 16), m1);
+        __m512 v0, v1;
+        CEC_LOAD32(x + i, &v0, &v1);
+        m0 = _mm512_max_ps(v0, m0);
+        m1 = _mm512_max_ps(v1, m1);
     }
     for (; i < n; i += 16) {
         m0 = _mm512_max_ps(CEC_MASK_LOAD16(neg_inf, cec_tail_mask16(n - i), x + i), m0);
@@ -27,20 +29,30 @@ CEC_ATTR_AVX512 static float CEC_RD(row_max)(const CEC_IN *x, cec_intp n)
 }
 
 /*
- * row_sumexp on AVX-512: same contract as the portable one. While it computes
- * (from L1), it prefetches the n elements that follow x, which is where the
- * next row or chunk usually starts: without this the core's memory reads and
- * its arithmetic take turns instead of overlapping (prefetching past the end
- * of an array is harmless).
+ * The loop of row_sumexp over whole blocks of 32 elements, for a finite shift.
+ * by_fma = 1 (a compile-time constant at each call) takes u = x log2(e) -
+ * fl(shift log2(e)) in one FMA instead of (x - shift) log2(e) in two steps:
+ * every u then carries the same offset delta = shift log2(e) - fl(shift
+ * log2(e)) (|delta| <= 2^-5 for |shift| <= 2^20, where the caller uses it),
+ * and the sum is scaled by 2^-delta, in double, once. Elements equal to the
+ * shift are compared on x itself (x == shift exactly when x - shift == 0),
+ * counted and not summed (see row_sumexp). While it computes (from L1) it
+ * prefetches the n elements that follow x, which is where the next row or
+ * chunk usually starts: without this the core's memory reads and its
+ * arithmetic take turns instead of overlapping (prefetching past the end of
+ * an array is harmless).
  */
-CEC_ATTR_AVX512 static double CEC_RD(row_sumexp)(const CEC_IN *x, cec_intp n, float shift,
-                                                 cec_intp *n_eq)
+CEC_ATTR_AVX512 static inline __attribute__((always_inline)) double CEC_RD(row_sumexp_blocks)(
+    const CEC_IN *x, cec_intp n, float shift, cec_intp *n_eq, int by_fma)
 {
-    const __m512 sh = _mm512_set1_ps(shift), zero = _mm512_setzero_ps();
+    const float unit = 1.44269504088896341f;
+    const __m512 sh = _mm512_set1_ps(shift), vu = _mm512_set1_ps(unit), zero = _mm512_setzero_ps();
+    const float c = shift * unit;
+    const __m512 vc = _mm512_set1_ps(c);
     const char *ahead = (const char *)(x + n);
     __m512 acc0 = zero, acc1 = zero;
     double s = 0.0;
-    cec_intp i = 0, eq = 0;
+    cec_intp i = 0, ne = 0;
     int steps = 0;
     for (; i + 32 <= n; i += 32) {
         /* 32 elements are 128 bytes of float32 or 64 of a 16-bit type */
@@ -48,14 +60,15 @@ CEC_ATTR_AVX512 static double CEC_RD(row_sumexp)(const CEC_IN *x, cec_intp n, fl
         if (sizeof(CEC_IN) == 4) {
             _mm_prefetch(ahead + sizeof(CEC_IN) * i + 64, _MM_HINT_T0);
         }
-        __m512 d0 = _mm512_sub_ps(CEC_LOAD16(x + i), sh);
-        __m512 d1 = _mm512_sub_ps(CEC_LOAD16(x + i + 16), sh);
-        /* elements equal to the shift are counted, not summed (see row_sumexp) */
-        __mmask16 e0 = _mm512_cmp_ps_mask(d0, zero, _CMP_EQ_OQ);
-        __mmask16 e1 = _mm512_cmp_ps_mask(d1, zero, _CMP_EQ_OQ);
-        acc0 = _mm512_mask_add_ps(acc0, (__mmask16)~e0, acc0, cec_expsum16_avx512(d0));
-        acc1 = _mm512_mask_add_ps(acc1, (__mmask16)~e1, acc1, cec_expsum16_avx512(d1));
-        eq += _mm_popcnt_u32(e0) + _mm_popcnt_u32(e1);
+        __m512 v0, v1;
+        CEC_LOAD32(x + i, &v0, &v1);
+        __mmask16 k0 = _mm512_cmp_ps_mask(v0, sh, _CMP_NEQ_UQ);
+        __mmask16 k1 = _mm512_cmp_ps_mask(v1, sh, _CMP_NEQ_UQ);
+        __m512 u0 = by_fma ? _mm512_fmsub_ps(v0, vu, vc) : _mm512_mul_ps(_mm512_sub_ps(v0, sh), vu);
+        __m512 u1 = by_fma ? _mm512_fmsub_ps(v1, vu, vc) : _mm512_mul_ps(_mm512_sub_ps(v1, sh), vu);
+        acc0 = _mm512_mask_add_ps(acc0, k0, acc0, cec_exp2sum16_avx512(u0));
+        acc1 = _mm512_mask_add_ps(acc1, k1, acc1, cec_exp2sum16_avx512(u1));
+        ne += _mm_popcnt_u32(k0) + _mm_popcnt_u32(k1);
         /* float partial sums of at most 16 terms per lane, then into double */
         if (++steps == 16) {
             s += cec_sum16_avx512(_mm512_add_ps(acc0, acc1));
@@ -63,15 +76,33 @@ CEC_ATTR_AVX512 static double CEC_RD(row_sumexp)(const CEC_IN *x, cec_intp n, fl
             steps = 0;
         }
     }
-    for (; i < n; i += 16) {
+    s += cec_sum16_avx512(_mm512_add_ps(acc0, acc1));
+    *n_eq = i - ne;
+    /* exact: c is a float, shift * unit is exact in double */
+    return by_fma ? s * exp2((double)c - (double)shift * (double)unit) : s;
+}
+
+/*
+ * row_sumexp on AVX-512: same contract as the portable one; the masked tail
+ * takes the remaining < 32 elements.
+ */
+CEC_ATTR_AVX512 static double CEC_RD(row_sumexp)(const CEC_IN *x, cec_intp n, float shift,
+                                                 cec_intp *n_eq)
+{
+    const __m512 sh = _mm512_set1_ps(shift), zero = _mm512_setzero_ps();
+    cec_intp eq;
+    double s = fabsf(shift) <= 1048576.0f ? CEC_RD(row_sumexp_blocks)(x, n, shift, &eq, 1)
+                                          : CEC_RD(row_sumexp_blocks)(x, n, shift, &eq, 0);
+    __m512 acc = zero;
+    for (cec_intp i = n - n % 32; i < n; i += 16) {
         __mmask16 m = cec_tail_mask16(n - i);
         __m512 d = _mm512_sub_ps(CEC_MASK_LOAD16(_mm512_set1_ps(-INFINITY), m, x + i), sh);
         __mmask16 e = _mm512_cmp_ps_mask(d, zero, _CMP_EQ_OQ);
-        acc0 = _mm512_mask_add_ps(acc0, (__mmask16)~e, acc0, cec_expsum16_avx512(d));
+        acc = _mm512_mask_add_ps(acc, (__mmask16)~e, acc, cec_expsum16_avx512(d));
         eq += _mm_popcnt_u32(e);
     }
     *n_eq = eq;
-    return s + cec_sum16_avx512(_mm512_add_ps(acc0, acc1));
+    return s + cec_sum16_avx512(acc);
 }
 
 /*

@@ -320,8 +320,8 @@ def test_torch_bfloat16_tensor_through_plain_functions(rng):
     got = cecore.cross_entropy(t, y)
     want = cecore.cross_entropy(t.detach().float().numpy(), y.numpy())
     _assert_f32_close(got, want)
-    np.testing.assert_array_equal(cecore.logsumexp(t[:, ::2]),
-                                  cecore.logsumexp(t.detach().float()[:, ::2].numpy()))
+    _assert_f32_close(cecore.logsumexp(t[:, ::2]),
+                      cecore.logsumexp(t.detach().float()[:, ::2].numpy()))
 
 
 def test_torch_tensor_on_another_device_is_named():

@@ -879,3 +879,25 @@ def test_short_row_results_do_not_depend_on_position_in_batch(k):
     for start in range(0, 95, 7):
         part = cecore.cross_entropy(x[start:start + 5], t[start:start + 5], reduction="none")
         np.testing.assert_array_equal(part, full[start:start + 5])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_row_sums_on_both_sides_of_the_fused_shift(dtype):
+    """The AVX-512 row sum forms (x - max) log2(e) in one FMA for |max| <= 2^20,
+    off by a constant that it takes out of the sum at the end, and by subtraction
+    above: the loss (logsum + max - x_target, no rounding of lse) must match the
+    float64 reference on both sides and for rows long enough for the SIMD blocks."""
+    import ml_dtypes
+    np_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+    rng = np.random.default_rng(7)
+    offsets = [0.0, 3.0, *rng.uniform(-1500, 1500, 12)]  # 16-bit spacing <= 8 (bfloat16)
+    if dtype == "float32":
+        offsets += [12345.678, 2.0 ** 20 - 64, 2.0 ** 20, 2.0 ** 20 + 128, 3.3e6, 1.0e7, -5.0e5]
+    for offset in offsets:
+        x = (offset + rng.standard_normal((4, 203)) * 4).astype(np_dtype)
+        y = rng.integers(0, 203, 4)
+        x64 = x.astype(np.float64)
+        m = x64.max(axis=1, keepdims=True)
+        want = np.log(np.exp(x64 - m).sum(axis=1)) + m[:, 0] - x64[np.arange(4), y]
+        got = cecore.cross_entropy(x, y, reduction="none")
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6, err_msg=f"offset {offset}")
