@@ -559,6 +559,98 @@ CECORE_TORCH_STEP = Impl("cecore.torch", "torch", _training_step("cecore.torch")
 TORCH_STEP = Impl("torch", "torch", _training_step("torch.nn.functional"))
 
 
+# ------------------------------------- class axis not last: PyTorch's (N, C, d1)
+
+
+def _classes_last(inputs):
+    """(N, C, d1, ...) logits and (N, d1, ...) targets as a C-contiguous (N d1..., C)
+    array (the axis moved and copied) and flat targets: the same data, classes last."""
+    logits, target = inputs
+    k = logits.shape[1]
+    return np.ascontiguousarray(np.moveaxis(logits, 1, -1)).reshape(-1, k), target.reshape(-1)
+
+
+def _class_axis_view(rows, shape):
+    """(N d1..., C) rows as an (N, C, d1, ...) view (no copy), to check against axis=1."""
+    n, k, *rest = shape
+    return np.moveaxis(rows.reshape(n, *rest, k), -1, 1)
+
+
+def _cecore_cross_entropy_axis1(return_grad):
+    def prepare(inputs, n_threads):
+        import cecore
+
+        logits, target = inputs
+        return lambda: cecore.cross_entropy(logits, target, axis=1, n_threads=n_threads,
+                                            return_grad=return_grad)
+
+    return prepare
+
+
+def _cecore_cross_entropy_classes_last(return_grad):
+    """cecore.cross_entropy on the classes-last copy, made once in prepare (untimed). The
+    gradient is returned as an (N, C, d1) view of the (N d1, C) one (a few µs, no copy)."""
+
+    def prepare(inputs, n_threads):
+        import cecore
+
+        shape = inputs[0].shape
+        logits, target = _classes_last(inputs)
+        if not return_grad:
+            return lambda: cecore.cross_entropy(logits, target, n_threads=n_threads)
+
+        def loss_and_grad():
+            loss, grad = cecore.cross_entropy(logits, target, n_threads=n_threads,
+                                              return_grad=True)
+            return loss, _class_axis_view(grad, shape)
+
+        return loss_and_grad
+
+    return prepare
+
+
+def _cecore_log_softmax_axis1(inputs, n_threads):
+    import cecore
+
+    logits = inputs[0]
+    return lambda: cecore.log_softmax(logits, axis=1, n_threads=n_threads)
+
+
+def _cecore_log_softmax_classes_last(inputs, n_threads):
+    """cecore.log_softmax on the classes-last copy (made untimed), returned as an
+    (N, C, d1) view."""
+    import cecore
+
+    shape = inputs[0].shape
+    logits, _ = _classes_last(inputs)
+    return lambda: _class_axis_view(cecore.log_softmax(logits, n_threads=n_threads), shape)
+
+
+def _torch_log_softmax_dim1(inputs, n_threads):
+    import torch
+
+    logits = as_tensor(inputs[0])
+    return lambda: torch.nn.functional.log_softmax(logits, dim=1)
+
+
+# cecore with axis=1 against itself on the same data classes last, and PyTorch on the
+# (N, C, d1) tensor (F.cross_entropy takes the class axis at 1; forward + backward for
+# the gradient)
+CECORE_CE_AXIS1 = Impl("cecore, axis=1", "cecore", _cecore_cross_entropy_axis1(False))
+CE_CLASSES_LAST = Impl("cecore, classes last", "cecore",
+                       _cecore_cross_entropy_classes_last(False))
+CE_AXIS1_PEERS = (CE_CLASSES_LAST, TORCH_CE)
+CECORE_CE_GRAD_AXIS1 = Impl("cecore, axis=1", "cecore", _cecore_cross_entropy_axis1(True))
+CE_GRAD_CLASSES_LAST = Impl("cecore, classes last", "cecore",
+                            _cecore_cross_entropy_classes_last(True))
+CE_GRAD_AXIS1_PEERS = (CE_GRAD_CLASSES_LAST, CE_GRAD_PEERS[0])
+CECORE_LOG_SOFTMAX_AXIS1 = Impl("cecore, axis=1", "cecore", _cecore_log_softmax_axis1)
+LOG_SOFTMAX_CLASSES_LAST = Impl("cecore, classes last", "cecore",
+                                _cecore_log_softmax_classes_last)
+LOG_SOFTMAX_AXIS1_PEERS = (LOG_SOFTMAX_CLASSES_LAST,
+                           Impl("torch", "torch", _torch_log_softmax_dim1))
+
+
 # -------------------------------------------------- evaluation at scale
 
 

@@ -38,6 +38,13 @@ Methodology
   ``torch.nn.Linear`` model with ``F.cross_entropy`` or
   ``cecore.torch.cross_entropy``; its result is the first step's loss and
   updated weight.
+- Class axis not last ("axis1", "axis1-grad", "axis1-logsm"): (N, C, d1)
+  logits with targets (N, d1), cecore called with ``axis=1`` and PyTorch on the
+  same tensor (``F.cross_entropy``, ``F.log_softmax(dim=1)``). The "cecore,
+  classes last" peer runs the same call on the same data as a C-contiguous
+  (N d1, C) array, made once in its set-up (moveaxis and copy, untimed); its
+  gradient and log_softmax are returned as (N, C, d1) views (no copy) for the
+  check. With ``--quick`` these shrink d1, not N.
 - Implementations run one after another, each on its own: an idle pause of
   0.1 s (so the previous library's OpenMP threads stop spin-waiting and do not
   compete for cores), set-up, one warm-up call (excluded; it also compiles

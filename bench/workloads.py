@@ -37,6 +37,15 @@ def class_index_inputs(shape, dtype, rng):
     return logits, target
 
 
+def class_axis_inputs(shape, dtype, rng):
+    """PyTorch's (N, C, d1) layout: logits 2 * N(0, 1) of ``shape`` and uniform int64 class
+    indices over axis 1, of shape (N, d1)."""
+    logits = rng.standard_normal(shape, dtype=dtype)
+    logits *= 2
+    target = rng.integers(0, shape[1], size=(shape[0], *shape[2:]), dtype=np.int64)
+    return logits, target
+
+
 def half_inputs(shape, dtype, rng):
     """As class_index_inputs in float32, the logits then rounded to ``dtype``
     ("bfloat16" is ml_dtypes.bfloat16, the NumPy dtype of JAX and of cecore)."""
@@ -102,14 +111,22 @@ class Workload:
     tolerance: float = 1e-4
 
     def quick(self, shrink=16):
-        """This workload with fewer rows and calls, for --quick."""
-        rows = max(self.shape[0] // shrink, 64) if self.calls == 1 else self.shape[0]
-        return dataclasses.replace(
-            self, shape=(rows, *self.shape[1:]), calls=max(self.calls // 10, 1)
-        )
+        """This workload with fewer rows and calls, for --quick (an (N, C, d1) shape:
+        fewer positions d1, N being a small batch)."""
+        shape = self.shape
+        if self.calls == 1 and len(shape) > 2:
+            shape = (*shape[:-1], max(shape[-1] // shrink, 1))
+        elif self.calls == 1:
+            shape = (max(shape[0] // shrink, 64), *shape[1:])
+        return dataclasses.replace(self, shape=shape, calls=max(self.calls // 10, 1))
 
 
 BIG_K_TARGETS = dict(speedups={"torch": 10, "jax": 2}, floor_max=2.0)
+# class axis not last (issue 16): axis=1 on (N, C, d1) in <= 1.5x the time of the same
+# call on the same data classes last (a contiguous (N d1, C) copy made untimed)
+AXIS1_TARGETS = dict(speedups={"cecore, classes last": 1 / 1.5}, read_floor=False)
+# few classes (issue 16): <= 2.5x the read floor, PyTorch side by side
+FEW_K_TARGETS = dict(floor_max=2.5)
 # 16-bit logits: <= 0.6x cecore's own float32 time, >= 15x PyTorch on the same tensor
 HALF_TARGETS = dict(speedups={"cecore, float32": 1 / 0.6, "torch": 15}, floor_max=2.0,
                     tolerance=1e-2)
@@ -142,6 +159,30 @@ WORKLOADS = (
     Workload("k10", "small class count, K = 10", (1_048_576, 10), "float32",
              class_index_inputs, peers.CECORE_CE, peers.CE_PEERS,
              speedups={"torch": 10, "jax": 2}),
+    # issue 16, few classes: forward and loss + gradient (mean) at K = 2, 10 and 32
+    Workload("few-2", "few classes, K = 2", (1_048_576, 2), "float32", class_index_inputs,
+             peers.CECORE_CE, (peers.TORCH_CE,), **FEW_K_TARGETS),
+    Workload("few-32", "few classes, K = 32", (1_048_576, 32), "float32", class_index_inputs,
+             peers.CECORE_CE, (peers.TORCH_CE,), **FEW_K_TARGETS),
+    Workload("few-2-grad", "few classes, loss and gradient (mean), K = 2", (1_048_576, 2),
+             "float32", class_index_inputs, peers.CECORE_CE_GRAD, (peers.CE_GRAD_PEERS[0],),
+             **FEW_K_TARGETS),
+    Workload("few-10-grad", "few classes, loss and gradient (mean), K = 10", (1_048_576, 10),
+             "float32", class_index_inputs, peers.CECORE_CE_GRAD, (peers.CE_GRAD_PEERS[0],),
+             **FEW_K_TARGETS),
+    Workload("few-32-grad", "few classes, loss and gradient (mean), K = 32", (1_048_576, 32),
+             "float32", class_index_inputs, peers.CECORE_CE_GRAD, (peers.CE_GRAD_PEERS[0],),
+             **FEW_K_TARGETS),
+    # issue 16, class axis not last: PyTorch's (N, C, d1) layout, classes at axis 1
+    Workload("axis1", "class axis 1 of (N, C, d1) vs classes last and F.cross_entropy",
+             (64, 1_000, 1_024), "float32", class_axis_inputs, peers.CECORE_CE_AXIS1,
+             peers.CE_AXIS1_PEERS, **AXIS1_TARGETS),
+    Workload("axis1-grad", "class axis 1, loss and gradient (mean) vs classes last and torch",
+             (64, 1_000, 1_024), "float32", class_axis_inputs, peers.CECORE_CE_GRAD_AXIS1,
+             peers.CE_GRAD_AXIS1_PEERS, **AXIS1_TARGETS),
+    Workload("axis1-logsm", "log_softmax, class axis 1 vs classes last and F.log_softmax",
+             (64, 1_000, 1_024), "float32", class_axis_inputs, peers.CECORE_LOG_SOFTMAX_AXIS1,
+             peers.LOG_SOFTMAX_AXIS1_PEERS, **AXIS1_TARGETS),
     Workload("binary", "binary cross-entropy with logits", (16_777_216,), "float32",
              binary_inputs, peers.CECORE_BCE, peers.BCE_PEERS, speedups={"torch": 5}),
     Workload("tiny", "per-call overhead (time per call)", (64, 100), "float32",
