@@ -280,28 +280,6 @@ CEC_ATTR_AVX512 static void cec_row_exp_f32_avx512(const float *x, cec_intp n, f
     }
 }
 
-/* row_grad for float32 on AVX-512: out_i = a exp(x_i - shift) - w_i (c1 t_i + c0). */
-CEC_ATTR_AVX512 static void cec_row_grad_f32_avx512(const float *x, const float *t,
-                                                    const double *w, cec_intp n, float shift,
-                                                    float a, float c1, float c0, float *out)
-{
-    const __m512 sh = _mm512_set1_ps(shift), va = _mm512_set1_ps(a);
-    const __m512 vc1 = _mm512_set1_ps(c1), vc0 = _mm512_set1_ps(c0);
-    for (cec_intp i = 0; i < n; i += 16) {
-        __mmask16 m = cec_tail_mask16(n - i);
-        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-        __m512 target = t == NULL ? vc0 : _mm512_fmadd_ps(vc1, _mm512_maskz_loadu_ps(m, t + i), vc0);
-        if (w != NULL) {
-            __m256 lo = _mm512_cvtpd_ps(_mm512_maskz_loadu_pd((__mmask8)(m & 0xFF), w + i));
-            __m256 hi = _mm512_cvtpd_ps(_mm512_maskz_loadu_pd((__mmask8)(m >> 8), w + i + 8));
-            __m512 wv = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
-            target = _mm512_mul_ps(wv, target);
-        }
-        _mm512_mask_storeu_ps(out + i, m,
-                              _mm512_fmsub_ps(va, cec_exp16_avx512(_mm512_sub_ps(v, sh)), target));
-    }
-}
-
 CEC_ATTR_AVX512 static void cec_expsum_inplace_f32_avx512(float *a, cec_intp n)
 {
     cec_intp i = 0;
@@ -527,6 +505,73 @@ CEC_ATTR_AVX512 static inline __m512 cec_mask_load16_f16_avx512(__m512 src, __mm
     return _mm512_mask_blend_ps(m, src, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)));
 }
 
+/*
+ * Stores of floats as the input type, rounded to nearest even as
+ * cec_store_bf16 / cec_store_f16 do, bit for bit (NaN included: bfloat16 keeps
+ * the upper payload and sets the quiet bit, float16 gives sign | 0x7E00):
+ * masked for 16 lanes, and 32 lanes (two vectors, in the order of the
+ * type's cec_load32) as one 64-byte store.
+ */
+CEC_ATTR_AVX512 static inline __m512i cec_round_bf16_avx512(__m512 v)
+{
+    /* the bfloat16 in the upper half of each 32-bit lane */
+    __m512i u = _mm512_castps_si512(v);
+    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF)));
+    __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    return _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x00400000));
+}
+
+CEC_ATTR_AVX512 static inline __m256i cec_round_f16_avx512(__m512 v)
+{
+    __m256i h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    __m256i canon = _mm512_cvtepi32_epi16(_mm512_or_si512(
+        _mm512_and_si512(_mm512_srli_epi32(_mm512_castps_si512(v), 16), _mm512_set1_epi32(0x8000)),
+        _mm512_set1_epi32(0x7E00)));
+    return _mm256_mask_mov_epi16(h, nan, canon);
+}
+
+CEC_ATTR_AVX512 static inline void cec_mask_store16_f32_avx512(float *p, __mmask16 m, __m512 v)
+{
+    _mm512_mask_storeu_ps(p, m, v);
+}
+
+CEC_ATTR_AVX512 static inline void cec_store32_f32_avx512(float *p, __m512 v0, __m512 v1)
+{
+    _mm512_storeu_ps(p, v0);
+    _mm512_storeu_ps(p + 16, v1);
+}
+
+CEC_ATTR_AVX512 static inline void cec_mask_store16_bf16_avx512(cec_bf16_t *p, __mmask16 m,
+                                                                __m512 v)
+{
+    __m512i r = _mm512_srli_epi32(cec_round_bf16_avx512(v), 16);
+    _mm256_mask_storeu_epi16(p, m, _mm512_cvtepi32_epi16(r));
+}
+
+/* the inverse of cec_load32_bf16_avx512: v0 holds the even elements, v1 the odd ones */
+CEC_ATTR_AVX512 static inline void cec_store32_bf16_avx512(cec_bf16_t *p, __m512 v0, __m512 v1)
+{
+    __m512i even = _mm512_srli_epi32(cec_round_bf16_avx512(v0), 16);
+    /* 0xF8: a | (b & c), c the upper-half mask */
+    __m512i both = _mm512_ternarylogic_epi32(even, cec_round_bf16_avx512(v1),
+                                             _mm512_set1_epi32((int)0xFFFF0000u), 0xF8);
+    _mm512_storeu_si512((void *)p, both);
+}
+
+CEC_ATTR_AVX512 static inline void cec_mask_store16_f16_avx512(cec_f16_t *p, __mmask16 m,
+                                                               __m512 v)
+{
+    _mm256_mask_storeu_epi16(p, m, cec_round_f16_avx512(v));
+}
+
+CEC_ATTR_AVX512 static inline void cec_store32_f16_avx512(cec_f16_t *p, __m512 v0, __m512 v1)
+{
+    _mm512_storeu_si512((void *)p, _mm512_inserti64x4(
+        _mm512_castsi256_si512(cec_round_f16_avx512(v0)), cec_round_f16_avx512(v1), 1));
+}
+
 CEC_ATTR_AVX512 static inline void cec_load32_f32_avx512(const float *p, __m512 *v0, __m512 *v1)
 {
     *v0 = _mm512_loadu_ps(p);
@@ -545,36 +590,48 @@ CEC_ATTR_AVX512 static inline void cec_load32_f16_avx512(const cec_f16_t *p, __m
 #define CEC_LOAD16 cec_load16_f32_avx512
 #define CEC_MASK_LOAD16 cec_mask_load16_f32_avx512
 #define CEC_LOAD32 cec_load32_f32_avx512
+#define CEC_MASK_STORE16 cec_mask_store16_f32_avx512
+#define CEC_STORE32 cec_store32_f32_avx512
 #include "_rowmath_avx512_read.h"
 #undef CEC_IN
 #undef CEC_RD
 #undef CEC_LOAD16
 #undef CEC_MASK_LOAD16
 #undef CEC_LOAD32
+#undef CEC_MASK_STORE16
+#undef CEC_STORE32
 
 #define CEC_IN cec_bf16_t
 #define CEC_RD(name) CEC_CAT3(cec, name, bf16_avx512)
 #define CEC_LOAD16 cec_load16_bf16_avx512
 #define CEC_MASK_LOAD16 cec_mask_load16_bf16_avx512
 #define CEC_LOAD32 cec_load32_bf16_avx512
+#define CEC_MASK_STORE16 cec_mask_store16_bf16_avx512
+#define CEC_STORE32 cec_store32_bf16_avx512
 #include "_rowmath_avx512_read.h"
 #undef CEC_IN
 #undef CEC_RD
 #undef CEC_LOAD16
 #undef CEC_MASK_LOAD16
 #undef CEC_LOAD32
+#undef CEC_MASK_STORE16
+#undef CEC_STORE32
 
 #define CEC_IN cec_f16_t
 #define CEC_RD(name) CEC_CAT3(cec, name, f16_avx512)
 #define CEC_LOAD16 cec_load16_f16_avx512
 #define CEC_MASK_LOAD16 cec_mask_load16_f16_avx512
 #define CEC_LOAD32 cec_load32_f16_avx512
+#define CEC_MASK_STORE16 cec_mask_store16_f16_avx512
+#define CEC_STORE32 cec_store32_f16_avx512
 #include "_rowmath_avx512_read.h"
 #undef CEC_IN
 #undef CEC_RD
 #undef CEC_LOAD16
 #undef CEC_MASK_LOAD16
 #undef CEC_LOAD32
+#undef CEC_MASK_STORE16
+#undef CEC_STORE32
 
 /* cap(v) = c tanh(v inv_c) of one value, as the vector kernels compute it. */
 CEC_ATTR_AVX512 static inline float cec_softcap1_avx512(float v, float c, float inv_c)

@@ -6,6 +6,10 @@
  *   CEC_LOAD16(p)     16 elements at p as an __m512 of floats
  *   CEC_MASK_LOAD16(src, m, p)  the same for the lanes in mask m, src elsewhere
  *                               (masked-off elements are not read)
+ *   CEC_LOAD32(p, &v0, &v1)     32 elements as two vectors, in an order of its
+ *                               own (for max and sums only)
+ *   CEC_MASK_STORE16(p, m, v)   the lanes of v in mask m rounded to CEC_IN
+ *   CEC_STORE32(p, v0, v1)      the inverse of CEC_LOAD32, rounding to CEC_IN
  * The arithmetic is float32 for every input type, so a 16-bit row gives the
  * result of the same values stored as float32.
  */
@@ -103,6 +107,49 @@ CEC_ATTR_AVX512 static double CEC_RD(row_sumexp)(const CEC_IN *x, cec_intp n, fl
     }
     *n_eq = eq;
     return s + cec_sum16_avx512(acc);
+}
+
+/*
+ * Gradient row (the contract of the portable row_grad):
+ * out_i = a exp(x_i - shift) - w_i (c1 t_i + c0), rounded once to the input
+ * type; t == NULL means t_i = 0, w == NULL w_i = 1. out may alias x.
+ */
+CEC_ATTR_AVX512 static inline __attribute__((always_inline)) __m512 CEC_RD(grad16)(
+    __m512 v, const float *t, const double *w, __mmask16 m, __m512 sh, __m512 va, __m512 vc1,
+    __m512 vc0)
+{
+    __m512 target = t == NULL ? vc0 : _mm512_fmadd_ps(vc1, _mm512_maskz_loadu_ps(m, t), vc0);
+    if (w != NULL) {
+        __m256 lo = _mm512_cvtpd_ps(_mm512_maskz_loadu_pd((__mmask8)(m & 0xFF), w));
+        __m256 hi = _mm512_cvtpd_ps(_mm512_maskz_loadu_pd((__mmask8)(m >> 8), w + 8));
+        __m512 wv = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+        target = _mm512_mul_ps(wv, target);
+    }
+    return _mm512_fmsub_ps(va, cec_exp16_avx512(_mm512_sub_ps(v, sh)), target);
+}
+
+CEC_ATTR_AVX512 static void CEC_RD(row_grad)(const CEC_IN *x, const float *t, const double *w,
+                                             cec_intp n, float shift, float a, float c1, float c0,
+                                             CEC_IN *out)
+{
+    const __m512 sh = _mm512_set1_ps(shift), va = _mm512_set1_ps(a);
+    const __m512 vc1 = _mm512_set1_ps(c1), vc0 = _mm512_set1_ps(c0);
+    cec_intp i = 0;
+    if (t == NULL && w == NULL) {
+        /* elementwise: any order of the 32 elements will do, as long as the store undoes it */
+        for (; i + 32 <= n; i += 32) {
+            __m512 v0, v1;
+            CEC_LOAD32(x + i, &v0, &v1); /* before the store: out may alias x */
+            CEC_STORE32(out + i, CEC_RD(grad16)(v0, t, w, 0xFFFF, sh, va, vc1, vc0),
+                        CEC_RD(grad16)(v1, t, w, 0xFFFF, sh, va, vc1, vc0));
+        }
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = cec_tail_mask16(n - i);
+        __m512 v = CEC_MASK_LOAD16(_mm512_setzero_ps(), m, x + i);
+        CEC_MASK_STORE16(out + i, m,
+                         CEC_RD(grad16)(v, t ? t + i : t, w ? w + i : w, m, sh, va, vc1, vc0));
+    }
 }
 
 /*

@@ -252,7 +252,7 @@ CEC_ATTR static double CEC_FN(row_tdot)(const CEC_T *t, const double *w, const C
     return s;
 }
 
-#ifndef CEC_HAND_WRITTEN_ROW_OUT
+#if !defined(CEC_HAND_WRITTEN_ROW_OUT) && !defined(CEC_HAND_WRITTEN_ROW_GRAD)
 /*
  * Gradient row of the softmax cross-entropy family:
  *   out_i = a exp(x_i - shift) - w_i (c1 t_i + c0)

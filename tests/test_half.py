@@ -405,3 +405,25 @@ def test_token_statistics_equal_float32_on_upcast_values(simd, dtype, shift, rng
         lp = cecore.log_softmax(x)
         _assert_f32_close(cecore.nll_loss(lp, y, shift=True),
                           cecore.nll_loss(_up(lp), y, shift=True))
+
+
+@pytest.mark.parametrize("dtype", HALVES)
+@pytest.mark.parametrize("k", [7, 32, 100, 1037])
+def test_gradient_is_the_float32_gradient_rounded_once(simd, dtype, k, rng):
+    """Every gradient element but the target's (computed apart, in double) is the
+    float32 kernel's value for the upcast logits, rounded to nearest even into the
+    16-bit type: the hand-written 16-bit stores must round exactly as
+    ml_dtypes/NumPy do, NaN rows included, for every row length and tail."""
+    x = _logits(rng, (9, k), dtype, scale=4.0)
+    x[3, k // 2] = np.nan
+    x[5, :] = -np.inf
+    x[5, 1] = 0.0
+    y = rng.integers(0, k, 9)
+    _, got = cecore.cross_entropy(x, y, return_grad=True, reduction="sum")
+    _, g32 = cecore.cross_entropy(_up(x), y, return_grad=True, reduction="sum")
+    want = g32.astype(dtype)
+    off_target = np.ones(x.shape, bool)
+    off_target[np.arange(9), y] = False
+    np.testing.assert_array_equal(got.view(np.uint16)[off_target & ~np.isnan(_up(want))],
+                                  want.view(np.uint16)[off_target & ~np.isnan(_up(want))])
+    assert np.array_equal(np.isnan(_up(got)), np.isnan(_up(want)))
