@@ -572,6 +572,16 @@ CEC_ATTR_AVX512 static inline void cec_store32_f16_avx512(cec_f16_t *p, __m512 v
         _mm512_castsi256_si512(cec_round_f16_avx512(v0)), cec_round_f16_avx512(v1), 1));
 }
 
+/* ((double)v - shift) - logsum for the 16 floats of v, rounded once to float */
+CEC_ATTR_AVX512 static inline __m512 cec_sub_in_double16_avx512(__m512 v, __m512d sh, __m512d ls)
+{
+    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    lo = _mm512_sub_pd(_mm512_sub_pd(lo, sh), ls);
+    hi = _mm512_sub_pd(_mm512_sub_pd(hi, sh), ls);
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo)), _mm512_cvtpd_ps(hi), 1);
+}
+
 CEC_ATTR_AVX512 static inline void cec_load32_f32_avx512(const float *p, __m512 *v0, __m512 *v1)
 {
     *v0 = _mm512_loadu_ps(p);

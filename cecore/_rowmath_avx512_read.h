@@ -153,6 +153,29 @@ CEC_ATTR_AVX512 static void CEC_RD(row_grad)(const CEC_IN *x, const float *t, co
 }
 
 /*
+ * row_sub with output in the input type (the portable one's contract, bit for
+ * bit: out_i = (x_i - shift) - logsum in double, rounded to float, then to
+ * CEC_IN). out may alias x.
+ */
+CEC_ATTR_AVX512 static void CEC_RD(row_sub)(const CEC_IN *x, cec_intp n, double shift,
+                                            double logsum, CEC_IN *out)
+{
+    const __m512d sh = _mm512_set1_pd(shift), ls = _mm512_set1_pd(logsum);
+    cec_intp i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 v0, v1;
+        CEC_LOAD32(x + i, &v0, &v1); /* before the store: out may alias x */
+        CEC_STORE32(out + i, cec_sub_in_double16_avx512(v0, sh, ls),
+                    cec_sub_in_double16_avx512(v1, sh, ls));
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = cec_tail_mask16(n - i);
+        __m512 v = CEC_MASK_LOAD16(_mm512_setzero_ps(), m, x + i);
+        CEC_MASK_STORE16(out + i, m, cec_sub_in_double16_avx512(v, sh, ls));
+    }
+}
+
+/*
  * block_lse on AVX-512 for rows of k <= 32, vectorised across rows: 16 rows
  * are loaded as (masked, -inf padded) vectors and transposed in registers, so
  * that lane l holds row r + l and the max, exp and sum of 16 short rows run as

@@ -55,11 +55,13 @@
 #define CEC_HAND_WRITTEN_MAX
 #define CEC_HAND_WRITTEN_SOFTCAP
 #define CEC_HAND_WRITTEN_ROW_GRAD
+#define CEC_HAND_WRITTEN_ROW_SUB
 #define CEC_BLOCK_LSE_ROWS CEC_FN(block_lse_rows)
 #define CEC_BLOCK_LSE_GROUP 16
 #define CEC_COL_SUMEXP cec_col_sumexp_avx512
 #include "_rowmath_impl.h"
 #undef CEC_HAND_WRITTEN_SOFTCAP
+#undef CEC_HAND_WRITTEN_ROW_SUB
 #define CEC_OUT float
 #define CEC_STO CEC_ID
 #define CEC_FO CEC_FO_F32

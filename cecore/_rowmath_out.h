@@ -21,6 +21,7 @@ CEC_ATTR static void CEC_FO(row_exp)(const CEC_IN *x, cec_intp n, CEC_T shift, C
 }
 #endif
 
+#ifndef CEC_HAND_WRITTEN_ROW_SUB
 /* out_i = (x_i - shift) - logsum, in double and rounded once. out may alias x. */
 CEC_ATTR static void CEC_FO(row_sub)(const CEC_IN *x, cec_intp n, double shift, double logsum,
                                      CEC_OUT *out)
@@ -30,3 +31,4 @@ CEC_ATTR static void CEC_FO(row_sub)(const CEC_IN *x, cec_intp n, double shift, 
         out[i] = CEC_STO((CEC_T)(((double)CEC_LD(x[i]) - shift) - logsum));
     }
 }
+#endif

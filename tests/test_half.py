@@ -427,3 +427,21 @@ def test_gradient_is_the_float32_gradient_rounded_once(simd, dtype, k, rng):
     np.testing.assert_array_equal(got.view(np.uint16)[off_target & ~np.isnan(_up(want))],
                                   want.view(np.uint16)[off_target & ~np.isnan(_up(want))])
     assert np.array_equal(np.isnan(_up(got)), np.isnan(_up(want)))
+
+
+@pytest.mark.parametrize("dtype", HALVES)
+@pytest.mark.parametrize("k", [5, 32, 77, 2051])
+def test_log_softmax_is_its_float32_result_rounded_once(simd, dtype, k, rng):
+    """log_softmax into the 16-bit type (hand-written on AVX-512) equals its
+    dtype=float32 result (the portable loop) rounded to the 16-bit type, bit for
+    bit: both are (x - shift) - logsum in double, rounded to float, then stored."""
+    x = _logits(rng, (6, k), dtype, scale=5.0)
+    x[2, k // 3] = np.nan
+    x[4, :] = -np.inf
+    x[4, 0] = 1.0
+    got = cecore.log_softmax(x)
+    want = cecore.log_softmax(x, dtype=np.float32).astype(dtype)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got.view(np.uint16)[~np.isnan(_up(want))],
+                                  want.view(np.uint16)[~np.isnan(_up(want))])
+    assert np.array_equal(np.isnan(_up(got)), np.isnan(_up(want)))
