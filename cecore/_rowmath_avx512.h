@@ -61,10 +61,9 @@ CEC_ATTR_AVX512 static inline double cec_sum16_avx512(__m512 v)
  * vscalefps for 2^k, which underflows gradually and overflows to inf. NaN
  * propagates (max/min return their second operand for a NaN).
  */
-CEC_ATTR_AVX512 static inline __m512 cec_exp16_avx512(__m512 x)
+CEC_ATTR_AVX512 static inline __m512 cec_exp_in_range16_avx512(__m512 x)
 {
-    x = _mm512_max_ps(_mm512_set1_ps(-110.0f), x);
-    x = _mm512_min_ps(_mm512_set1_ps(100.0f), x);
+    /* x in [-110, 100] or NaN: the callers clamp */
     __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
@@ -77,6 +76,12 @@ CEC_ATTR_AVX512 static inline __m512 cec_exp16_avx512(__m512 x)
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
     p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
     return _mm512_scalef_ps(_mm512_add_ps(p, _mm512_set1_ps(1.0f)), k);
+}
+
+CEC_ATTR_AVX512 static inline __m512 cec_exp16_avx512(__m512 x)
+{
+    x = _mm512_max_ps(_mm512_set1_ps(-110.0f), x);
+    return cec_exp_in_range16_avx512(_mm512_min_ps(_mm512_set1_ps(100.0f), x));
 }
 
 /* cec_log1p_unit_f32 for 16 floats (u in [-1/2, 1]). */
@@ -149,20 +154,9 @@ CEC_ATTR_AVX512 static inline __mmask16 cec_tail_mask16(cec_intp left)
  */
 CEC_ATTR_AVX512 static inline __m512 cec_exp_neg2abs16_avx512(__m512 ax)
 {
-    /* max keeps NaN (its second operand); below -110 the result is 0 anyway */
-    __m512 d = _mm512_max_ps(_mm512_set1_ps(-110.0f), _mm512_mul_ps(ax, _mm512_set1_ps(-2.0f)));
-    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(d, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), d);
-    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500E-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
-    return _mm512_scalef_ps(_mm512_add_ps(p, _mm512_set1_ps(1.0f)), k);
+    /* max keeps NaN (its second operand); below -110 the result is 0 anyway; d <= 0 */
+    return cec_exp_in_range16_avx512(
+        _mm512_max_ps(_mm512_set1_ps(-110.0f), _mm512_mul_ps(ax, _mm512_set1_ps(-2.0f))));
 }
 
 CEC_ATTR_AVX512 static inline __m512 cec_tanh_small16_avx512(__m512 x)

@@ -1292,32 +1292,10 @@ def ce_index_fast(object logits, object target, bint as_array=False):
     target a contiguous native int64 array of one index per row, all in range.
     as_array: the loss as a 0-d array instead of a NumPy scalar (for torch.from_numpy).
     """
-    cdef cnp.ndarray x
-    cdef Py_ssize_t n, k, stride
-    cdef double loss, weight
-    cdef Py_ssize_t bad
-    cdef bint f64
     cdef const int64_t *t
-    if not _plain_rows(logits, MIN_PARALLEL_WORK):
+    if not _fast_call(logits, target, &t):
         return None
-    x = <cnp.ndarray> logits
-    n = cnp.PyArray_DIMS(x)[0]
-    k = cnp.PyArray_DIMS(x)[1]
-    if not _plain_targets(target, n):
-        return None
-    t = <const int64_t *> cnp.PyArray_DATA(<cnp.ndarray> target)
-    f64 = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64
-    stride = cnp.PyArray_STRIDES(x)[0] // cnp.PyArray_ITEMSIZE(x)
-    with nogil:
-        if f64:
-            loss, weight, bad = _ce_index_serial(<const double *> cnp.PyArray_DATA(x), n, k,
-                                                 stride, t, 0.0, <double *> NULL)
-        else:
-            loss, weight, bad = _ce_index_serial(<const float *> cnp.PyArray_DATA(x), n, k,
-                                                 stride, t, 0.0, <float *> NULL)
-    if bad != -1:
-        return None  # the general path names the bad target (or reports no memory)
-    return _mean(loss, weight, f64, as_array)
+    return _ce_index_pass(<cnp.ndarray> logits, t, 0.0, None, as_array)
 
 
 def ce_index_grad_fast(object logits, object target, bint as_array=False):
@@ -1325,39 +1303,53 @@ def ce_index_grad_fast(object logits, object target, bint as_array=False):
     default: (loss, gradient), the gradient a new C-ordered array; or None, on the
     terms of ce_index_fast. As the general path, the targets are checked (and the
     mean's 1 / count formed) before the pass."""
-    cdef cnp.ndarray x, grad
-    cdef Py_ssize_t n, k, stride, count
-    cdef double loss, weight, scale
-    cdef Py_ssize_t bad
-    cdef bint f64
+    cdef cnp.ndarray x
     cdef const int64_t *t
-    if not _plain_rows(logits, MIN_PARALLEL_WORK):
+    cdef Py_ssize_t count
+    if not _fast_call(logits, target, &t):
         return None
     x = <cnp.ndarray> logits
-    n = cnp.PyArray_DIMS(x)[0]
-    k = cnp.PyArray_DIMS(x)[1]
-    if not _plain_targets(target, n):
-        return None
-    t = <const int64_t *> cnp.PyArray_DATA(<cnp.ndarray> target)
-    count = _counted_targets(t, n, k)
+    count = _counted_targets(t, cnp.PyArray_DIMS(x)[0], cnp.PyArray_DIMS(x)[1])
     if count < 0:
         return None
-    scale = 1.0 / <double> count  # inf for no counted target, as divide(1.0, 0)
-    f64 = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64
     grad = cnp.PyArray_SimpleNew(2, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x))
-    stride = cnp.PyArray_STRIDES(x)[0] // cnp.PyArray_ITEMSIZE(x)
+    # inf for no counted target, as divide(1.0, 0)
+    loss = _ce_index_pass(x, t, 1.0 / <double> count, grad, as_array)
+    return None if loss is None else (loss, grad)
+
+
+cdef inline bint _fast_call(object logits, object target, const int64_t **t) noexcept:
+    """True if the fast path takes this call (see _plain_rows, _plain_targets), with
+    the int64 targets in t[0]."""
+    if not _plain_rows(logits, MIN_PARALLEL_WORK):
+        return False
+    if not _plain_targets(target, cnp.PyArray_DIMS(<cnp.ndarray> logits)[0]):
+        return False
+    t[0] = <const int64_t *> cnp.PyArray_DATA(<cnp.ndarray> target)
+    return True
+
+
+cdef object _ce_index_pass(cnp.ndarray x, const int64_t *t, double scale, object grad,
+                           bint as_array):
+    """The fast path's pass over x (and the gradient times scale into grad, a new
+    array like x, unless None): the mean loss, or None where the general path must
+    answer (a bad target, which it names; no memory, which it reports)."""
+    cdef Py_ssize_t n = cnp.PyArray_DIMS(x)[0], k = cnp.PyArray_DIMS(x)[1]
+    cdef Py_ssize_t stride = cnp.PyArray_STRIDES(x)[0] // cnp.PyArray_ITEMSIZE(x)
+    cdef bint f64 = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64
+    cdef void *g = NULL if grad is None else cnp.PyArray_DATA(<cnp.ndarray> grad)
+    cdef double loss, weight
+    cdef Py_ssize_t bad
     with nogil:
         if f64:
             loss, weight, bad = _ce_index_serial(<const double *> cnp.PyArray_DATA(x), n, k,
-                                                 stride, t, scale,
-                                                 <double *> cnp.PyArray_DATA(grad))
+                                                 stride, t, scale, <double *> g)
         else:
             loss, weight, bad = _ce_index_serial(<const float *> cnp.PyArray_DATA(x), n, k,
-                                                 stride, t, scale,
-                                                 <float *> cnp.PyArray_DATA(grad))
+                                                 stride, t, scale, <float *> g)
     if bad != -1:
-        return None  # out of memory: the general path reports it
-    return _mean(loss, weight, f64, as_array), grad
+        return None
+    return _mean(loss, weight, f64, as_array)
 
 
 cdef void _softmax_serial(const floating *x, Py_ssize_t n, Py_ssize_t k, Py_ssize_t stride,
