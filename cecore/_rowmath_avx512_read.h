@@ -37,7 +37,7 @@ CEC_ATTR_AVX512 static float CEC_RD(row_max)(const CEC_IN *x, cec_intp n)
  * by_fma = 1 (a compile-time constant at each call) takes u = x log2(e) -
  * fl(shift log2(e)) in one FMA instead of (x - shift) log2(e) in two steps:
  * every u then carries the same offset delta = shift log2(e) - fl(shift
- * log2(e)) (|delta| <= 2^-5 for |shift| <= 2^20, where the caller uses it),
+ * log2(e)) (|delta| <= 2^-4 for |shift| <= 2^20, where the caller uses it),
  * and the sum is scaled by 2^-delta, in double, once. Elements equal to the
  * shift are compared on x itself (x == shift exactly when x - shift == 0),
  * counted and not summed (see row_sumexp). While it computes (from L1) it
@@ -83,7 +83,7 @@ CEC_ATTR_AVX512 static inline __attribute__((always_inline)) double CEC_RD(row_s
     s += cec_sum16_avx512(_mm512_add_ps(acc0, acc1));
     *n_eq = i - ne;
     /* exact: c is a float, shift * unit is exact in double */
-    return by_fma ? s * exp2((double)c - (double)shift * (double)unit) : s;
+    return by_fma ? s * cec_exp2_small((double)c - (double)shift * (double)unit) : s;
 }
 
 /*
