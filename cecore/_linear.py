@@ -323,6 +323,69 @@ def _chunk_loop(projection, targets, n, chunk, scale, with_grad, per_row, n_thre
     return total, weight_sum
 
 
+# Bytes per row that the class-chunked forward pass keeps beside its logits buffer
+# (the running log-sum-exp and target logit in float64, a chunk's log-sum-exp and
+# the masks and indices of the targets that fall in it).
+_CLASS_CHUNK_ROW_BYTES = 64
+
+
+def class_chunk_width(n, n_classes, itemsize):
+    """Classes per chunk of the forward pass that chunks over classes (see
+    :func:`_class_chunk_loss`): the logits buffer ``N x width`` takes all of
+    :func:`memory_budget` but the small change and ``_CLASS_CHUNK_ROW_BYTES``
+    per row, evened out over the chunks; 0 when that leaves no room."""
+    room = memory_budget(n, n_classes, itemsize) - SMALL_CHANGE - n * _CLASS_CHUNK_ROW_BYTES
+    most = room // (n * itemsize) if n else 0
+    if most < 1:
+        return 0
+    n_chunks = -(-n_classes // most)
+    return -(-n_classes // n_chunks)
+
+
+def _class_chunk_loss(rows, w, bias, targets, width, per_row, n_threads, dtype):
+    """Loss sum and weight sum of class-index targets (no label smoothing, no cap), with
+    the logits projected ``width`` classes at a time over all rows.
+
+    Each chunk ``z = rows @ w[v0:v1].T (+ bias[v0:v1])`` gives every row a partial
+    log-sum-exp, merged into a running float64 one (``logaddexp``), and the target
+    logits of the rows whose target falls in the chunk. Then, per counted row,
+    ``loss = w_y (lse - z_y) + z_loss lse**2``, as cross_entropy's. Chunking over
+    classes rather than rows lets the BLAS pack each slice of the weight once,
+    where row chunks make every product pack the whole weight again (measured at
+    4,096 x 1,024 -> 32,000: within 1% of one full product, row chunks 8% slower).
+    """
+    n, v = rows.shape[0], w.shape[0]
+    y = targets.flat
+    counted = y != targets.ignore_index
+    lse = np.full(n, -np.inf)
+    target_logit = np.zeros(n)
+    chunk_lse = np.empty((n, 1), compute_dtype(dtype))
+    buffer = np.empty(n * width, dtype)
+    for v0 in range(0, v, width):
+        v1 = min(v, v0 + width)
+        z = buffer[:n * (v1 - v0)].reshape(n, v1 - v0)
+        with np.errstate(over="ignore", invalid="ignore"):  # IEEE inf/NaN, as elsewhere
+            np.matmul(rows, w[v0:v1].T, out=z)
+            if bias is not None:
+                z += bias[v0:v1]
+            run_kernel(_softmax_kernels.softmax_rows, n_threads, z.size, *kernel_array(z),
+                       chunk_lse, 0)
+            np.logaddexp(lse, chunk_lse[:, 0], out=lse)
+        here = np.flatnonzero(counted & (y >= v0) & (y < v1))
+        target_logit[here] = z[here, y[here] - v0]
+    del z, buffer  # the per-row arithmetic below takes N-sized temporaries
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN, as in the row kernels
+        loss = lse - target_logit
+        if targets.weight.size:
+            loss *= targets.weight[np.where(counted, y, 0)]
+        if targets.z_loss:
+            loss += targets.z_loss * lse * lse
+    loss[~counted] = 0.0
+    if per_row.size:
+        per_row[...] = loss
+    return float(np.sum(loss)), targets.normaliser
+
+
 def _check_chunk_size(chunk_size, n, n_classes, itemsize, row_extra=0):
     if chunk_size is None:
         return default_chunk_rows(n, n_classes, itemsize, row_extra)
@@ -361,6 +424,13 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
 
     .. math:: \nabla_h = G W, \qquad \nabla_W \mathrel{+}= G^\top h, \qquad
               \nabla_b \mathrel{+}= \textstyle\sum_i G_i
+
+    Without ``return_grad``, with ``chunk_size=None`` and fewer rows than
+    classes (class-index targets, no ``label_smoothing``, no ``softcap``,
+    ``hidden`` in the compute dtype), the chunks are slices of classes over all
+    rows instead, within the same memory bound: each row's log-sum-exp is merged
+    over the slices (``logaddexp`` in float64). The BLAS then packs each slice of
+    the weight once, where row chunks make every product pack all of it again.
 
     Memory: with ``chunk_size=None`` the peak extra memory (everything but the
     inputs and the returned arrays) is at most ``min(64 MB, N V itemsize / 8)``
@@ -508,12 +578,24 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
         scale = divide(1.0, targets.normaliser)
     grad_dtypes = (_grad_dtype(h_given, dtype), _grad_dtype(w_given, dtype),
                    _grad_dtype(b_given, dtype) if b_given is not None else None)
-    projection = _NumpyProjection(rows, w.astype(dtype, copy=False), bias, dtype, chunk,
-                                 (return_grad,) * 3, grad_dtypes)
-    result_dtype = _result_dtype(projection.buffer)
+    w = w.astype(dtype, copy=False)
+    result_dtype = _result_dtype(np.empty(0, dtype))
     per_row = np.empty(n if reduction == "none" else 0, result_dtype)
-    total, weight_sum = _chunk_loop(projection, targets, n, chunk, scale, return_grad,
-                                   per_row, n_threads, dtype)
+    # fewer rows than classes and more than one chunk: the forward pass chunks over
+    # classes (see _class_chunk_loss), where its options allow
+    width = 0
+    if (not return_grad and chunk_size is None and chunk < n < n_classes
+            and targets.kind == "index" and not label_smoothing and not softcap
+            and rows.dtype == dtype):
+        width = class_chunk_width(n, n_classes, dtype.itemsize)
+    if width:
+        total, weight_sum = _class_chunk_loss(rows, w, bias, targets, width, per_row,
+                                              n_threads, dtype)
+    else:
+        projection = _NumpyProjection(rows, w, bias, dtype, chunk, (return_grad,) * 3,
+                                      grad_dtypes)
+        total, weight_sum = _chunk_loop(projection, targets, n, chunk, scale, return_grad,
+                                       per_row, n_threads, dtype)
     if reduction == "none" and shift:
         steps = h.shape[-2]
         per_row = per_row.reshape(-1, steps)[:, :-1].copy()

@@ -525,3 +525,85 @@ def test_gradients_without_the_blas_accumulation(rng, monkeypatch, chunk_size):
                                       chunk_size=chunk_size)[1:]
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
+
+
+def force_class_chunks(monkeypatch, calls):
+    """A budget small enough that the default forward pass of make_inputs-sized calls
+    chunks over classes, and a record of the widths it used."""
+    monkeypatch.setattr(cecore._linear, "SMALL_LOGITS", 0)
+    monkeypatch.setattr(cecore._linear, "SMALL_CHANGE", 0)
+    chunk_loss = cecore._linear._class_chunk_loss
+
+    def recorded(rows, w, bias, targets, width, *args):
+        calls.append(width)
+        return chunk_loss(rows, w, bias, targets, width, *args)
+
+    monkeypatch.setattr(cecore._linear, "_class_chunk_loss", recorded)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("options", [{}, {"z_loss": 1e-2}, {"class_weight": "random"},
+                                     {"shift": True}, {"ignore_index": 3}])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forward_chunked_over_classes_matches_materialised(rng, monkeypatch, reduction,
+                                                          options, dtype):
+    """Fewer rows than classes: the default forward pass projects a slice of classes at a
+    time over all rows and merges the rows' log-sum-exps; same losses as the logits'."""
+    calls = []
+    force_class_chunks(monkeypatch, calls)
+    hidden, weight, bias, target = make_inputs(rng, batch_shape=(6, 40), d=16, v=700,
+                                               dtype=dtype)
+    options = dict(options)
+    if options.get("class_weight") == "random":
+        options["class_weight"] = rng.random(700) + 0.5
+    if "ignore_index" in options:
+        target[target == -100] = options["ignore_index"]
+    got = cecore.linear_cross_entropy(hidden, weight, target, bias=bias, reduction=reduction,
+                                      **options)
+    assert calls and 1 <= calls[0] < 700  # more than one chunk of classes
+    z = hidden.astype(np.float64) @ weight.astype(np.float64).T + bias
+    t = target
+    ref = {k: options[k] for k in ("class_weight", "ignore_index") if k in options}
+    if "class_weight" in ref:
+        ref["weight"] = ref.pop("class_weight")
+    if options.get("shift"):
+        z, t = z[:, :-1], target[:, 1:]
+    want = _reference.cross_entropy(z, t, reduction="none", **ref)
+    if "z_loss" in options:
+        lse = np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1)) + z.max(-1)
+        counted = t != ref.get("ignore_index", -100)
+        want = want + np.where(counted, options["z_loss"] * lse ** 2, 0.0)
+    if reduction != "none":
+        counted = t != ref.get("ignore_index", -100)
+        wy = ref["weight"][np.where(counted, t, 0)] if "weight" in ref else np.ones(t.shape)
+        want = want.sum() / (np.sum(wy[counted]) if reduction == "mean" else 1.0)
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    assert np.asarray(got).dtype == dtype
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    # and the row-chunked pass (an explicit chunk_size) agrees to rounding
+    rows = cecore.linear_cross_entropy(hidden, weight, target, bias=bias, reduction=reduction,
+                                       chunk_size=50, **options)
+    assert len(calls) == 1
+    np.testing.assert_allclose(got, rows, rtol=tol, atol=tol)
+
+
+def test_forward_chunked_over_classes_keeps_nan_and_the_row_rule(rng, monkeypatch):
+    """A NaN row stays NaN (the others do not see it); options the class chunks do not
+    cover (label smoothing, soft cap, probability targets, gradients) keep row chunks."""
+    calls = []
+    force_class_chunks(monkeypatch, calls)
+    hidden, weight, bias, target = make_inputs(rng, batch_shape=(200,), d=16, v=700)
+    hidden[5, 3] = np.nan
+    target[5] = 1
+    got = cecore.linear_cross_entropy(hidden, weight, target, bias=bias, reduction="none")
+    assert len(calls) == 1
+    rows = cecore.linear_cross_entropy(hidden, weight, target, bias=bias, reduction="none",
+                                       chunk_size=64)
+    assert np.isnan(got[5]) and np.isnan(rows[5])
+    np.testing.assert_allclose(np.delete(got, 5), np.delete(rows, 5), rtol=2e-6, atol=2e-6)
+    probs = rng.dirichlet(np.ones(700), 200)
+    for kwargs in ({"label_smoothing": 0.1}, {"softcap": 5.0}, {"return_grad": True},
+                   {"target": probs}):
+        kwargs = {"target": target, **kwargs}
+        cecore.linear_cross_entropy(hidden, weight, bias=bias, **kwargs)
+    assert len(calls) == 1
